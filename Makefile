@@ -1,0 +1,34 @@
+# Two commands from a fresh clone: `make demo` and `make test`.
+PYTHON ?= python3.11
+VENV := .venv
+PY := $(VENV)/bin/python
+PIP := $(PY) -m pip
+STAMP := $(VENV)/.coral-installed
+MEMBERS := coral-core coral-torch coral-lightning coral-hf coral-jax
+PYTEST_ARGS ?=
+
+.PHONY: install demo test bench clean
+
+$(STAMP): Makefile constraints.txt pyproject.toml $(foreach m,$(MEMBERS),$(m)/pyproject.toml)
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PIP) install -q --upgrade pip
+	# torch first, pinned to the CPU wheel, so nothing later pulls another build
+	$(PIP) install -q torch==2.13.0
+	$(PIP) install -q -c constraints.txt -e "coral-core[mlflow]" -e coral-torch -e coral-lightning -e coral-hf -e coral-jax -e ".[dev]"
+	touch $(STAMP)
+
+install: $(STAMP)
+
+demo: $(STAMP)
+	rm -rf demo-repo
+	$(PY) examples/demo.py demo-repo
+	cd demo-repo && ../$(VENV)/bin/coral log
+
+test: $(STAMP)
+	$(PY) -m pytest -n 2 $(PYTEST_ARGS)
+
+bench: $(STAMP)
+	$(PY) bench/storage.py
+
+clean:
+	rm -rf $(VENV) demo-repo

@@ -1,0 +1,24 @@
+"""Coral: version control and checkpoint management for neural-network weights.
+
+``import coral`` loads no ML framework; framework support comes from plugins (coral-torch, coral-jax, ...).
+"""
+
+from .core.weight_tensor import WeightMetadata, WeightTensor
+from .errors import CoralError, CorruptObjectError, RefNotFoundError
+from .hookspecs import hookimpl
+from .plugins import get_plugin_manager
+from .version_control.repository import Repository
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "CoralError",
+    "CorruptObjectError",
+    "RefNotFoundError",
+    "Repository",
+    "WeightMetadata",
+    "WeightTensor",
+    "__version__",
+    "get_plugin_manager",
+    "hookimpl",
+]

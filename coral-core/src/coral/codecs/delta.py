@@ -1,0 +1,46 @@
+"""Exact deltas between two chunks of equal length: XOR of bit patterns, or zig-zag integer difference.
+
+XOR suits floats (nearby values share sign, exponent and high mantissa bits, so those planes become
+zeros); the wrapping integer difference suits integer tensors and counters. Both invert exactly.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+_UINT = {1: np.uint8, 2: np.uint16, 4: np.uint32, 8: np.uint64}
+
+
+def _lanes(itemsize: int) -> tuple[type, int]:
+    """Unsigned lane type used for an element size (16-byte complex128 uses two 8-byte lanes)."""
+    if itemsize in _UINT:
+        return _UINT[itemsize], itemsize
+    return np.uint64, 8
+
+
+def xor_residual(data: memoryview | bytes, base: memoryview | bytes, itemsize: int) -> np.ndarray:
+    t, _ = _lanes(itemsize)
+    return np.bitwise_xor(np.frombuffer(data, dtype=t), np.frombuffer(base, dtype=t))
+
+
+def xor_apply(residual: np.ndarray, base: memoryview | bytes, itemsize: int, out: np.ndarray) -> None:
+    t, _ = _lanes(itemsize)
+    np.bitwise_xor(residual.view(t), np.frombuffer(base, dtype=t), out=out.view(t))
+
+
+def sub_residual(data: memoryview | bytes, base: memoryview | bytes, itemsize: int) -> np.ndarray:
+    """zig-zag(data - base) with wrap-around, as unsigned integers of the element size."""
+    t, size = _lanes(itemsize)
+    bits = size * 8
+    a = np.frombuffer(data, dtype=t)
+    b = np.frombuffer(base, dtype=t)
+    d = (a - b).view(np.dtype(f"i{size}"))
+    zz = (d << 1) ^ (d >> (bits - 1))
+    return zz.view(t)
+
+
+def sub_apply(residual: np.ndarray, base: memoryview | bytes, itemsize: int, out: np.ndarray) -> None:
+    t, size = _lanes(itemsize)
+    zz = residual.view(t)
+    d = (zz >> 1) ^ (np.zeros(1, dtype=t) - (zz & 1))
+    np.add(np.frombuffer(base, dtype=t), d, out=out.view(t))

@@ -1,0 +1,105 @@
+"""Coral's exception classes: every error a user can hit is one of these, with a message naming the value."""
+
+from __future__ import annotations
+
+
+class CoralError(Exception):
+    """Base class of every error Coral raises on purpose."""
+
+
+class InvalidArgumentError(CoralError, ValueError):
+    """A parameter has a value Coral cannot accept; the message names the parameter and the value."""
+
+    def __init__(self, parameter: str, value: object, reason: str) -> None:
+        self.parameter = parameter
+        self.value = value
+        super().__init__(f"invalid {parameter}={value!r}: {reason}")
+
+
+class InvalidNameError(InvalidArgumentError):
+    """A branch, tag, tensor or ref name that could escape the repository or is otherwise unusable."""
+
+
+class ConfigError(InvalidArgumentError):
+    """A CheckpointConfig field has a bad value."""
+
+
+class RepositoryNotFoundError(CoralError):
+    """The path is not a Coral repository."""
+
+
+class RepositoryExistsError(CoralError):
+    """`init=True` on a folder that already holds a repository with a different layout."""
+
+
+class RefNotFoundError(CoralError, KeyError):
+    """A branch, tag, hash or `HEAD~N` expression does not name a commit."""
+
+    def __str__(self) -> str:  # KeyError would quote the message
+        return str(self.args[0]) if self.args else "ref not found"
+
+
+class AmbiguousRefError(CoralError):
+    """A short hash prefix matches more than one commit."""
+
+
+class RefExistsError(CoralError):
+    """A branch, tag or release with that name already exists."""
+
+
+class RefConflictError(CoralError):
+    """A compare-and-swap on a ref failed because another writer moved it first."""
+
+
+class ObjectNotFoundError(CoralError, KeyError):
+    """An object id is not in the store (deleted, never written, or pruned)."""
+
+    def __str__(self) -> str:
+        return str(self.args[0]) if self.args else "object not found"
+
+
+class CorruptObjectError(CoralError):
+    """An object's bytes do not hash to its id, or cannot be decoded: the store is damaged."""
+
+    def __init__(self, object_id: str, reason: str, tensor: str | None = None) -> None:
+        self.object_id = object_id
+        self.tensor = tensor
+        where = f" (tensor {tensor!r})" if tensor else ""
+        super().__init__(f"corrupt object {object_id}{where}: {reason}")
+
+
+class PrunedCommitError(CoralError):
+    """The commit exists but its weights were freed by retention (`prune`)."""
+
+
+class MergeConflictError(CoralError):
+    """A merge found tensors missing on one side or with different shapes."""
+
+    def __init__(self, conflicts: dict[str, str]) -> None:
+        self.conflicts = conflicts
+        names = ", ".join(f"{k} ({v})" for k, v in sorted(conflicts.items()))
+        super().__init__(f"merge conflicts: {names}; pass on_conflict='ours' or 'theirs' to choose a side")
+
+
+class ShapeMismatchError(CoralError, ValueError):
+    """A stored tensor and the model's tensor of the same name have different shapes."""
+
+
+class InsufficientSpaceError(CoralError, OSError):
+    """Saving would leave less free disk space than allowed, or the disk is full."""
+
+
+class LockTimeoutError(CoralError):
+    """The repository lock could not be taken in time."""
+
+
+class PluginError(CoralError):
+    """A plugin is missing, misbehaves, or no plugin handles the given object."""
+
+
+class UnsupportedDtypeError(CoralError, TypeError):
+    """A dtype Coral cannot store losslessly."""
+
+
+class CheckpointError(CoralError):
+    """A training checkpoint could not be saved or restored (including errors from async saves)."""

@@ -1,0 +1,100 @@
+"""Coral's plugin surface: every hook a plugin may implement, in one place.
+
+Plugins register through the entry-point group ``coral`` (or directly on the plugin manager in tests) and
+decorate their functions with :data:`coral.hookimpl`. Hooks marked ``firstresult`` are "who recognises this
+object?" questions: a plugin returns ``None`` when the object is not its kind.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import pluggy
+
+hookspec = pluggy.HookspecMarker("coral")
+hookimpl = pluggy.HookimplMarker("coral")
+
+
+# --- weight conversion -------------------------------------------------------------------------------------
+
+
+@hookspec(firstresult=True)
+def coral_model_to_weights(model: Any) -> dict[str, Any] | None:
+    """Called to turn a framework model into ``{name: WeightTensor}``.
+
+    ``model`` is whatever the user passed (an ``nn.Module``, a pytree, ...). Return ``None`` when the object
+    is not of your framework; the first non-None answer wins.
+    """
+
+
+@hookspec(firstresult=True)
+def coral_weights_to_model(weights: dict[str, Any], model: Any, strict: bool) -> dict[str, list[str]] | None:
+    """Called to load ``{name: WeightTensor}`` into ``model`` in place.
+
+    Return ``{"loaded": [...], "missing": [...], "unexpected": [...]}`` or ``None`` when ``model`` is not of
+    your framework. With ``strict=True`` missing or unexpected names must raise.
+    """
+
+
+# --- training-state capture --------------------------------------------------------------------------------
+
+
+@hookspec(firstresult=True)
+def coral_get_optimizer_state(optimizer: Any) -> dict[str, Any] | None:
+    """Called to capture an optimizer's state as a nested dict of JSON values and numpy arrays.
+
+    Return ``None`` when ``optimizer`` is not of your framework. Arrays are stored as tensors in the commit
+    tree (deduplicated and delta-encoded), the rest as JSON metadata.
+    """
+
+
+@hookspec(firstresult=True)
+def coral_set_optimizer_state(optimizer: Any, state: dict[str, Any]) -> bool | None:
+    """Called to restore a state captured by :func:`coral_get_optimizer_state`; return True when handled."""
+
+
+@hookspec(firstresult=True)
+def coral_get_scheduler_state(scheduler: Any) -> dict[str, Any] | None:
+    """Called to capture a learning-rate scheduler's state; ``None`` when not your framework's."""
+
+
+@hookspec(firstresult=True)
+def coral_set_scheduler_state(scheduler: Any, state: dict[str, Any]) -> bool | None:
+    """Called to restore a scheduler state; return True when handled."""
+
+
+@hookspec
+def coral_get_rng_state() -> dict[str, Any] | None:
+    """Called when a checkpoint captures random state: return ``{generator_name: state}`` for the generators
+    your plugin owns (e.g. ``"torch"``, ``"cuda"``, ``"jax"``), or None. Every plugin contributes; states
+    may hold numpy arrays and JSON values only."""
+
+
+@hookspec
+def coral_set_rng_state(state: dict[str, Any]) -> None:
+    """Called on restore with the merged ``{generator_name: state}``: restore the generators you own and
+    ignore the others."""
+
+
+@hookspec(firstresult=True)
+def coral_get_data_state(source: Any) -> dict[str, Any] | None:
+    """Called to capture a data pipeline's position (a sampler, a loader, an iterator).
+
+    Core already handles objects with ``get_state()``/``set_state()`` (the CheckpointableIterator protocol);
+    implement this for framework objects that lack them. Return ``None`` when ``source`` is not yours.
+    """
+
+
+@hookspec(firstresult=True)
+def coral_set_data_state(source: Any, state: dict[str, Any]) -> bool | None:
+    """Called to restore a data pipeline's position; return True when handled."""
+
+
+# --- storage backends --------------------------------------------------------------------------------------
+
+
+@hookspec
+def coral_storage_backends(register: Callable[[str, type], None]) -> None:
+    """Called once when Coral resolves a store URL: call ``register(scheme, StoreClass)`` for each URL scheme
+    you serve (``"file"``, ``"memory"``, ``"s3"``, ...). ``StoreClass.from_url(url)`` must build the store,
+    which must subclass :class:`coral.store.base.Store` and pass ``coral.testing.StoreContract``."""

@@ -1,0 +1,97 @@
+"""The store contract every backend implements (local disk, memory, S3, a third party's).
+
+Objects are immutable bytes under a key; ``put`` is atomic (a reader sees all of an object or none).
+Refs are small mutable strings changed only through ``compare_and_swap``, the one primitive that makes
+concurrent writers safe on every backend.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import re
+from abc import ABC, abstractmethod
+from typing import Iterator
+
+from ..errors import InvalidNameError
+
+_KEY = re.compile(r"^[A-Za-z0-9._\-]+(/[A-Za-z0-9._\-]+)*$")
+
+
+def validate_key(key: str, what: str = "key") -> str:
+    """Refuse keys that could escape the store: absolute, ``..``, NUL, backslashes, odd characters."""
+    if not isinstance(key, str) or not key or "\x00" in key or not _KEY.match(key):
+        raise InvalidNameError(what, key, "use letters, digits, '.', '_', '-' and '/' separators only")
+    if any(part in (".", "..") for part in key.split("/")):
+        raise InvalidNameError(what, key, "'.' and '..' path components are not allowed")
+    return key
+
+
+class Store(ABC):
+    """Abstract object store. Subclasses set ``scheme`` and implement the abstract methods."""
+
+    scheme: str = ""
+
+    @classmethod
+    def from_url(cls, url: str) -> "Store":
+        """Build a store from a URL of this backend's scheme."""
+        raise NotImplementedError(f"{cls.__name__} cannot be opened from a URL")
+
+    # immutable objects
+    @abstractmethod
+    def put(self, key: str, data: bytes | memoryview, *, overwrite: bool = False) -> bool:
+        """Store ``data`` atomically under ``key``; return False if it already existed (and was kept).
+
+        ``overwrite=True`` replaces an existing object atomically (used by repack, which re-encodes an
+        object without changing its decoded content, hence its id)."""
+
+    @abstractmethod
+    def get(self, key: str) -> bytes:
+        """Return the bytes of ``key``; raise ObjectNotFoundError when absent."""
+
+    def get_range(self, key: str, start: int, length: int) -> bytes:
+        """Return ``length`` bytes from ``start`` (fewer at the end); backends may override to avoid a full read."""
+        return self.get(key)[start : start + length]
+
+    @abstractmethod
+    def has(self, key: str) -> bool:
+        """True when ``key`` exists."""
+
+    @abstractmethod
+    def size(self, key: str) -> int:
+        """Stored size in bytes of ``key``; raise ObjectNotFoundError when absent."""
+
+    @abstractmethod
+    def list(self, prefix: str = "") -> Iterator[str]:
+        """Every object key that starts with ``prefix``."""
+
+    @abstractmethod
+    def delete(self, key: str) -> None:
+        """Remove ``key`` (no error when absent)."""
+
+    # mutable refs
+    @abstractmethod
+    def get_ref(self, name: str) -> str | None:
+        """Current value of a ref, or None."""
+
+    @abstractmethod
+    def compare_and_swap(self, name: str, expected: str | None, new: str | None) -> bool:
+        """Set ref ``name`` to ``new`` only if it currently equals ``expected`` (None: absent).
+
+        ``new=None`` deletes the ref. Returns True on success, False when another writer got there first.
+        """
+
+    @abstractmethod
+    def list_refs(self, prefix: str = "") -> dict[str, str]:
+        """Every ref whose name starts with ``prefix``, with its value."""
+
+    # coordination
+    @contextlib.contextmanager
+    def lock(self, name: str, *, exclusive: bool = True, timeout: float = 600.0) -> Iterator[None]:
+        """A named lock shared by every process using this store (writers shared, gc exclusive)."""
+        yield
+
+    def close(self) -> None:
+        """Release resources; the default has none."""
+
+    def describe(self) -> str:
+        return f"{self.scheme}://"

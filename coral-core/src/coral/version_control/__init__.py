@@ -1,0 +1,6 @@
+"""Git-like history for weights: commits, refs, the Repository, diff and merge."""
+
+from .commit import Commit, CommitInfo
+from .repository import Repository
+
+__all__ = ["Commit", "CommitInfo", "Repository"]
