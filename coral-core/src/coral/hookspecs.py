@@ -36,6 +36,24 @@ def coral_weights_to_model(weights: dict[str, Any], model: Any, strict: bool) ->
     """
 
 
+@hookspec(firstresult=True)
+def coral_tensor_to_array(value: Any) -> Any | None:
+    """Called on a value found inside optimizer/scheduler/RNG state that is neither JSON nor numpy: return a
+    numpy array with the exact bits (bf16 stays bf16), or ``None`` when ``value`` is not your tensor type."""
+
+
+@hookspec(firstresult=True)
+def coral_import_file(path: str) -> dict[str, Any] | None:
+    """Called by ``coral import`` for a file or folder core cannot read (``.pt``, ``.bin``, an HF folder): return
+    ``{name: ndarray}`` (and never unpickle arbitrary objects), or ``None`` when the format is not yours."""
+
+
+@hookspec(firstresult=True)
+def coral_export(weights: dict[str, Any], metadata: dict[str, Any], out: str, format: str) -> str | None:
+    """Called by ``coral export --format F``: write ``weights`` ({name: ndarray}) in format ``F`` to ``out`` and
+    return the written path, or ``None`` when ``F`` is not a format you handle."""
+
+
 # --- training-state capture --------------------------------------------------------------------------------
 
 

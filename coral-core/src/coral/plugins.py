@@ -6,6 +6,7 @@ but the built-ins); useful when a broken third-party plugin must be ruled out.
 
 from __future__ import annotations
 
+import importlib
 import importlib.metadata
 import logging
 import os
@@ -68,8 +69,6 @@ def _build() -> pluggy.PluginManager:
         dist = ep.dist.name if ep.dist is not None else None
         _sources[ep.name] = PluginInfo(ep.name, ep.value, dist, _hook_names(pm, plugin))
     for modname in BUILTIN_PLUGINS:
-        import importlib
-
         module = importlib.import_module(modname)
         if not pm.is_registered(module):
             pm.register(module, name=modname)

@@ -1,8 +1,14 @@
-"""Coral's own storage backends, supplied through the same hook a third party uses."""
+"""Coral's own plugin: the ``file`` and ``memory`` backends and the python/numpy RNG states.
+
+Supplied through the same hooks a third party uses, so the built-ins prove the seam.
+"""
 
 from __future__ import annotations
 
-from typing import Callable
+import random
+from typing import Any, Callable
+
+import numpy as np
 
 from ..hookspecs import hookimpl
 from .local import LocalStore
@@ -13,3 +19,25 @@ from .memory import MemoryStore
 def coral_storage_backends(register: Callable[[str, type], None]) -> None:
     register("file", LocalStore)
     register("memory", MemoryStore)
+
+
+@hookimpl
+def coral_get_rng_state() -> dict[str, Any]:
+    version, internal, gauss = random.getstate()
+    kind, keys, pos, has_gauss, cached = np.random.get_state(legacy=True)  # type: ignore[misc]
+    return {
+        "python": {"version": version, "state": np.asarray(internal, dtype=np.uint64), "gauss": gauss},
+        "numpy": {"kind": kind, "keys": np.asarray(keys), "pos": int(pos), "has_gauss": int(has_gauss), "cached": float(cached)},
+    }
+
+
+@hookimpl
+def coral_set_rng_state(state: dict[str, Any]) -> None:
+    py = state.get("python")
+    if py is not None:
+        random.setstate((int(py["version"]), tuple(int(x) for x in np.asarray(py["state"])), py["gauss"]))
+    npy = state.get("numpy")
+    if npy is not None:
+        np.random.set_state(
+            (npy["kind"], np.asarray(npy["keys"], dtype=np.uint32), int(npy["pos"]), int(npy["has_gauss"]), float(npy["cached"]))
+        )

@@ -1,0 +1,15 @@
+"""Framework-free checkpointing for training loops: when to save, what to keep, how to resume exactly."""
+
+from .config import CheckpointConfig
+from .iterators import CheckpointableIterator, capture_data_state, restore_data_state
+from .manager import CheckpointManager
+from .state import TrainingState
+
+__all__ = [
+    "CheckpointConfig",
+    "CheckpointManager",
+    "CheckpointableIterator",
+    "TrainingState",
+    "capture_data_state",
+    "restore_data_state",
+]

@@ -1,0 +1,136 @@
+"""CheckpointConfig: when to save, what to keep and what to store; validated at construction."""
+
+from __future__ import annotations
+
+import math
+import os
+import tomllib
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any
+
+from ..errors import ConfigError
+
+_INT_OR_NONE = (
+    "save_every_n_epochs", "keep_last_n_checkpoints", "keep_best_n_checkpoints",
+    "keep_checkpoint_every_n_epochs", "early_stopping_patience",
+)
+_BOOLS = (
+    "minimize_metric", "save_optimizer_state", "save_scheduler_state", "save_random_state",
+    "use_incremental_saves", "auto_commit", "tag_best_checkpoints", "async_save",
+)
+
+
+@dataclass
+class CheckpointConfig:
+    """Checkpoint policy. Any save condition triggers a save; any retention rule keeps a checkpoint.
+
+    ``save_every_n_steps="auto"`` with ``mean_time_between_failures`` (seconds) picks the step interval by the
+    Young-Daly rule sqrt(2 x save cost x MTBF) from the measured cost of the saves so far.
+    """
+
+    save_every_n_epochs: int | None = None
+    save_every_n_steps: int | str | None = None
+    save_on_best_metric: str | None = None
+    minimize_metric: bool = True
+    keep_last_n_checkpoints: int | None = None
+    keep_best_n_checkpoints: int | None = None
+    keep_checkpoint_every_n_epochs: int | None = None
+    save_optimizer_state: bool = True
+    save_scheduler_state: bool = True
+    save_random_state: bool = True
+    use_incremental_saves: bool = True
+    auto_commit: bool = True
+    commit_message_template: str = "Checkpoint at epoch {epoch}, step {global_step}"
+    tag_best_checkpoints: bool = True
+    early_stopping_patience: int | None = None
+    early_stopping_threshold: float = 0.0
+    async_save: bool = False
+    min_free_space: int | None = None
+    mean_time_between_failures: float | None = None
+
+    def __post_init__(self) -> None:
+        for name in _INT_OR_NONE:
+            v = getattr(self, name)
+            if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v < 1):
+                raise ConfigError(name, v, "must be a positive integer or None")
+        v = self.save_every_n_steps
+        if v == "auto":
+            if self.mean_time_between_failures is None:
+                raise ConfigError("mean_time_between_failures", None, "save_every_n_steps='auto' needs the MTBF in seconds")
+        elif v is not None and (isinstance(v, bool) or not isinstance(v, int) or v < 1):
+            raise ConfigError("save_every_n_steps", v, "must be a positive integer, 'auto' or None")
+        m = self.mean_time_between_failures
+        if m is not None and (isinstance(m, bool) or not isinstance(m, (int, float)) or not math.isfinite(m) or m <= 0):
+            raise ConfigError("mean_time_between_failures", m, "must be a positive number of seconds")
+        for name in _BOOLS:
+            if not isinstance(getattr(self, name), bool):
+                raise ConfigError(name, getattr(self, name), "must be True or False")
+        if self.save_on_best_metric is not None and (not isinstance(self.save_on_best_metric, str) or not self.save_on_best_metric):
+            raise ConfigError("save_on_best_metric", self.save_on_best_metric, "must be a metric name")
+        if not isinstance(self.commit_message_template, str):
+            raise ConfigError("commit_message_template", self.commit_message_template, "must be a format string")
+        t = self.early_stopping_threshold
+        if isinstance(t, bool) or not isinstance(t, (int, float)) or not math.isfinite(t) or t < 0:
+            raise ConfigError("early_stopping_threshold", t, "must be a finite number >= 0")
+        if self.early_stopping_patience is not None and self.save_on_best_metric is None:
+            raise ConfigError("early_stopping_patience", self.early_stopping_patience, "needs save_on_best_metric to watch")
+        if self.keep_best_n_checkpoints is not None and self.save_on_best_metric is None:
+            raise ConfigError("keep_best_n_checkpoints", self.keep_best_n_checkpoints, "needs save_on_best_metric to rank by")
+        f = self.min_free_space
+        if f is not None and (isinstance(f, bool) or not isinstance(f, int) or f < 0):
+            raise ConfigError("min_free_space", f, "must be a number of bytes >= 0")
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "CheckpointConfig":
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ConfigError(unknown[0], data[unknown[0]], f"unknown CheckpointConfig field (known: {', '.join(sorted(known))})")
+        return cls(**data)
+
+    @classmethod
+    def from_toml(cls, path: str | os.PathLike[str]) -> "CheckpointConfig":
+        """Read the ``[checkpoint]`` table of a TOML file."""
+        try:
+            doc = tomllib.loads(Path(path).read_text(encoding="utf-8"))
+        except (OSError, tomllib.TOMLDecodeError) as exc:
+            raise ConfigError("path", str(path), f"cannot read TOML: {exc}") from None
+        table = doc.get("checkpoint")
+        if not isinstance(table, dict):
+            raise ConfigError("path", str(path), "has no [checkpoint] table")
+        return cls.from_dict(table)
+
+    @classmethod
+    def from_env(cls, environ: dict[str, str] | None = None, prefix: str = "CORAL_") -> "CheckpointConfig":
+        """Build from ``CORAL_<FIELD>`` variables (e.g. ``CORAL_SAVE_EVERY_N_STEPS=500``)."""
+        env = os.environ if environ is None else environ
+        values: dict[str, Any] = {}
+        for f in fields(cls):
+            key = prefix + f.name.upper()
+            if key in env:
+                values[f.name] = _parse_env(f.name, env[key])
+        return cls(**values)
+
+
+def _parse_env(name: str, raw: str) -> Any:
+    text = raw.strip()
+    if text.lower() in ("none", "null", ""):
+        return None
+    if name in _BOOLS:
+        if text.lower() in ("1", "true", "yes", "on"):
+            return True
+        if text.lower() in ("0", "false", "no", "off"):
+            return False
+        raise ConfigError(name, raw, "expected true/false")
+    if name in ("save_on_best_metric", "commit_message_template"):
+        return raw
+    if name == "save_every_n_steps" and text == "auto":
+        return "auto"
+    try:
+        return int(text)
+    except ValueError:
+        try:
+            return float(text)
+        except ValueError:
+            raise ConfigError(name, raw, "expected a number") from None

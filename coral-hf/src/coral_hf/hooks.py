@@ -1,0 +1,1 @@
+"""coral-hf's hook implementations, registered through the ``coral`` entry point."""

@@ -1,0 +1,3 @@
+"""coral-jax: Coral plugin for JAX, Flax, Optax and Orbax."""
+
+__all__: list[str] = []

@@ -1,0 +1,1 @@
+"""coral-jax's hook implementations, registered through the ``coral`` entry point."""

@@ -1,0 +1,3 @@
+"""coral-lightning: Coral plugin for PyTorch Lightning: CoralCallback with exact resume."""
+
+__all__: list[str] = []

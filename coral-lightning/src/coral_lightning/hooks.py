@@ -1,0 +1,1 @@
+"""coral-lightning's hook implementations, registered through the ``coral`` entry point."""
