@@ -39,6 +39,7 @@ log = logging.getLogger(__name__)
 
 STATE_PREFIXES = {"optimizer_state": "optim", "scheduler_state": "sched", "random_state": "rng", "data_state": "data"}
 _SEMVER = re.compile(r"^(0|[1-9]\d*)\.(0|[1-9]\d*)\.(0|[1-9]\d*)(?:-[0-9A-Za-z.-]+)?(?:\+[0-9A-Za-z.-]+)?$")
+_RESERVED_METADATA = frozenset({"coral_checkpoint", "epoch", "global_step", "loss", "metrics"})
 _live_managers: "weakref.WeakSet[CheckpointManager]" = weakref.WeakSet()
 
 
@@ -186,16 +187,25 @@ class CheckpointManager:
 
     # ---- saving ------------------------------------------------------------------------------------------
     def save_checkpoint(
-        self, weights: Mapping[str, Any], state: TrainingState, force: bool = False
+        self, weights: Mapping[str, Any], state: TrainingState, force: bool = False,
+        metadata: Mapping[str, Any] | None = None,
     ) -> str | None:
         """Save a checkpoint when the policy says so (or ``force``); returns the commit hash or None.
+
+        ``metadata`` adds JSON-safe keys to the commit metadata (e.g. a framework's run arguments); the keys
+        the manager writes itself (``coral_checkpoint``, ``epoch``, ``global_step``, ``loss``, ``metrics``) are reserved.
 
         With ``async_save`` the hash is returned at once (the commit is computed from the content) and the
         write finishes in the background; call ``wait()`` to be sure it is on disk.
         """
-        self._raise_pending()
         if not isinstance(state, TrainingState):
             raise InvalidArgumentError("state", type(state).__name__, "expected a TrainingState")
+        # one save in flight at a time: the previous one finishes (and reports its error) first
+        self.wait()
+        extra = dict(metadata or {})
+        clash = sorted(set(extra) & _RESERVED_METADATA)
+        if clash:
+            raise InvalidArgumentError("metadata", clash[0], f"is reserved (reserved keys: {', '.join(sorted(_RESERVED_METADATA))})")
         with self._lock:
             should = force or self.should_save_checkpoint(state)
             self._update_early_stopping(state)
@@ -214,14 +224,13 @@ class CheckpointManager:
                 # snapshot to host memory: the only stall the training thread feels
                 named = {n: WeightTensor(np.array(w.data, copy=True), w.metadata) for n, w in named.items()}
                 arrays = {n: np.array(a, copy=True) for n, a in arrays.items()}
-                self.wait()
                 self._thread = threading.Thread(
-                    target=self._background, args=(named, arrays, skeletons, state, value, is_best), daemon=False,
+                    target=self._background, args=(named, arrays, skeletons, state, value, is_best, extra), daemon=False,
                     name=f"coral-save-{self.experiment_name}",
                 )
                 self._thread.start()
                 return None  # the hash lands in checkpoint_history once written; see wait()
-            return self._write(named, arrays, skeletons, state, value, is_best)
+            return self._write(named, arrays, skeletons, state, value, is_best, extra)
 
     def _persist_if_counting(self) -> None:
         if self.config.early_stopping_patience is not None:
@@ -309,13 +318,14 @@ class CheckpointManager:
         state: TrainingState,
         value: float | None,
         is_best: bool,
+        extra: Mapping[str, Any] | None = None,
     ) -> str | None:
         repo = self.repository
         started = time.perf_counter()
         all_weights: dict[str, Any] = dict(named)
         all_weights.update(arrays)
-        repo.stage_weights(all_weights)
         if not self.config.auto_commit:
+            repo.stage_weights(all_weights)
             return None
         info = state.copy_without_state()
         info["model_name"] = info.get("model_name") or self.model_name
@@ -334,7 +344,9 @@ class CheckpointManager:
             "loss": state.loss,
             "metrics": dict(state.metrics),
         }
-        commit_hash = repo.commit(self._message(state), metadata)
+        metadata.update(extra or {})
+        # chunks and commit under one writers' lock: a gc in another process cannot interleave
+        commit_hash = repo.commit_weights(all_weights, self._message(state), metadata)
         with self._lock:
             if is_best:
                 self.best_metric_value = value

@@ -22,6 +22,7 @@ from ..errors import (
     CoralError,
     CorruptObjectError,
     InvalidArgumentError,
+    InvalidNameError,
     ObjectNotFoundError,
     PrunedCommitError,
     RefConflictError,
@@ -29,14 +30,14 @@ from ..errors import (
     RefNotFoundError,
     RepositoryNotFoundError,
 )
-from ..objects.tensors import ObjectStore, TensorEntry, chunk_key
+from ..objects.tensors import MAX_DELTA_DEPTH, ObjectStore, TensorEntry, chunk_key
 from ..store.base import Store
 from ..store.local import LocalStore
 from ..store.registry import open_store
 from . import diff as _diff
 from . import merge as _merge
 from .commit import Commit, CommitInfo, commit_key
-from .jsonsafe import canonical_dumps
+from .jsonsafe import canonical_dumps, from_jsonable, to_jsonable
 from .names import validate_ref_name, validate_tensor_name
 
 log = logging.getLogger(__name__)
@@ -44,6 +45,7 @@ log = logging.getLogger(__name__)
 CORAL_DIR = ".coral"
 DEFAULT_BRANCH = "main"
 _HEX = re.compile(r"^[0-9a-f]{4,64}$")
+_COMMIT_ID = re.compile(r"^[0-9a-f]{64}$")
 _CAS_TRIES = 1000
 
 
@@ -147,7 +149,7 @@ class Repository:
         if create:
             self.create_branch(ref)
         old = self.store.get_ref("HEAD")
-        if isinstance(ref, str) and self._branch_head(ref) is not None:
+        if _is_ref_name(ref) and self._branch_head(ref) is not None:  # HEAD~2, hashes: not branch names
             new = f"ref: heads/{ref}"
             target = self._branch_head(ref)
         elif isinstance(ref, str) and ref in self.list_branches() + [DEFAULT_BRANCH] and self.head_commit() is None:
@@ -215,8 +217,9 @@ class Repository:
         out = []
         for ref, value in self.store.list_refs("tags/").items():
             try:
-                doc = json.loads(value)
-            except ValueError:
+                doc = _parse_tag(ref, value)
+            except CorruptObjectError as exc:  # listed elsewhere by fsck; one bad tag must not hide the rest
+                log.warning("skipping damaged tag: %s", exc)
                 continue
             doc["name"] = ref[len("tags/") :]
             out.append(doc)
@@ -254,7 +257,7 @@ class Repository:
                 return branch
             tag = self.store.get_ref(f"tags/{ref}")
             if tag is not None:
-                return json.loads(tag)["commit"]
+                return _parse_tag(f"tags/{ref}", tag)["commit"]
         if _HEX.match(ref):
             if len(ref) == 64:
                 if self.store.has(commit_key(ref)):
@@ -277,6 +280,8 @@ class Repository:
 
     # ---- commits -----------------------------------------------------------------------------------------
     def _read_commit(self, commit_id: str) -> Commit:
+        if not isinstance(commit_id, str) or not _COMMIT_ID.match(commit_id):
+            raise CorruptObjectError(repr(commit_id)[:80], "is not a commit id (a damaged or hostile ref or parent)")
         try:
             raw = self.store.get(commit_key(commit_id))
         except ObjectNotFoundError:
@@ -330,20 +335,50 @@ class Repository:
         self._staged_meta.clear()
         return commit_id
 
+    def commit_weights(
+        self,
+        weights: Mapping[str, Any] | Iterable[WeightTensor],
+        message: str,
+        metadata: Mapping[str, Any] | None = None,
+    ) -> str:
+        """Write ``weights`` and commit exactly them in one step, without touching the shared staging area.
+
+        Holds the writers' lock from the first chunk to the ref update, so a concurrent ``gc`` can never
+        free a chunk of a commit being made. Used by the training layer (also from background threads).
+        """
+        if not isinstance(message, str):
+            raise InvalidArgumentError("message", message, "must be a string")
+        items = _normalize_weights(weights)
+        with self.store.lock("gc", exclusive=False):
+            entries, _written = self.objects.write_tensors((name, wt.data) for name, wt in items.items())
+            for name, entry in entries.items():
+                entry.layer_type = items[name].metadata.layer_type
+            return self._commit_tree(entries, message, dict(metadata or {}), None)
+
     def _commit_tree(
         self, tree: dict[str, TensorEntry], message: str, metadata: dict[str, Any], extra_parents: list[str] | None
     ) -> str:
         branch = self.current_branch
         ref = f"heads/{branch}" if branch else "HEAD"
-        now = time.time()
         with self.store.lock("gc", exclusive=False):
+            # a gc between stage_weights() and now may have freed staged chunks: never commit a dangling tree
+            for name, entry in tree.items():
+                for chunk in entry.chunks:
+                    if not self.store.has(chunk_key(chunk)):
+                        raise ObjectNotFoundError(
+                            f"staged chunk {chunk} of tensor {name!r} is no longer in the store (a gc ran "
+                            "between stage_weights() and commit()); stage the weights again"
+                        )
             for _ in range(_CAS_TRIES):
                 head = self.store.get_ref(ref)
                 parents = [head] if head else []
                 for p in extra_parents or []:
                     if p not in parents:
                         parents.append(p)
-                commit = Commit(parents, message, metadata, tree, now)
+                # a child is always newer than its parents, so log()'s time order is the chain's order even
+                # when a racing writer took its clock reading first and then lost the compare-and-swap
+                stamp = max([time.time(), *(self._read_commit(p).timestamp + 1e-6 for p in parents)])
+                commit = Commit(parents, message, metadata, tree, stamp)
                 raw = commit.to_bytes()
                 cid = commit.id
                 self.store.put(commit_key(cid), raw)
@@ -483,20 +518,27 @@ class Repository:
         self.store.compare_and_swap(f"pruned/{cid}", None, "1")
         return cid
 
-    def _all_ref_targets(self) -> set[str]:
+    def _all_ref_targets(self, strict: bool = False) -> set[str]:
+        """Commits the refs name; ``strict`` (gc) raises on a damaged tag instead of skipping it."""
         targets = set()
         for name, value in self.store.list_refs("heads/").items():
             targets.add(value)
-        for doc in self.list_tags():
-            targets.add(doc["commit"])
+        for name, value in self.store.list_refs("tags/").items():
+            try:
+                targets.add(_parse_tag(name, value)["commit"])
+            except CorruptObjectError:
+                if strict:
+                    raise
         head = self.store.get_ref("HEAD") or ""
         if head and not head.startswith("ref: "):
             targets.add(head)
         return targets
 
-    def _reachable(self) -> set[str]:
+    def _reachable(self, strict: bool = False) -> set[str]:
+        """Commits reachable from any ref. ``strict`` (gc) refuses a missing or unreadable commit: deleting
+        "unreachable" objects behind a hole in history would destroy every older checkpoint."""
         seen: set[str] = set()
-        frontier = list(self._all_ref_targets())
+        frontier = list(self._all_ref_targets(strict))
         while frontier:
             c = frontier.pop()
             if c in seen:
@@ -505,6 +547,9 @@ class Repository:
             try:
                 frontier.extend(self._read_commit(c).parents)
             except RefNotFoundError:
+                if strict:
+                    raise CorruptObjectError(c, "commit is reachable from a ref but missing; gc deleted nothing "
+                                                "(run fsck)") from None
                 continue
         return seen
 
@@ -532,8 +577,9 @@ class Repository:
         """Delete unreachable commits, chunks no live commit needs (keeping delta bases), and temp files."""
         removed = freed = 0
         with self.store.lock("gc", exclusive=True):
-            reachable = self._reachable()
+            reachable = self._reachable(strict=True)
             live = self._live_chunks(reachable)
+            live.update(c for e in self._staged.values() for c in e.chunks)  # staged here, not yet committed
             for key in list(self.store.list("chunks/")):
                 parts = key.split("/")
                 cid = parts[1] + parts[2] if len(parts) == 3 else ""
@@ -565,8 +611,20 @@ class Repository:
         reachable: set[str] = set()
         frontier = list(self._all_ref_targets())
         for name, value in self.store.list_refs("heads/").items():
-            if not self.store.has(commit_key(value)):
-                errors.append(f"branch {name[6:]!r} points at missing commit {value}")
+            if not _COMMIT_ID.match(value) or not self.store.has(commit_key(value)):
+                errors.append(f"branch {name[6:]!r} points at missing commit {value[:80]!r}")
+        for name, value in self.store.list_refs("tags/").items():
+            try:
+                _parse_tag(name, value)
+            except CorruptObjectError as exc:
+                errors.append(f"tag {name[5:]!r}: {exc}")
+        head = self.store.get_ref("HEAD") or ""
+        if head.startswith("ref: heads/"):
+            try:
+                validate_ref_name(head[len("ref: heads/") :], "HEAD branch")
+            except CoralError as exc:
+                errors.append(f"HEAD: {exc}")
+        bad_chunks: dict[str, str] = {}
         while frontier:
             c = frontier.pop()
             if c in reachable:
@@ -582,13 +640,17 @@ class Repository:
                 continue
             for tname, entry in commit.tree.items():
                 for chunk in entry.chunks:
-                    try:
-                        self.objects.verify_chunk(chunk)
-                        checked += 1
-                    except CorruptObjectError as exc:
-                        errors.append(f"commit {c[:12]} tensor {tname!r}: {exc}")
-                    except ObjectNotFoundError:
-                        errors.append(f"commit {c[:12]} tensor {tname!r}: chunk {chunk} is missing")
+                    if chunk not in bad_chunks:  # each unique chunk is verified once
+                        try:
+                            self.objects.verify_chunk(chunk)
+                            checked += 1
+                            bad_chunks[chunk] = ""
+                        except CorruptObjectError as exc:
+                            bad_chunks[chunk] = str(exc)
+                        except ObjectNotFoundError:
+                            bad_chunks[chunk] = f"chunk {chunk} is missing"
+                    if bad_chunks[chunk]:
+                        errors.append(f"commit {c[:12]} tensor {tname!r}: {bad_chunks[chunk]}")
         live = self._live_chunks(reachable) if not errors else set()
         unreferenced = []
         if not errors:
@@ -596,6 +658,8 @@ class Repository:
                 parts = key.split("/")
                 if len(parts) == 3 and parts[1] + parts[2] not in live:
                     unreferenced.append(parts[1] + parts[2])
+            # commit objects no ref reaches (a crash between writing a commit and moving its branch)
+            unreferenced += [c for c in self._commit_ids() if c not in reachable]
         temp = len(self.store.temp_files()) if isinstance(self.store, LocalStore) else 0
         return {
             "ok": not errors,
@@ -666,24 +730,49 @@ class Repository:
             if not self.is_pruned(h):
                 for e in self._read_commit(h).tree.values():
                     protected.update(e.chunks)
-        infos = [i for i in self.log(branch) if not i.pruned]
-        if max_commits is not None:
-            infos = infos[: max_commits + 1]
+        all_infos = [i for i in self.log(branch) if not i.pruned]
+        infos = all_infos if max_commits is None else all_infos[: max_commits + 1]
+        trees: dict[str, dict[str, TensorEntry]] = {}
+
+        def tree(cid: str) -> dict[str, TensorEntry]:
+            if cid not in trees:
+                trees[cid] = self._read_commit(cid).tree
+            return trees[cid]
+
+        def chained_onto(k: int, name: str, idx: int, chunk: str) -> int:
+            # older deltas already based on ``chunk``: re-encoding it lengthens all their chains
+            n, cur = 0, chunk
+            for info in all_infos[k + 2 : k + 3 + MAX_DELTA_DEPTH]:
+                e = tree(info.hash).get(name)
+                if e is None or len(e.chunks) <= idx or e.chunks[idx] == cur:
+                    break
+                try:
+                    if self.objects.header(e.chunks[idx]).base != cur:
+                        break
+                except (ObjectNotFoundError, ValueError):
+                    break
+                n, cur = n + 1, e.chunks[idx]
+            return n
+
         done = saved = 0
         with self.store.lock("gc", exclusive=False):
-            for newer, older in zip(infos, infos[1:]):
-                tn = self._read_commit(newer.hash).tree
-                to = self._read_commit(older.hash).tree
+            for k, (newer, older) in enumerate(zip(infos, infos[1:])):
+                tn = tree(newer.hash)
+                to = tree(older.hash)
                 for name, eo in to.items():
                     en = tn.get(name)
                     if en is None or en.dtype != eo.dtype or len(en.chunks) != len(eo.chunks):
                         continue
-                    for co, cn in zip(eo.chunks, en.chunks):
+                    for idx, (co, cn) in enumerate(zip(eo.chunks, en.chunks)):
                         if co == cn or co in protected:
                             continue
                         try:
                             if self.objects.header(co).base is not None:
                                 continue
+                            # keep chains bounded: the longest chain through ``co`` after re-encoding
+                            longest = chained_onto(k, name, idx, co) + 1 + len(list(self.objects.chain(cn)))
+                            if longest > MAX_DELTA_DEPTH:
+                                continue  # ``co`` stays a keyframe
                             gain = self.objects.reencode_delta(co, cn, eo.dtype)
                         except ObjectNotFoundError:
                             continue
@@ -695,18 +784,44 @@ class Repository:
     # ---- small mutable documents (history, index) --------------------------------------------------------
     def read_document(self, name: str) -> Any:
         raw = self.store.get_ref(f"meta/{name}")
-        return None if raw is None else json.loads(raw)
+        return None if raw is None else _parse_document(f"meta/{name}", raw)
 
     def update_document(self, name: str, fn: Any) -> Any:
         """Atomically replace document ``name`` with ``fn(old)`` (compare-and-swap retry loop)."""
         key = f"meta/{name}"
         for _ in range(_CAS_TRIES):
             raw = self.store.get_ref(key)
-            new = fn(None if raw is None else json.loads(raw))
-            if self.store.compare_and_swap(key, raw, canonical_dumps(new).decode()):
+            new = fn(None if raw is None else _parse_document(key, raw))
+            # NaN/inf metrics are legal values: tag them like commit metadata does
+            text = canonical_dumps(to_jsonable(new, f"document {name!r}")).decode()
+            if self.store.compare_and_swap(key, raw, text):
                 return new
             time.sleep(0.001)
         raise RefConflictError(f"document {name!r} kept changing")
+
+
+def _parse_tag(key: str, raw: str) -> dict[str, Any]:
+    """A tag document; anything but an object naming a 64-hex commit is a CorruptObjectError naming the tag."""
+    doc = _parse_document(key, raw)
+    if not isinstance(doc, dict) or not isinstance(doc.get("commit"), str) or not _COMMIT_ID.match(doc["commit"]):
+        raise CorruptObjectError(f"ref {key}", "tag document does not name a commit")
+    return doc
+
+
+def _parse_document(key: str, raw: str) -> Any:
+    """A stored JSON document (history, tag); damaged or hostile text is a CorruptObjectError naming the ref."""
+    try:
+        return from_jsonable(json.loads(raw))
+    except (ValueError, RecursionError) as exc:
+        raise CorruptObjectError(f"ref {key}", f"not a valid JSON document: {exc}") from None
+
+
+def _is_ref_name(name: Any) -> bool:
+    try:
+        validate_ref_name(name)
+    except InvalidNameError:
+        return False
+    return True
 
 
 def _normalize_weights(weights: Any) -> dict[str, WeightTensor]:

@@ -1,0 +1,74 @@
+"""TrainingState: fields, summary line, JSON save/load with arrays kept exact and never as JSON lists."""
+
+from __future__ import annotations
+
+import json
+
+import ml_dtypes
+import numpy as np
+import pytest
+
+from coral.errors import InvalidArgumentError
+from coral.training import TrainingState
+
+
+def test_format_summary_matches_documented_line():
+    state = TrainingState(epoch=10, global_step=5000, learning_rate=0.0001, loss=0.234, metrics={"accuracy": 0.96})
+    assert state.format_summary() == "Epoch: 10 | Step: 5000 | Learning Rate: 1.00e-04 | Loss: 0.2340 | accuracy: 0.9600"
+
+
+def test_update_metrics_merges():
+    state = TrainingState(metrics={"a": 1.0})
+    state.update_metrics(b=2.0, a=3.0)
+    assert state.metrics == {"a": 3.0, "b": 2.0}
+
+
+def test_save_load_roundtrip_keeps_arrays_exact_and_not_as_lists(tmp_path):
+    moments = np.array([np.nan, -0.0, np.inf, 1.5], dtype=np.float32)
+    moments.view(np.uint32)[0] = 0x7FC00123  # a NaN payload
+    bf16 = np.arange(6, dtype=np.float32).astype(ml_dtypes.bfloat16).reshape(2, 3)
+    state = TrainingState(
+        epoch=3, global_step=30, learning_rate=1e-3, loss=0.5, metrics={"acc": 0.9, "nan_metric": float("nan")},
+        optimizer_state={"state": {0: {"exp_avg": moments, "step": np.array(7.0, dtype=np.float32)}}, "param_groups": [{"lr": 1e-3, "params": [0]}]},
+        scheduler_state={"last_epoch": 3, "base_lrs": [0.001]},
+        random_state={"numpy": {"keys": np.arange(4, dtype=np.uint32)}},
+        data_state={"position": 12, "bf16": bf16},
+        batch_size=32, gradient_accumulation_steps=2, max_epochs=10, max_steps=100,
+        model_name="m", dataset_name="d", experiment_name="e", notes="n",
+    )
+    path = tmp_path / "state.json"
+    state.save(path)
+    raw = path.read_text()
+    assert "exp_avg" in raw and "[0.0, 1.0" not in raw  # arrays are not JSON lists
+    json.loads(raw)  # strict JSON (no NaN literals)
+    back = TrainingState.load(path)
+    got = back.optimizer_state["state"][0]["exp_avg"]
+    assert got.dtype == np.float32 and got.tobytes() == moments.tobytes()
+    assert back.optimizer_state["state"][0]["step"].shape == ()
+    assert 0 in back.optimizer_state["state"]  # int keys come back as ints
+    assert back.data_state["bf16"].dtype == bf16.dtype and back.data_state["bf16"].tobytes() == bf16.tobytes()
+    assert np.isnan(back.metrics["nan_metric"])
+    assert (back.epoch, back.global_step, back.batch_size, back.notes) == (3, 30, 32, "n")
+
+
+def test_to_dict_from_dict_roundtrip():
+    state = TrainingState(epoch=1, global_step=2, metrics={"x": 1})
+    assert TrainingState.from_dict(state.to_dict()) == state
+
+
+@pytest.mark.parametrize("field,value", [("epoch", -1), ("global_step", "ten"), ("epoch", 1.5), ("metrics", [1, 2])])
+def test_bad_fields_raise_naming_the_field(field, value):
+    with pytest.raises(InvalidArgumentError, match=field):
+        TrainingState(**{field: value})
+
+
+def test_from_dict_rejects_unknown_fields():
+    with pytest.raises(InvalidArgumentError, match="unknown"):
+        TrainingState.from_dict({"epoch": 1, "bogus": 2})
+
+
+def test_load_of_a_non_state_file_is_a_clear_error(tmp_path):
+    p = tmp_path / "x.json"
+    p.write_text("not json")
+    with pytest.raises(InvalidArgumentError, match="path"):
+        TrainingState.load(p)
