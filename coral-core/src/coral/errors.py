@@ -89,6 +89,10 @@ class InsufficientSpaceError(CoralError, OSError):
     """Saving would leave less free disk space than allowed, or the disk is full."""
 
 
+class AllocationError(CoralError, MemoryError):
+    """A tensor is bigger than this process can allocate (a manifest from elsewhere may claim any size)."""
+
+
 class LockTimeoutError(CoralError):
     """The repository lock could not be taken in time."""
 
@@ -103,3 +107,8 @@ class UnsupportedDtypeError(CoralError, TypeError):
 
 class CheckpointError(CoralError):
     """A training checkpoint could not be saved or restored (including errors from async saves)."""
+
+
+class MalformedFileError(CoralError, ValueError):
+    """A file to import is malformed or unsafe (a bad safetensors header, pickled objects in a ``.pt``);
+    the message names the file and the problem."""

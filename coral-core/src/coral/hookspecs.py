@@ -45,13 +45,15 @@ def coral_tensor_to_array(value: Any) -> Any | None:
 @hookspec(firstresult=True)
 def coral_import_file(path: str) -> dict[str, Any] | None:
     """Called by ``coral import`` for a file or folder core cannot read (``.pt``, ``.bin``, an HF folder): return
-    ``{name: ndarray}`` (and never unpickle arbitrary objects), or ``None`` when the format is not yours."""
+    ``{name: ndarray}`` (and never unpickle arbitrary objects), or ``None`` when the format is not yours. A dict
+    subclass with a ``.metadata`` mapping adds that metadata to the import commit."""
 
 
 @hookspec(firstresult=True)
 def coral_export(weights: dict[str, Any], metadata: dict[str, Any], out: str, format: str) -> str | None:
     """Called by ``coral export --format F``: write ``weights`` ({name: ndarray}) in format ``F`` to ``out`` and
-    return the written path, or ``None`` when ``F`` is not a format you handle."""
+    return the written path, or ``None`` when ``F`` is not a format you handle. ``metadata`` is the exported
+    commit's metadata; ``weights`` is a read-only mapping that reads one tensor per lookup."""
 
 
 # --- training-state capture --------------------------------------------------------------------------------

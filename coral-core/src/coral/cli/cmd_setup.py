@@ -1,0 +1,38 @@
+"""Commands that need no repository: ``init`` and ``plugins``."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from ..plugins import list_plugins
+from ..version_control.repository import CORAL_DIR, Repository
+from .output import Output
+
+
+def run_init(args: argparse.Namespace, out: Output, cwd: Path) -> int:
+    root = (cwd / args.path).resolve() if args.path else cwd
+    existed = (root / CORAL_DIR).is_dir()
+    with Repository(root, init=True) as repo:
+        branch = repo.current_branch
+    if out.json_mode:
+        out.json({"path": str(root), "created": not existed, "branch": branch})
+        return 0
+    verb = "Reinitialized existing" if existed else "Initialized empty"
+    out.line(f"{verb} Coral repository in {root / CORAL_DIR}")
+    return 0
+
+
+def run_plugins(args: argparse.Namespace, out: Output) -> int:
+    rows = [
+        {"name": p.name, "distribution": p.distribution, "module": p.module, "hooks": list(p.hooks)}
+        for p in list_plugins()
+    ]
+    if out.json_mode:
+        out.json(rows)
+        return 0
+    table = out.table("plugin", "distribution", "module", "hooks")
+    for r in rows:
+        table.add_row(r["name"], r["distribution"] or "-", r["module"], ", ".join(r["hooks"]))
+    out.print_table(table)
+    return 0

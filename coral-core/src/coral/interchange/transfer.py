@@ -1,0 +1,254 @@
+"""Export a commit to a weights file and import one as a commit, one tensor in memory at a time.
+
+Core reads and writes ``.safetensors`` itself; every other format goes through the plugin hooks
+``coral_export`` (``--format hf``) and ``coral_import_file`` (``.pt``/``.bin`` via coral-torch, HF folders via
+coral-hf). A format nobody handles is an error naming the package to install.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterable, Iterator, Mapping
+
+import numpy as np
+
+from ..errors import CoralError, MalformedFileError, PluginError, PrunedCommitError
+from ..plugins import hook
+from ..version_control.jsonsafe import canonical_dumps, from_jsonable, to_jsonable
+from ..version_control.names import validate_tensor_name
+from ..version_control.repository import Repository
+from .safetensors_io import SafetensorsReader, TensorSpec, write_file
+
+log = logging.getLogger(__name__)
+
+#: ``progress(done_bytes, total_bytes)``, called after each tensor.
+Progress = Callable[[int, int], None]
+
+#: Which package to install for a format core does not read or write itself.
+_PACKAGE_FOR_SUFFIX = {
+    ".pt": "coral-torch",
+    ".pth": "coral-torch",
+    ".bin": "coral-torch",
+    ".ckpt": "coral-torch",
+}
+_PACKAGE_FOR_FORMAT = {"hf": "coral-hf", "pt": "coral-torch", "torch": "coral-torch"}
+
+
+class LazyArrays(Mapping[str, np.ndarray]):
+    """``{name: ndarray}`` over a commit that reads a tensor only when asked and keeps none in memory.
+
+    Handed to ``coral_export`` plugins so that iterating a large model never holds more than one tensor.
+    """
+
+    def __init__(self, repo: Repository, commit: str, names: Iterable[str]) -> None:
+        self._repo, self._commit, self._names = repo, commit, list(names)
+        self._tree = repo.get_commit(commit).tree
+        self._known = set(self._names) & set(self._tree)
+
+    def __getitem__(self, name: str) -> np.ndarray:
+        if name not in self._known:
+            raise KeyError(name)
+        return self._repo.objects.read_tensor(name, self._tree[name])
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._names)
+
+    def __len__(self) -> int:
+        return len(self._names)
+
+    def spec(self, name: str) -> TensorSpec:
+        entry = self._tree[name]
+        return TensorSpec(name, entry.dtype, tuple(entry.shape))
+
+
+def export_commit(
+    repo: Repository,
+    ref: str | None,
+    out: str | os.PathLike[str],
+    format: str = "safetensors",
+    *,
+    names: Iterable[str] | None = None,
+    progress: Progress | None = None,
+) -> str:
+    """Write the tensors of commit ``ref`` (default HEAD) to ``out``; returns the written path.
+
+    ``format="safetensors"`` is handled by core; any other format is offered to plugins (``coral_export``).
+    ``names`` restricts the export to some tensors (e.g. leave out ``optim/...``). An existing folder as
+    ``out`` receives ``model.safetensors``.
+    """
+    commit_id = repo.resolve(ref)
+    commit = repo.get_commit(commit_id)
+    if repo.is_pruned(commit_id):
+        raise PrunedCommitError(
+            f"commit {commit_id[:12]} was pruned: its weights were freed, nothing to export"
+        )
+    selected = sorted(commit.tree) if names is None else list(names)
+    arrays = LazyArrays(repo, commit_id, selected)
+    missing = [n for n in selected if n not in commit.tree]
+    if missing:
+        raise CoralError(f"tensor(s) {missing} not in commit {commit_id[:12]}")
+    if format == "safetensors":
+        if Path(out).is_dir():
+            out = Path(out) / "model.safetensors"
+        header_meta = {
+            "format": "pt",  # what transformers' from_pretrained expects; the bytes are framework-neutral
+            "coral.commit": commit_id,
+            "coral.message": commit.message,
+            "coral.metadata": canonical_dumps(to_jsonable(commit.metadata)).decode(),
+        }
+        specs = [arrays.spec(n) for n in selected]
+        total = sum(s.nbytes for s in specs)
+        done = 0
+
+        def advance(n: int) -> None:
+            nonlocal done
+            done += n
+            if progress is not None:
+                progress(done, total)
+
+        return str(write_file(out, specs, arrays.__getitem__, header_meta, advance))
+    # plugins get the commit's own metadata (coral-hf finds the model config there)
+    written = hook().coral_export(
+        weights=arrays, metadata=dict(commit.metadata), out=os.fspath(out), format=format
+    )
+    if written is None:
+        package = _PACKAGE_FOR_FORMAT.get(format)
+        hint = f" (pip install {package})" if package else ""
+        raise PluginError(f"no installed plugin exports format {format!r}{hint}; core writes 'safetensors'")
+    return str(written)
+
+
+@dataclass
+class WeightsFile:
+    """A weights file opened for import: its format, header metadata, and tensors yielded one at a time."""
+
+    path: Path
+    format: str
+    metadata: dict[str, str]
+    total_bytes: int
+    names: list[str]
+    _items: Callable[[], Iterator[tuple[str, np.ndarray]]] = field(repr=False)
+    _close: Callable[[], None] = field(default=lambda: None, repr=False)
+    #: what the import commit should record besides ``import`` (a plugin's ``.metadata``, or the metadata of
+    #: the commit a Coral-written safetensors file came from)
+    commit_metadata: dict[str, Any] = field(default_factory=dict)
+
+    def __iter__(self) -> Iterator[tuple[str, np.ndarray]]:
+        return self._items()
+
+    def close(self) -> None:
+        self._close()
+
+    def __enter__(self) -> "WeightsFile":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def open_weights_file(path: str | os.PathLike[str]) -> WeightsFile:
+    """Open ``.safetensors`` (core) or anything a plugin's ``coral_import_file`` reads (``.pt``, HF folders).
+
+    Raises PluginError naming the package to install when no plugin reads the file.
+    """
+    p = Path(path)
+    if not p.exists():
+        raise CoralError(f"{p}: no such file or folder")
+    if p.is_file() and p.suffix.lower() == ".safetensors":
+        reader = SafetensorsReader(p)
+        return WeightsFile(
+            p,
+            "safetensors",
+            dict(reader.metadata),
+            sum(t.nbytes for t in reader.tensors.values()),
+            reader.names(),
+            reader.__iter__,
+            reader.close,
+            _coral_metadata(p, reader.metadata),
+        )
+    arrays = hook().coral_import_file(path=os.fspath(p))
+    if arrays is None:
+        if p.is_dir():
+            hint = "a model folder needs a plugin that reads it (pip install coral-hf)"
+        elif p.suffix.lower() in _PACKAGE_FOR_SUFFIX:
+            hint = f"{p.suffix} files need pip install {_PACKAGE_FOR_SUFFIX[p.suffix.lower()]}"
+        else:
+            hint = "core reads .safetensors; .pt/.bin need coral-torch, model folders coral-hf"
+        raise PluginError(f"no installed plugin can import {p}: {hint}")
+    if not isinstance(arrays, Mapping) or not arrays:
+        raise MalformedFileError(f"{p}: the importing plugin found no tensors")
+    for name, value in arrays.items():
+        if not isinstance(value, np.ndarray):
+            raise PluginError(
+                f"the plugin importing {p} returned {type(value).__name__} for {name!r}, not an ndarray"
+            )
+    fmt = "directory" if p.is_dir() else p.suffix.lower().lstrip(".") or "file"
+    # a plugin may return a dict subclass whose ``.metadata`` the commit should record (coral-hf: the config)
+    extra = getattr(arrays, "metadata", None)
+    return WeightsFile(
+        p,
+        fmt,
+        {},
+        sum(int(a.nbytes) for a in arrays.values()),
+        list(arrays),
+        lambda: iter(arrays.items()),
+        commit_metadata=dict(extra) if isinstance(extra, Mapping) else {},
+    )
+
+
+def import_file(
+    repo: Repository,
+    path: str | os.PathLike[str],
+    message: str | None = None,
+    *,
+    progress: Progress | None = None,
+) -> str:
+    """Stage every tensor of a weights file (one at a time) and commit them; returns the commit hash.
+
+    A file Coral exported keeps its commit metadata (plus an ``import`` entry naming the source), so an
+    export/import round trip reproduces the same tree: every chunk deduplicates against the original.
+    """
+    if repo.staged:
+        raise CoralError(
+            f"{len(repo.staged)} tensor(s) are already staged; commit them before importing a file"
+        )
+    with open_weights_file(path) as wf:
+        for name in wf.names:
+            validate_tensor_name(name)
+        done = 0
+        for name, array in wf:
+            repo.stage_weights({name: array})
+            done += int(array.nbytes)
+            del array
+            if progress is not None:
+                progress(done, wf.total_bytes)
+        metadata = dict(wf.commit_metadata)
+        metadata["import"] = {"source": wf.path.name, "format": wf.format}
+        if "coral.commit" in wf.metadata:
+            metadata["import"]["commit"] = wf.metadata["coral.commit"]
+        ours = "coral.commit" in wf.metadata  # then "format": "pt" is the marker Coral wrote itself
+        extra = {
+            k: v
+            for k, v in wf.metadata.items()
+            if not k.startswith("coral.") and not (ours and k == "format")
+        }
+        if extra:
+            metadata["import"]["file_metadata"] = extra
+    return repo.commit(message or f"Import {wf.path.name}", metadata)
+
+
+def _coral_metadata(path: Path, header: Mapping[str, str]) -> dict[str, Any]:
+    """The commit metadata a Coral export recorded in ``__metadata__["coral.metadata"]`` (else empty)."""
+    raw = header.get("coral.metadata")
+    if raw is None:
+        return {}
+    try:
+        value = from_jsonable(json.loads(raw))
+    except ValueError:
+        log.warning("%s: ignoring unreadable coral.metadata", path)
+        return {}
+    return dict(value) if isinstance(value, dict) else {}
