@@ -6,7 +6,7 @@ import contextlib
 import threading
 from typing import ClassVar, Iterator
 
-from ..errors import ObjectNotFoundError
+from ..errors import LockTimeoutError, ObjectNotFoundError
 from .base import Store, validate_key
 
 
@@ -15,6 +15,7 @@ class MemoryStore(Store):
 
     scheme = "memory"
     _named: ClassVar[dict[str, "MemoryStore"]] = {}
+    _named_lock: ClassVar[threading.Lock] = threading.Lock()
 
     def __init__(self) -> None:
         self._objects: dict[str, bytes] = {}
@@ -25,7 +26,7 @@ class MemoryStore(Store):
     @classmethod
     def from_url(cls, url: str) -> "MemoryStore":
         name = url.split("://", 1)[1] if "://" in url else url
-        with threading.Lock():
+        with cls._named_lock:
             if name not in cls._named:
                 cls._named[name] = cls()
             return cls._named[name]
@@ -81,8 +82,12 @@ class MemoryStore(Store):
     def lock(self, name: str, *, exclusive: bool = True, timeout: float = 600.0) -> Iterator[None]:
         with self._mutex:
             lk = self._locks.setdefault(name, threading.RLock())
-        with lk:
+        if not lk.acquire(timeout=max(0.0, timeout)):
+            raise LockTimeoutError(f"could not take lock {name!r} on memory store in {timeout}s")
+        try:
             yield
+        finally:
+            lk.release()
 
     def describe(self) -> str:
         return "memory://"

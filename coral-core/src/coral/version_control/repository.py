@@ -18,6 +18,7 @@ import numpy as np
 
 from ..core.weight_tensor import WeightMetadata, WeightTensor
 from ..errors import (
+    AllocationError,
     AmbiguousRefError,
     CoralError,
     CorruptObjectError,
@@ -83,6 +84,11 @@ class Repository:
             if root.exists() and not root.is_dir():
                 raise InvalidArgumentError("path", str(root), "exists and is not a folder")
         return root, LocalStore(coral_dir)
+
+    @property
+    def repo_path(self) -> Path | None:
+        """The repository's folder (alias of ``path``, as in the user guide)."""
+        return self.path
 
     @classmethod
     def find(cls, start: str | os.PathLike[str] = ".") -> "Repository":
@@ -377,7 +383,7 @@ class Repository:
                         parents.append(p)
                 # a child is always newer than its parents, so log()'s time order is the chain's order even
                 # when a racing writer took its clock reading first and then lost the compare-and-swap
-                stamp = max([time.time(), *(self._read_commit(p).timestamp + 1e-6 for p in parents)])
+                stamp = max([time.time(), *(self._parent_time(p) + 1e-6 for p in parents)])
                 commit = Commit(parents, message, metadata, tree, stamp)
                 raw = commit.to_bytes()
                 cid = commit.id
@@ -386,6 +392,12 @@ class Repository:
                     return cid
                 time.sleep(0.001)
         raise RefConflictError(f"could not update {ref!r}: too many concurrent writers")
+
+    def _parent_time(self, commit_id: str) -> float:
+        try:
+            return self._read_commit(commit_id).timestamp
+        except CoralError:  # a damaged parent must not stop new checkpoints (fsck reports it)
+            return 0.0
 
     def log(self, branch: str | None = None, limit: int | None = None) -> list[CommitInfo]:
         """Commits reachable from ``branch`` (default HEAD), newest first."""
@@ -420,6 +432,9 @@ class Repository:
 
     def get_weights(self, ref: str | None = None, names: Iterable[str] | None = None) -> dict[str, WeightTensor]:
         """The tensors of a commit as lazy WeightTensors: bytes are read (and verified) on first ``.data``."""
+        return {name: self._lazy(name, entry) for name, entry in self._selected_tree(ref, names).items()}
+
+    def _selected_tree(self, ref: str | None, names: Iterable[str] | None) -> dict[str, TensorEntry]:
         cid = self.resolve(ref)
         if self.is_pruned(cid):
             raise PrunedCommitError(f"commit {cid[:12]} was pruned: its weights were freed (log still shows it)")
@@ -430,15 +445,18 @@ class Repository:
             if missing:
                 raise RefNotFoundError(f"tensor(s) {missing} not in commit {cid[:12]}")
             tree = {n: tree[n] for n in wanted}
-        return {name: self._lazy(name, entry) for name, entry in tree.items()}
+        return tree
 
     def _lazy(self, name: str, entry: TensorEntry) -> WeightTensor:
         meta = WeightMetadata(name, entry.shape, entry.dtype, layer_type=entry.layer_type)
-        return WeightTensor(metadata=meta, loader=lambda: self.objects.read_tensor(name, entry))
+        return WeightTensor(
+            metadata=meta, loader=lambda: _allocating({name: entry}, lambda: self.objects.read_tensor(name, entry))
+        )
 
     def load_arrays(self, ref: str | None = None, names: Iterable[str] | None = None) -> dict[str, np.ndarray]:
-        """Eagerly read tensors of a commit as numpy arrays."""
-        return {n: w.data for n, w in self.get_weights(ref, names).items()}
+        """Eagerly read tensors of a commit as numpy arrays (all their chunks are read in parallel)."""
+        tree = self._selected_tree(ref, names)
+        return _allocating(tree, lambda: self.objects.read_tensors(tree.items()))
 
     # ---- diff / merge ------------------------------------------------------------------------------------
     def diff(self, a: str, b: str | None = None) -> dict[str, Any]:
@@ -596,11 +614,9 @@ class Repository:
                 if name[len("pruned/") :] not in reachable:
                     self.store.compare_and_swap(name, self.store.get_ref(name), None)
             temp = 0
-            if isinstance(self.store, LocalStore):
-                for p in self.store.temp_files():
-                    freed += p.stat().st_size
-                    p.unlink(missing_ok=True)
-                    temp += 1
+            if isinstance(self.store, LocalStore):  # crash leftovers only: live writers hold theirs locked
+                temp, temp_bytes = self.store.remove_temp_files()
+                freed += temp_bytes
         self.objects._cache.clear()
         return {"objects_removed": removed, "bytes_freed": freed, "temp_files_removed": temp}
 
@@ -722,7 +738,10 @@ class Repository:
         """Re-encode older chunks as deltas against the same place in the next newer commit (reverse deltas).
 
         The newest commit of every branch stays delta-free, so the checkpoint loaded most often needs no
-        chain walk; ids do not change, so history is untouched. Returns ``{"chunks": n, "bytes_saved": b}``.
+        chain walk; ids do not change, so history is untouched. A raw chunk that cannot become a delta
+        (chain bound reached, no counterpart) is compressed as a keyframe instead. With ``max_commits`` only
+        the newest commits along first parents are visited, so the cost does not grow with history.
+        Chunks are re-encoded in parallel. Returns ``{"chunks": n, "bytes_saved": b}``.
         """
         heads = {v for v in self.store.list_refs("heads/").values()}
         protected: set[str] = set()
@@ -730,8 +749,11 @@ class Repository:
             if not self.is_pruned(h):
                 for e in self._read_commit(h).tree.values():
                     protected.update(e.chunks)
-        all_infos = [i for i in self.log(branch) if not i.pruned]
-        infos = all_infos if max_commits is None else all_infos[: max_commits + 1]
+        if max_commits is None:
+            all_ids = [i.hash for i in self.log(branch) if not i.pruned]
+        else:
+            all_ids = self._first_parent_ids(branch, max_commits + 3 + MAX_DELTA_DEPTH)
+        ids = all_ids if max_commits is None else all_ids[: max_commits + 1]
         trees: dict[str, dict[str, TensorEntry]] = {}
 
         def tree(cid: str) -> dict[str, TensorEntry]:
@@ -742,8 +764,8 @@ class Repository:
         def chained_onto(k: int, name: str, idx: int, chunk: str) -> int:
             # older deltas already based on ``chunk``: re-encoding it lengthens all their chains
             n, cur = 0, chunk
-            for info in all_infos[k + 2 : k + 3 + MAX_DELTA_DEPTH]:
-                e = tree(info.hash).get(name)
+            for older_id in all_ids[k + 2 : k + 3 + MAX_DELTA_DEPTH]:
+                e = tree(older_id).get(name)
                 if e is None or len(e.chunks) <= idx or e.chunks[idx] == cur:
                     break
                 try:
@@ -754,32 +776,63 @@ class Repository:
                 n, cur = n + 1, e.chunks[idx]
             return n
 
+        def run(task: tuple[str, str | None, str]) -> int:
+            try:
+                return self.objects.reencode_delta(*task)
+            except ObjectNotFoundError:
+                return 0
+
         done = saved = 0
         with self.store.lock("gc", exclusive=False):
-            for k, (newer, older) in enumerate(zip(infos, infos[1:])):
-                tn = tree(newer.hash)
-                to = tree(older.hash)
+            for k, (newer, older) in enumerate(zip(ids, ids[1:])):
+                tn, to = tree(newer), tree(older)
+                tasks: dict[str, tuple[str, str | None, str]] = {}
+                in_chains: set[str] = set()  # chunks some task reads as (part of) its base
                 for name, eo in to.items():
                     en = tn.get(name)
-                    if en is None or en.dtype != eo.dtype or len(en.chunks) != len(eo.chunks):
-                        continue
-                    for idx, (co, cn) in enumerate(zip(eo.chunks, en.chunks)):
-                        if co == cn or co in protected:
+                    same_shape = en is not None and en.dtype == eo.dtype and len(en.chunks) == len(eo.chunks)
+                    for idx, co in enumerate(eo.chunks):
+                        cn = en.chunks[idx] if same_shape and en is not None else None
+                        if co == cn or co in protected or co in tasks:
                             continue
                         try:
                             if self.objects.header(co).base is not None:
                                 continue
-                            # keep chains bounded: the longest chain through ``co`` after re-encoding
-                            longest = chained_onto(k, name, idx, co) + 1 + len(list(self.objects.chain(cn)))
-                            if longest > MAX_DELTA_DEPTH:
-                                continue  # ``co`` stays a keyframe
-                            gain = self.objects.reencode_delta(co, cn, eo.dtype)
+                            base: str | None = None
+                            if cn is not None:
+                                chain_n = [cn, *self.objects.chain(cn)]
+                                # keep chains bounded: the longest chain through ``co`` after re-encoding
+                                if chained_onto(k, name, idx, co) + len(chain_n) <= MAX_DELTA_DEPTH:
+                                    base = cn
+                                    in_chains.update(chain_n)
                         except ObjectNotFoundError:
                             continue
-                        if gain:
-                            done += 1
-                            saved += gain
+                        tasks[co] = (co, base, eo.dtype)
+                # chunks no other task's base depends on are re-encoded in parallel; the rest one by one
+                parallel = [t for co, t in tasks.items() if co not in in_chains]
+                serial = [t for co, t in tasks.items() if co in in_chains]
+                gains = list(self.objects._pool.map(run, parallel)) + [run(t) for t in serial]
+                done += sum(1 for g in gains if g)
+                saved += sum(gains)
         return {"chunks": done, "bytes_saved": saved}
+
+    def _first_parent_ids(self, branch: str | None, limit: int) -> list[str]:
+        """Up to ``limit`` unpruned commits from ``branch`` (default HEAD) back along first parents."""
+        try:
+            cur: str | None = self.resolve(branch) if branch is not None else self.head_commit()
+        except RefNotFoundError:
+            if branch is None:
+                return []
+            raise
+        out: list[str] = []
+        seen: set[str] = set()
+        while cur is not None and cur not in seen and len(out) < limit:
+            seen.add(cur)
+            if not self.is_pruned(cur):
+                out.append(cur)
+            parents = self._read_commit(cur).parents
+            cur = parents[0] if parents else None
+        return out
 
     # ---- small mutable documents (history, index) --------------------------------------------------------
     def read_document(self, name: str) -> Any:
@@ -798,6 +851,18 @@ class Repository:
                 return new
             time.sleep(0.001)
         raise RefConflictError(f"document {name!r} kept changing")
+
+
+def _allocating(tree: Mapping[str, TensorEntry], read: Any) -> Any:
+    """Run ``read``; a MemoryError (a manifest claiming more bytes than can be allocated) names the tensors."""
+    try:
+        return read()
+    except MemoryError:
+        big = max(tree.items(), key=lambda kv: kv[1].nbytes)
+        raise AllocationError(
+            f"cannot allocate {sum(e.nbytes for e in tree.values())} bytes to load {len(tree)} tensor(s) "
+            f"(largest {big[0]!r}: shape {big[1].shape}, {big[1].dtype}); the manifest may be damaged or hostile"
+        ) from None
 
 
 def _parse_tag(key: str, raw: str) -> dict[str, Any]:

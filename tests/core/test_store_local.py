@@ -1,0 +1,96 @@
+"""LocalStore specifics: the on-disk layout, disk-full handling, and a writer killed mid-save."""
+
+from __future__ import annotations
+
+import errno
+import random
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+
+import numpy as np
+import pytest
+from coral import Repository
+from coral.errors import InsufficientSpaceError
+from coral.objects import chunk_key
+from coral.store import LocalStore, local
+
+
+def test_on_disk_layout(tmp_path):
+    with Repository(tmp_path, init=True) as repo:
+        repo.stage_weights({"w": np.arange(10, dtype=np.float32)})
+        h = repo.commit("layout")
+        repo.tag_version("v1")
+        cid = repo.get_commit(h).tree["w"].chunks[0]
+    root = tmp_path / ".coral"
+    assert (root / "objects" / "chunks" / cid[:2] / cid[2:]).is_file()
+    assert (root / "objects" / "commits" / h[:2] / h[2:]).is_file()
+    assert (root / "refs" / "heads" / "main").read_text() == h
+    assert (root / "refs" / "HEAD").read_text() == "ref: heads/main"
+    assert '"commit":"' + h in (root / "refs" / "tags" / "v1").read_text()
+    assert chunk_key(cid) == f"chunks/{cid[:2]}/{cid[2:]}"
+    assert list((root / "tmp").iterdir()) == []
+
+
+def test_disk_full_raises_insufficient_space_and_leaves_nothing(tmp_path, monkeypatch):
+    store = LocalStore(tmp_path / "s")
+
+    def full(src, dst):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(local.os, "replace", full)
+    with pytest.raises(InsufficientSpaceError, match="(?i)space"):
+        store.put("chunks/aa/bb", b"x" * 1000)
+    with pytest.raises(InsufficientSpaceError):
+        store.compare_and_swap("heads/main", None, "c1")
+    monkeypatch.undo()
+    assert not store.has("chunks/aa/bb") and store.get_ref("heads/main") is None
+    assert store.temp_files() == []
+
+
+_SAVER = textwrap.dedent(
+    """
+    import sys
+    import numpy as np
+    from coral import Repository
+    repo = Repository(sys.argv[1])
+    for i in range(1000):
+        w = np.random.default_rng(i).standard_normal(1 << 21).astype(np.float32)  # 8 MiB, two chunks
+        repo.stage_weights({"w": w, "step": np.array(i)})
+        print(repo.commit(f"step {i}"), flush=True)
+    """
+)
+
+
+@pytest.mark.parametrize("delay", [0.0, 0.05, 0.15])
+def test_killed_save_leaves_previous_commits_loadable(tmp_path, delay):
+    path = tmp_path / "repo"
+    Repository(path, init=True).close()
+    proc = subprocess.Popen([sys.executable, "-c", _SAVER, str(path)], stdout=subprocess.PIPE, text=True)
+    reported = [proc.stdout.readline().strip() for _ in range(2)]
+    time.sleep(delay + random.random() * 0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(60)
+    proc.stdout.close()
+    assert all(len(h) == 64 for h in reported)
+
+    with Repository(path) as repo:
+        log = repo.log()
+        hashes = [c.hash for c in log]
+        assert set(reported) <= set(hashes)
+        for info in log:
+            i = int(info.message.split()[1])
+            w = repo.load_arrays(info.hash)
+            assert (
+                w["w"].tobytes()
+                == np.random.default_rng(i).standard_normal(1 << 21).astype(np.float32).tobytes()
+            )
+            assert int(w["step"]) == i
+        report = repo.fsck()
+        assert report["ok"], report["errors"]
+        repo.gc()
+        after = repo.fsck()
+        assert after["ok"] and after["temp_files"] == 0 and after["unreferenced_objects"] == 0
+        assert [c.hash for c in repo.log()] == hashes
