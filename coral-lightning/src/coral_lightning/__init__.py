@@ -1,3 +1,9 @@
-"""coral-lightning: Coral plugin for PyTorch Lightning: CoralCallback with exact resume."""
+"""coral-lightning: Coral plugin for PyTorch Lightning: CoralCallback with exact resume.
 
-__all__: list[str] = []
+Also importable as ``coral.integrations.lightning``.
+"""
+
+from .callback import CoralCallback, CoralLightningCallback, RemotesUnavailableError
+from .io import CoralCheckpointIO
+
+__all__ = ["CoralCallback", "CoralCheckpointIO", "CoralLightningCallback", "RemotesUnavailableError"]

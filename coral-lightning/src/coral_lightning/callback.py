@@ -1,0 +1,452 @@
+"""CoralCallback: a Lightning callback that commits checkpoints to a Coral repository and resumes from them exactly."""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+import torch
+from coral.errors import CheckpointError, CoralError, InvalidArgumentError, RefNotFoundError
+from coral.plugins import hook
+from coral.training import CheckpointConfig, CheckpointManager, TrainingState
+from coral.training.manager import STATE_PREFIXES
+from coral.version_control.names import validate_ref_name
+from coral.version_control.repository import Repository
+from coral_torch import PyTorchIntegration
+
+from ._compat import LIGHTNING_PACKAGE, LIGHTNING_VERSION, Callback, Checkpoint
+from ._state import FORMAT, PER_RANK, plain, rng_for_rank, split_checkpoint
+from .io import CoralCheckpointIO
+
+log = logging.getLogger(__name__)
+
+RESERVED_METADATA = frozenset(
+    {"coral_checkpoint", "epoch", "global_step", "loss", "metrics", "hparams", "datamodule_hparams", "lightning"}
+)
+
+
+class RemotesUnavailableError(CoralError, NotImplementedError):
+    """``push_to`` names a remote, but Coral has no remotes yet."""
+
+
+def _positive(name: str, value: Any) -> int | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise InvalidArgumentError(name, value, "must be a positive integer or None")
+    return value
+
+
+def _fitting(trainer: Any) -> bool:
+    fn = trainer.state.fn
+    return getattr(fn, "value", fn) == "fit"
+
+
+def _lookup(obj: Any, dotted: str) -> tuple[bool, Any]:
+    for part in dotted.split("."):
+        if isinstance(obj, Mapping) and part in obj:
+            obj = obj[part]
+            continue
+        try:
+            obj = getattr(obj, part)
+        except Exception:  # noqa: BLE001 - properties of a trainer that is not fitting can raise anything
+            return False, None
+    return True, obj
+
+
+class CoralCallback(Callback):
+    """Commit Lightning checkpoints (weights, optimizer, schedulers, loops, RNG) to a Coral branch.
+
+    Saves every ``save_every_n_epochs`` epochs, every ``save_every_n_steps`` optimizer steps and whenever the
+    logged metric ``save_on_best`` improves (``mode`` "min" or "max"); with none of them set, every epoch.
+    Resume exactly with ``trainer.fit(model, ..., ckpt_path="coral://last")``.
+    """
+
+    def __init__(
+        self,
+        repo: Repository | None = None,
+        repo_path: str | os.PathLike[str] | None = None,
+        init: bool = False,
+        save_every_n_epochs: int | None = None,
+        save_every_n_steps: int | None = None,
+        save_on_best: str | None = None,
+        mode: str = "min",
+        branch: str | None = None,
+        push_to: str | None = None,
+        include_optimizer: bool = True,
+        metadata_keys: Iterable[str] | None = None,
+        keep_last_n_checkpoints: int | None = None,
+        keep_best_n_checkpoints: int | None = None,
+        keep_checkpoint_every_n_epochs: int | None = None,
+        experiment_name: str | None = None,
+    ) -> None:
+        super().__init__()
+        if push_to is not None:
+            raise RemotesUnavailableError(
+                f"push_to={push_to!r}: remotes are not available yet in Coral; leave push_to=None "
+                "(checkpoints are committed to the local repository)"
+            )
+        if (repo is None) == (repo_path is None):
+            raise InvalidArgumentError("repo", repo, "pass exactly one of repo=Repository(...) or repo_path=...")
+        if repo is not None and not isinstance(repo, Repository):
+            raise InvalidArgumentError("repo", type(repo).__name__, "expected a coral Repository (or use repo_path=)")
+        if not isinstance(init, bool):
+            raise InvalidArgumentError("init", init, "must be True or False")
+        self.save_every_n_epochs = _positive("save_every_n_epochs", save_every_n_epochs)
+        self.save_every_n_steps = _positive("save_every_n_steps", save_every_n_steps)
+        if save_on_best is not None and (not isinstance(save_on_best, str) or not save_on_best):
+            raise InvalidArgumentError("save_on_best", save_on_best, "must be the name of a logged metric")
+        self.save_on_best = save_on_best
+        if mode not in ("min", "max"):
+            raise InvalidArgumentError("mode", mode, "must be 'min' or 'max'")
+        self.mode = mode
+        if not isinstance(include_optimizer, bool):
+            raise InvalidArgumentError("include_optimizer", include_optimizer, "must be True or False")
+        self.include_optimizer = include_optimizer
+        if self.save_every_n_epochs is None and self.save_every_n_steps is None and save_on_best is None:
+            self.save_every_n_epochs = 1
+        if isinstance(metadata_keys, str):
+            raise InvalidArgumentError("metadata_keys", metadata_keys, "must be a list of attribute names, not a string")
+        self.metadata_keys = list(metadata_keys or [])
+        for key in self.metadata_keys:
+            if not isinstance(key, str) or not key:
+                raise InvalidArgumentError("metadata_keys", key, "must be attribute names (strings)")
+            if key in RESERVED_METADATA:
+                raise InvalidArgumentError("metadata_keys", key, f"is reserved ({', '.join(sorted(RESERVED_METADATA))})")
+        self.push_to = push_to
+
+        self._repo = repo if repo is not None else Repository(repo_path, init=init)  # type: ignore[arg-type]
+        self._repo_path = str(self._repo.path) if self._repo.path is not None else None
+        if branch is None:
+            branch = self._repo.current_branch
+            if branch is None:
+                raise InvalidArgumentError("branch", None, "HEAD is detached: name the branch to commit checkpoints on")
+        self.branch = validate_ref_name(branch, "branch")
+        self.experiment_name = experiment_name or self.branch.replace("/", "-")
+        self._config = CheckpointConfig(
+            save_on_best_metric=save_on_best,
+            minimize_metric=mode == "min",
+            keep_last_n_checkpoints=keep_last_n_checkpoints,
+            keep_best_n_checkpoints=keep_best_n_checkpoints,
+            keep_checkpoint_every_n_epochs=keep_checkpoint_every_n_epochs,
+            save_optimizer_state=include_optimizer,
+            save_scheduler_state=include_optimizer,
+            save_random_state=True,
+        )
+        self._manager: CheckpointManager | None = None
+        self.last_commit_hash: str | None = None
+        self._resumed_from: str | None = None
+        self._pending_rng: Any = None
+        self._fit_started = False
+        self._last_step_saved = -1
+        self._warned_missing = False
+
+    # ---- repository ---------------------------------------------------------------------------------------
+    @property
+    def repo(self) -> Repository:
+        """The Coral repository the checkpoints go to."""
+        if self._repo is None:
+            self._repo = Repository(self._repo_path)  # type: ignore[arg-type]
+        return self._repo
+
+    @property
+    def manager(self) -> CheckpointManager:
+        """The CheckpointManager keeping this experiment's history, best checkpoint and retention."""
+        if self._manager is None:
+            self._manager = CheckpointManager(self.repo, self._config, experiment_name=self.experiment_name)
+        return self._manager
+
+    def _history(self) -> CheckpointManager:
+        # a fresh read of the persisted history: right on every rank and in every process
+        return CheckpointManager(self.repo, self._config, experiment_name=self.experiment_name)
+
+    @property
+    def best_commit_hash(self) -> str | None:
+        """The best checkpoint by ``save_on_best`` so far, or None."""
+        return self._history().best_checkpoint_hash
+
+    def __getstate__(self) -> dict[str, Any]:  # ddp_spawn pickles the trainer and its callbacks
+        state = dict(self.__dict__)
+        state["_manager"] = None
+        if self._repo_path is not None:
+            state["_repo"] = None
+        return state
+
+    def resolve(self, ref: str) -> str:
+        """Full hash for ``last`` (latest checkpoint), ``best``, or any branch, tag, hash or ``HEAD~N``."""
+        if ref in ("last", "latest"):
+            live = [h for h in self._history().checkpoint_history if not h.get("pruned")]
+            if not live:
+                raise RefNotFoundError(
+                    f"no Coral checkpoint yet for experiment {self.experiment_name!r} on branch {self.branch!r}"
+                )
+            return live[-1]["commit_hash"]
+        if ref == "best":
+            best = self.best_commit_hash
+            if best is None:
+                raise RefNotFoundError(
+                    f"no best checkpoint for experiment {self.experiment_name!r} (save_on_best={self.save_on_best!r})"
+                )
+            return best
+        return self.repo.resolve(ref)
+
+    def _checkout_branch(self) -> None:
+        repo, branch = self.repo, self.branch
+        if repo.current_branch == branch:
+            return
+        if branch in repo.list_branches():
+            repo.switch(branch)
+        elif repo.head_commit() is None:  # empty repository: the first checkpoint starts the branch
+            old = repo.store.get_ref("HEAD")
+            if not repo.store.compare_and_swap("HEAD", old, f"ref: heads/{branch}"):
+                raise CoralError(f"HEAD moved while creating branch {branch!r}")
+        else:
+            repo.switch(branch, create=True)
+            log.info("created branch %r for Coral checkpoints", branch)
+
+    def _install_io(self, trainer: Any) -> None:
+        current = trainer.strategy.checkpoint_io
+        if isinstance(current, CoralCheckpointIO) and getattr(current, "_owner", None) is self:
+            return
+        io = CoralCheckpointIO(self.repo, wrapped=current, resolve=self.resolve)
+        io._owner = self  # type: ignore[attr-defined]
+        trainer.strategy.checkpoint_io = io
+
+    # ---- Lightning hooks ----------------------------------------------------------------------------------
+    def setup(self, trainer: Any, pl_module: Any, stage: str) -> None:
+        self._install_io(trainer)
+        if not any(isinstance(cb, _CoralSaver) and cb.owner is self for cb in trainer.callbacks):
+            trainer.callbacks.append(_CoralSaver(self))
+        if stage == "fit":
+            self._fit_started = False
+            self._pending_rng = None
+            self._resumed_from = None
+            self._last_step_saved = -1
+            if trainer.is_global_zero:
+                self._checkout_branch()
+
+    def on_fit_start(self, trainer: Any, pl_module: Any) -> None:
+        for key in self.metadata_keys:
+            self._attribute(trainer, pl_module, key)
+        self._fit_started = True
+        self._restore_rng()
+
+    def on_load_checkpoint(self, trainer: Any, pl_module: Any, checkpoint: dict[str, Any]) -> None:
+        info = checkpoint.get("coral")
+        if not isinstance(info, Mapping) or not _fitting(trainer):
+            return
+        if "optimizer_states" not in checkpoint:
+            raise CheckpointError(
+                f"commit {str(info.get('commit'))[:12]} was saved with include_optimizer=False: it cannot resume "
+                "training exactly; load its weights with load_from_coral(model, commit_ref=...) and fit anew"
+            )
+        self._resumed_from = info.get("commit")
+        self._pending_rng = rng_for_rank(info.get("random_state"), trainer.global_rank)
+        if self._fit_started:  # strategies that restore after setup
+            self._restore_rng()
+
+    def _restore_rng(self) -> None:
+        if self._pending_rng:
+            hook().coral_set_rng_state(state=dict(self._pending_rng))
+        self._pending_rng = None
+
+    def _on_train_batch_end(self, trainer: Any, pl_module: Any) -> None:
+        n = self.save_every_n_steps
+        step = trainer.global_step
+        if not n or step == 0 or step % n or step == self._last_step_saved:
+            return
+        self._last_step_saved = step
+        self._maybe_save(trainer, pl_module, periodic=True, trigger="step", epoch_end=False)
+
+    def _on_validation_end(self, trainer: Any, pl_module: Any) -> None:
+        if self.save_on_best is None or trainer.sanity_checking or not _fitting(trainer):
+            return
+        if getattr(trainer.fit_loop.epoch_loop.batch_progress, "is_last_batch", False):
+            return  # validation at the end of the epoch: the epoch-end save decides, with all epoch metrics
+        self._maybe_save(trainer, pl_module, periodic=False, trigger="best", epoch_end=False)
+
+    def _on_train_epoch_end(self, trainer: Any, pl_module: Any) -> None:
+        n = self.save_every_n_epochs
+        periodic = bool(n) and (trainer.current_epoch + 1) % n == 0  # type: ignore[operator]
+        self._maybe_save(trainer, pl_module, periodic=periodic, trigger="epoch", epoch_end=True)
+
+    # ---- saving -------------------------------------------------------------------------------------------
+    def _metrics(self, trainer: Any) -> dict[str, float]:
+        out: dict[str, float] = {}
+        for name, value in trainer.callback_metrics.items():
+            if isinstance(value, torch.Tensor):
+                if value.numel() != 1:
+                    continue
+                value = value.item()
+            if isinstance(value, (int, float)) and not isinstance(value, bool):
+                out[str(name)] = float(value)
+        return out
+
+    def _state(self, trainer: Any, pl_module: Any, epoch_end: bool) -> TrainingState:
+        metrics = self._metrics(trainer)
+        lr = None
+        if trainer.optimizers and trainer.optimizers[0].param_groups:
+            try:
+                lr = float(trainer.optimizers[0].param_groups[0]["lr"])
+            except (KeyError, TypeError, ValueError):
+                lr = None
+        max_steps = trainer.max_steps if trainer.max_steps and trainer.max_steps > 0 else None
+        return TrainingState(
+            epoch=trainer.current_epoch + (1 if epoch_end else 0),
+            global_step=trainer.global_step,
+            learning_rate=lr,
+            loss=metrics.get("loss"),
+            metrics=metrics,
+            max_epochs=trainer.max_epochs if trainer.max_epochs and trainer.max_epochs > 0 else None,
+            max_steps=max_steps,
+            model_name=type(pl_module).__name__,
+            experiment_name=self.experiment_name,
+        )
+
+    def _attribute(self, trainer: Any, pl_module: Any, key: str) -> Any:
+        for obj in (trainer, pl_module):
+            found, value = _lookup(obj, key)
+            if found:
+                return plain(value)
+        raise InvalidArgumentError("metadata_keys", key, "is neither a Trainer nor a LightningModule attribute")
+
+    def _rng(self, trainer: Any) -> dict[str, Any]:
+        merged: dict[str, Any] = {}
+        for part in hook().coral_get_rng_state():
+            if part:
+                merged.update(part)
+        dist = torch.distributed
+        if trainer.world_size > 1 and dist.is_available() and dist.is_initialized():
+            every: list[Any] = [None] * dist.get_world_size()
+            dist.all_gather_object(every, merged)
+            return {PER_RANK: every}
+        return merged
+
+    def _maybe_save(self, trainer: Any, pl_module: Any, periodic: bool, trigger: str, epoch_end: bool) -> str | None:
+        if trainer.sanity_checking or trainer.fast_dev_run or not _fitting(trainer):
+            return None
+        state = self._state(trainer, pl_module, epoch_end)
+        reasons: list[str] = []
+        if trainer.is_global_zero:  # rank 0 decides: metrics need not agree across ranks
+            if periodic:
+                reasons.append(trigger)
+            if self._is_improvement(state) and "best" not in reasons:
+                reasons.append("best")
+        reasons = trainer.strategy.broadcast(reasons, src=0)
+        if not reasons:
+            return None
+        checkpoint = trainer._checkpoint_connector.dump_checkpoint(weights_only=False)  # every rank: may be collective
+        rng = self._rng(trainer)
+        outcome: tuple[str, Any] = ("ok", None)
+        error: BaseException | None = None
+        if trainer.is_global_zero:
+            try:
+                outcome = ("ok", self._commit(trainer, pl_module, state, checkpoint, rng, "+".join(reasons)))
+            except Exception as exc:  # noqa: BLE001 - every rank must leave the broadcast below, then fail together
+                outcome, error = ("error", f"{type(exc).__name__}: {exc}"), exc
+        outcome = trainer.strategy.broadcast(outcome, src=0)
+        if outcome[0] == "error":
+            if error is not None:
+                raise error
+            raise CheckpointError(f"rank 0 failed to commit the Coral checkpoint: {outcome[1]}")
+        self.last_commit_hash = outcome[1]
+        return self.last_commit_hash
+
+    def _is_improvement(self, state: TrainingState) -> bool:
+        if self.save_on_best is None:
+            return False
+        if self.save_on_best not in state.metrics:
+            if not self._warned_missing:
+                self._warned_missing = True
+                log.warning(
+                    "CoralCallback(save_on_best=%r): the metric was not logged (logged: %s)",
+                    self.save_on_best, ", ".join(sorted(state.metrics)) or "none",
+                )
+            return False
+        return self.manager.should_save_checkpoint(state)
+
+    def _commit(
+        self, trainer: Any, pl_module: Any, state: TrainingState, checkpoint: dict[str, Any], rng: Any, trigger: str
+    ) -> str:
+        self._checkout_branch()
+        parts = split_checkpoint(checkpoint, self.include_optimizer)
+        state.optimizer_state = parts.optimizer_state
+        state.scheduler_state = parts.scheduler_state
+        state.random_state = rng
+        state.data_state = parts.data_state
+        metadata = dict(parts.metadata)
+        metadata["lightning"] = {
+            "format": FORMAT,
+            "package": LIGHTNING_PACKAGE,
+            "version": LIGHTNING_VERSION,
+            "trigger": trigger,
+            "world_size": int(trainer.world_size),
+            "include_optimizer": self.include_optimizer,
+            "resumed_from": self._resumed_from,
+            "branch": self.branch,
+        }
+        for key in self.metadata_keys:
+            metadata[key] = self._attribute(trainer, pl_module, key)
+        commit_hash = self.manager.save_checkpoint(parts.weights, state, force=True, metadata=metadata)
+        if commit_hash is None:  # pragma: no cover - only with async_save, which this callback does not use
+            raise CheckpointError("the checkpoint manager did not return a commit hash")
+        log.info("Coral checkpoint %s on %s (%s, epoch %d, step %d)", commit_hash[:12], self.branch, trigger,
+                 state.epoch, state.global_step)
+        return commit_hash
+
+    # ---- loading ------------------------------------------------------------------------------------------
+    def load_from_coral(self, model: torch.nn.Module, commit_ref: str | None = None) -> str:
+        """Load a checkpoint's weights into ``model``: ``commit_ref``, else the best checkpoint, else the latest.
+
+        Returns the commit hash loaded. Names must match the model's ``state_dict`` exactly.
+        """
+        if commit_ref is None:
+            target = self.best_commit_hash or self.resolve("last")
+        else:
+            target = self.resolve(commit_ref)
+        prefixes = set(STATE_PREFIXES.values())
+        weights = {n: w for n, w in self.repo.get_weights(target).items() if n.split("/", 1)[0] not in prefixes}
+        PyTorchIntegration.weights_to_model(weights, model, strict=True)
+        return target
+
+
+class _CoralSaver(Checkpoint):
+    """Runs CoralCallback's saves after every other callback, like Lightning's own ModelCheckpoint.
+
+    Lightning calls checkpoint callbacks last (after the module's and EarlyStopping's epoch-end hooks), so the
+    commit holds their updated state. It is attached in ``setup``, after the Trainer's ``enable_checkpointing``
+    check, so ``enable_checkpointing=False`` keeps working.
+    """
+
+    def __init__(self, owner: CoralCallback) -> None:
+        self.owner = owner
+
+    @property
+    def state_key(self) -> str:
+        return f"_CoralSaver[{self.owner.experiment_name}]"
+
+    @property
+    def best_model_path(self) -> str:
+        """What ``ckpt_path="best"`` loads when no ModelCheckpoint is configured: Coral's best checkpoint."""
+        try:
+            return "coral://" + self.owner.resolve("best")
+        except CoralError:
+            return ""
+
+    @best_model_path.setter
+    def best_model_path(self, value: str) -> None:  # ddp_spawn's launcher copies it back from the workers
+        pass
+
+    def on_train_batch_end(self, trainer: Any, pl_module: Any, outputs: Any, batch: Any, batch_idx: int) -> None:
+        self.owner._on_train_batch_end(trainer, pl_module)
+
+    def on_validation_end(self, trainer: Any, pl_module: Any) -> None:
+        self.owner._on_validation_end(trainer, pl_module)
+
+    def on_train_epoch_end(self, trainer: Any, pl_module: Any) -> None:
+        self.owner._on_train_epoch_end(trainer, pl_module)
+
+
+CoralLightningCallback = CoralCallback
