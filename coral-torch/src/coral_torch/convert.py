@@ -5,7 +5,6 @@ from __future__ import annotations
 import ml_dtypes
 import numpy as np
 import torch
-
 from coral.core.dtypes import dtype_from_name
 
 _TORCH_TO_NAME: dict[torch.dtype, str] = {
@@ -58,9 +57,8 @@ def numpy_to_tensor(a: np.ndarray, name: str | None = None) -> torch.Tensor:
     from coral.core.dtypes import dtype_name
 
     name = name or dtype_name(a.dtype)
-    a = np.ascontiguousarray(a)
-    if not a.flags.writeable:
-        a = a.copy()
+    if not a.flags.c_contiguous or not a.flags.writeable:
+        a = np.array(a, order="C", copy=True)  # not ascontiguousarray: it turns 0-d arrays into 1-d
     tdt = _NAME_TO_TORCH.get(name)
     if tdt is None:
         from coral.errors import UnsupportedDtypeError
@@ -73,4 +71,4 @@ def numpy_to_tensor(a: np.ndarray, name: str | None = None) -> torch.Tensor:
     return torch.from_numpy(raw).view(tdt)
 
 
-__all__ = ["numpy_to_tensor", "tensor_to_numpy", "torch_dtype_name", "ml_dtypes"]
+__all__ = ["ml_dtypes", "numpy_to_tensor", "tensor_to_numpy", "torch_dtype_name"]

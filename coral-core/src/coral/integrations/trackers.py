@@ -2,14 +2,24 @@
 
 from __future__ import annotations
 
-from typing import Any, Mapping, Protocol, runtime_checkable
+import logging
+import math
+import time
+from collections.abc import Mapping
+from typing import Any, ClassVar, Protocol, runtime_checkable
 
 from ..errors import InvalidArgumentError
+
+log = logging.getLogger(__name__)
 
 
 @runtime_checkable
 class Tracker(Protocol):
-    """What Coral calls on a tracker: start a run, log params/metrics/checkpoints, end the run."""
+    """What Coral calls on a tracker: start a run, log metrics and checkpoints, end the run.
+
+    Implement these four methods to send Coral's runs anywhere (W&B, a database, a log file); pass the
+    object as ``tracker=`` to ``Checkpointer`` or ``CoralTrainer``. ``status`` is ``"completed"`` or ``"failed"``.
+    """
 
     def start_run(self, run_name: str | None = None, params: Mapping[str, Any] | None = None) -> None: ...
 
@@ -23,10 +33,13 @@ class Tracker(Protocol):
 class MLflowBridge:
     """Log metrics, params and checkpoint commit hashes to MLflow (``pip install coral-core[mlflow]``).
 
-    ``tracking_uri`` defaults to MLflow's own default (``MLFLOW_TRACKING_URI`` or ``./mlruns``).
+    ``tracking_uri`` defaults to MLflow's own default (``MLFLOW_TRACKING_URI``, else ``sqlite:///mlflow.db`` in
+    MLflow 3). Each checkpoint sets the run tag ``coral.commit`` (the newest hash), the tag
+    ``coral.commit.<step>`` and the metric ``coral.checkpoint`` (1.0 at that step).
     """
 
-    _STATUS = {"completed": "FINISHED", "failed": "FAILED", "killed": "KILLED"}
+    _STATUS: ClassVar[dict[str, str]] = {"completed": "FINISHED", "failed": "FAILED", "killed": "KILLED"}
+    _PARAM_LIMIT = 6000
 
     def __init__(self, experiment_name: str = "coral", tracking_uri: str | None = None, run_name: str | None = None) -> None:
         try:
@@ -42,9 +55,21 @@ class MLflowBridge:
         self.run_id: str | None = None
         self._client = mlflow.MlflowClient(tracking_uri=tracking_uri)
 
+    @property
+    def client(self) -> Any:
+        """The ``mlflow.MlflowClient`` in use (to read runs back)."""
+        return self._client
+
     def start_run(self, run_name: str | None = None, params: Mapping[str, Any] | None = None) -> None:
+        """Open a new run in the experiment (created when missing) and log ``params``."""
         exp = self._client.get_experiment_by_name(self.experiment_name)
-        exp_id = exp.experiment_id if exp is not None else self._client.create_experiment(self.experiment_name)
+        if exp is None:
+            exp_id = self._client.create_experiment(self.experiment_name)
+        elif getattr(exp, "lifecycle_stage", "active") == "deleted":
+            self._client.restore_experiment(exp.experiment_id)
+            exp_id = exp.experiment_id
+        else:
+            exp_id = exp.experiment_id
         run = self._client.create_run(exp_id, run_name=run_name or self.run_name)
         self.run_id = run.info.run_id
         if params:
@@ -57,24 +82,46 @@ class MLflowBridge:
         return self.run_id
 
     def log_params(self, params: Mapping[str, Any]) -> None:
+        """Log run parameters (values as strings; None skipped)."""
+        from mlflow.entities import Param
+
         run = self._ensure()
-        for k, v in params.items():
-            self._client.log_param(run, k, str(v)[:500])
+        items = [Param(str(k), str(v)[: self._PARAM_LIMIT]) for k, v in params.items() if v is not None]
+        if items:
+            self._client.log_batch(run, params=items)
 
     def log_metrics(self, metrics: Mapping[str, float], step: int | None = None) -> None:
+        """Log numeric metrics at ``step`` in one batch; values that are not finite numbers are skipped."""
+        from mlflow.entities import Metric
+
         run = self._ensure()
+        now = int(time.time() * 1000)
+        items = []
         for k, v in metrics.items():
             try:
-                self._client.log_metric(run, k, float(v), step=step or 0)
+                f = float(v)
             except (TypeError, ValueError):
+                log.debug("metric %r=%r is not a number; not sent to MLflow", k, v)
                 continue
+            if math.isfinite(f) and not isinstance(v, bool):
+                items.append(Metric(str(k), f, now, int(step or 0)))
+        if items:
+            self._client.log_batch(run, metrics=items)
 
     def log_checkpoint(self, commit_hash: str, step: int | None = None, metadata: Mapping[str, Any] | None = None) -> None:
+        """Record a checkpoint's commit hash on the run (tags ``coral.commit`` and ``coral.commit.<step>``)."""
+        from mlflow.entities import Metric, RunTag
+
         run = self._ensure()
-        self._client.set_tag(run, "coral.last_commit", commit_hash)
-        self._client.log_metric(run, "coral.checkpoints", 1.0, step=step or 0)
-        self._client.set_tag(run, f"coral.commit.{step or 0}", commit_hash)
+        s = int(step or 0)
+        tags = [RunTag("coral.commit", commit_hash), RunTag(f"coral.commit.{s}", commit_hash)]
+        if metadata and metadata.get("epoch") is not None:
+            tags.append(RunTag(f"coral.commit.{s}.epoch", str(metadata["epoch"])))
+        self._client.log_batch(run, metrics=[Metric("coral.checkpoint", 1.0, int(time.time() * 1000), s)], tags=tags)
 
     def end_run(self, status: str = "completed") -> None:
+        """Mark the run ``completed`` (FINISHED), ``failed`` (FAILED) or ``killed`` (KILLED)."""
+        if status not in self._STATUS:
+            raise InvalidArgumentError("status", status, f"must be one of {', '.join(self._STATUS)}")
         if self.run_id is not None:
-            self._client.set_terminated(self.run_id, status=self._STATUS.get(status, "FINISHED"))
+            self._client.set_terminated(self.run_id, status=self._STATUS[status])

@@ -17,11 +17,12 @@ class CheckpointableIterator(Protocol):
 
 
 def _one(source: Any) -> dict[str, Any]:
-    if isinstance(source, CheckpointableIterator):
-        return {"state": source.get_state()}
+    # plugins first: framework objects such as torch.Generator have get_state/set_state with other meanings
     from ..plugins import hook
 
     state = hook().coral_get_data_state(source=source)
+    if state is None and isinstance(source, CheckpointableIterator):
+        state = source.get_state()
     if state is None:
         raise InvalidArgumentError("data_state", type(source).__name__, "has no get_state() and no plugin captures it")
     return {"state": state}
@@ -51,9 +52,11 @@ def restore_data_state(sources: Any, state: Any) -> None:
     from ..plugins import hook
 
     def put(src: Any, st: Any) -> None:
+        if hook().coral_set_data_state(source=src, state=st):
+            return
         if isinstance(src, CheckpointableIterator):
             src.set_state(st)
-        elif not hook().coral_set_data_state(source=src, state=st):
+        else:
             raise InvalidArgumentError("data source", type(src).__name__, "has no set_state() and no plugin restores it")
 
     if isinstance(state, Mapping) and "__source__" in state:

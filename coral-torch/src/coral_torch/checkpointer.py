@@ -1,0 +1,225 @@
+"""Checkpointer: a few keyword arguments for the checkpoint policy, resume in one flag, a context manager."""
+
+from __future__ import annotations
+
+import logging
+import os
+from types import TracebackType
+from typing import Any, Self
+
+import torch
+from coral import Repository
+from coral.errors import InvalidArgumentError
+from coral.integrations.trackers import Tracker
+from coral.training import CheckpointConfig, CheckpointManager, TrainingState
+
+from . import _state
+from .data import is_mid_epoch
+
+log = logging.getLogger(__name__)
+
+
+class Checkpointer:
+    """Save and resume a PyTorch run: ``log(epoch, step, **metrics)`` saves when the policy says so.
+
+    ``resume=True`` (latest) or ``"best"`` restores the model, optimizer, scheduler, every RNG and the data
+    order (``data=``) from this experiment's checkpoint at construction; ``epoch`` is then the epoch to run
+    next, so ``for epoch in range(ckpt.epoch, N)`` neither repeats nor skips one. With no save rule given,
+    it saves every epoch. As a context manager it starts and ends the tracker run (``"completed"``, or
+    ``"failed"`` when an exception escapes).
+    """
+
+    def __init__(
+        self,
+        model: torch.nn.Module,
+        repo_or_path: Repository | str | os.PathLike[str],
+        experiment: str,
+        *,
+        optimizer: torch.optim.Optimizer | None = None,
+        scheduler: Any = None,
+        every_n_epochs: int | None = None,
+        every_n_steps: int | str | None = None,
+        on_best: str | None = None,
+        minimize: bool = True,
+        keep_last: int | None = None,
+        keep_best: int | None = None,
+        resume: bool | str = False,
+        tracker: Tracker | None = None,
+        data: Any = None,
+        config: CheckpointConfig | None = None,
+    ) -> None:
+        self.model = _state.check_model(model)
+        self.optimizer = _state.check_optimizer(optimizer)
+        self.scheduler = _state.check_scheduler(scheduler)
+        if resume not in (False, True, "best"):
+            raise InvalidArgumentError("resume", resume, "must be False, True (latest) or 'best'")
+        if tracker is not None and not isinstance(tracker, Tracker):
+            raise InvalidArgumentError("tracker", type(tracker).__name__, "needs start_run, log_metrics, log_checkpoint, end_run")
+        policy = (every_n_epochs, every_n_steps, on_best, keep_last, keep_best)
+        if config is not None and (any(v is not None for v in policy) or minimize is not True):
+            raise InvalidArgumentError("config", "CheckpointConfig", "give either config= or the policy keywords, not both")
+        if config is None:
+            if every_n_epochs is None and every_n_steps is None and on_best is None:
+                every_n_epochs = 1
+            config = CheckpointConfig(
+                save_every_n_epochs=every_n_epochs, save_every_n_steps=every_n_steps, save_on_best_metric=on_best,
+                minimize_metric=minimize, keep_last_n_checkpoints=keep_last, keep_best_n_checkpoints=keep_best,
+            )
+        self._repo = _state.open_repository(repo_or_path)
+        self.manager = CheckpointManager(self._repo, config, type(model).__name__, experiment)
+        self.config = config
+        self.data = data
+        self.tracker = tracker
+        self._epoch = 0
+        self._global_step = 0
+        self._metrics: dict[str, Any] = {}
+        self._run_open = False
+        self.resumed_from: str | None = None
+        self.manager.register_checkpoint_callback(self._saved)
+        if resume:
+            self._resume(best=resume == "best")
+
+    # ---- resume ------------------------------------------------------------------------------------------
+    def _resume(self, best: bool) -> None:
+        ckpt = self.manager.load_checkpoint(load_best=best)
+        if ckpt is None:
+            log.info("experiment %r has no checkpoint yet: starting fresh", self.manager.experiment_name)
+            return
+        complete = _state.restore(ckpt, self.model, optimizer=self.optimizer, scheduler=self.scheduler, data=self.data)
+        state: TrainingState = ckpt["state"]
+        self._epoch = state.epoch + 1 if complete else state.epoch
+        self._global_step = state.global_step
+        self._metrics = dict(state.metrics) | ({"loss": state.loss} if state.loss is not None else {})
+        self.resumed_from = str(ckpt["commit_hash"])
+        log.info("resumed %r from %s (next epoch %d, step %d)", self.manager.experiment_name,
+                 self.resumed_from[:12], self._epoch, self._global_step)
+
+    # ---- logging and saving ------------------------------------------------------------------------------
+    def log(self, epoch: int, step: int | None = None, **metrics: Any) -> str | None:
+        """Record the metrics of (finished) epoch ``epoch`` at ``step``; save when the policy says so.
+
+        Returns the commit hash of the checkpoint saved, or None.
+        """
+        if isinstance(epoch, bool) or not isinstance(epoch, int) or epoch < 0:
+            raise InvalidArgumentError("epoch", epoch, "must be a non-negative integer")
+        if step is not None and (isinstance(step, bool) or not isinstance(step, int) or step < 0):
+            raise InvalidArgumentError("step", step, "must be a non-negative integer or None")
+        values = {k: _state.number(k, v) for k, v in metrics.items()}
+        self._global_step = self._global_step if step is None else step
+        self._metrics.update(values)
+        self._ensure_run()
+        if self.tracker is not None:
+            numeric = {k: v for k, v in values.items() if _state.finite(v)}
+            if numeric:
+                self.tracker.log_metrics(numeric, step=self._global_step)
+        probe = self._state(epoch, values, with_tensors=False)
+        if self.manager.should_save_checkpoint(probe):
+            state = self._state(epoch, values, with_tensors=True)
+            commit = self.manager.save_checkpoint(_state.model_weights(self.model, self.manager), state, force=True)
+        else:
+            commit = self.manager.save_checkpoint({}, probe)  # keeps early-stopping counts; saves nothing
+        self._epoch = epoch if self.data is not None and is_mid_epoch(self.data) else epoch + 1
+        return commit
+
+    def save(self, epoch: int | None = None, step: int | None = None, **metrics: Any) -> str | None:
+        """Save a checkpoint now, whatever the policy (e.g. before a planned stop); ``epoch`` defaults to the
+        last one logged."""
+        complete = not (epoch is None and self._epoch == 0)  # nothing logged yet: epoch 0 is still to run
+        if epoch is None:
+            epoch = max(self._epoch - 1, 0)
+        if step is not None:
+            self._global_step = step
+        values = {k: _state.number(k, v) for k, v in metrics.items()}
+        self._metrics.update(values)
+        state = self._state(epoch, values, with_tensors=True, epoch_complete=complete)
+        return self.manager.save_checkpoint(_state.model_weights(self.model, self.manager), state, force=True)
+
+    def _state(
+        self, epoch: int, metrics: dict[str, Any], *, with_tensors: bool, epoch_complete: bool = True
+    ) -> TrainingState:
+        return _state.build_state(
+            self.manager, epoch=epoch, global_step=self._global_step, metrics=metrics,
+            optimizer=self.optimizer, scheduler=self.scheduler, data=self.data,
+            epoch_complete=epoch_complete, with_tensors=with_tensors,
+        )
+
+    def _saved(self, state: TrainingState, commit_hash: str | None) -> None:
+        if commit_hash is not None and self.tracker is not None:
+            _state.guarded(self.tracker.log_checkpoint, commit_hash, step=state.global_step, metadata={"epoch": state.epoch})
+
+    # ---- tracker run -------------------------------------------------------------------------------------
+    def _ensure_run(self) -> None:
+        if self.tracker is None or self._run_open:
+            return
+        cfg = self.config
+        params = {
+            "coral.experiment": self.manager.experiment_name,
+            "coral.repository": str(self._repo.path or self._repo),
+            "model": type(self.model).__name__,
+            "optimizer": type(self.optimizer).__name__ if self.optimizer is not None else None,
+            "scheduler": type(self.scheduler).__name__ if self.scheduler is not None else None,
+            "every_n_epochs": cfg.save_every_n_epochs,
+            "every_n_steps": cfg.save_every_n_steps,
+            "on_best": cfg.save_on_best_metric,
+            "resumed_from": self.resumed_from,
+        }
+        self.tracker.start_run(run_name=self.manager.experiment_name, params={k: v for k, v in params.items() if v is not None})
+        self._run_open = True
+
+    def close(self, status: str = "completed") -> None:
+        """Wait for pending saves and end the tracker run with ``status``."""
+        try:
+            self.manager.wait()
+        except BaseException:
+            status = "failed"
+            raise
+        finally:
+            if self.tracker is not None and self._run_open:
+                self.tracker.end_run(status)
+                self._run_open = False
+
+    def __enter__(self) -> Self:
+        self._ensure_run()
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close("failed" if exc_type is not None else "completed")
+
+    # ---- properties --------------------------------------------------------------------------------------
+    @property
+    def epoch(self) -> int:
+        """The epoch to run next: 0 on a fresh run, one past the last logged (or resumed) epoch."""
+        return self._epoch
+
+    @property
+    def global_step(self) -> int:
+        return self._global_step
+
+    @property
+    def best_commit(self) -> str | None:
+        """Commit hash of the best checkpoint so far (``on_best``), or None."""
+        return self.manager.best_checkpoint_hash
+
+    @property
+    def last_commit(self) -> str | None:
+        """Commit hash of the newest checkpoint, or None."""
+        return self.manager.last_commit_hash
+
+    @property
+    def metrics(self) -> dict[str, Any]:
+        """The latest value of every metric logged (or restored on resume)."""
+        return dict(self._metrics)
+
+    @property
+    def repo(self) -> Repository:
+        return self._repo
+
+    @property
+    def should_stop_early(self) -> bool:
+        return self.manager.should_stop_early
+
+    def __repr__(self) -> str:
+        return f"Checkpointer({self.manager.experiment_name!r}, epoch={self._epoch}, step={self._global_step})"
+
