@@ -112,3 +112,7 @@ class CheckpointError(CoralError):
 class MalformedFileError(CoralError, ValueError):
     """A file to import is malformed or unsafe (a bad safetensors header, pickled objects in a ``.pt``);
     the message names the file and the problem."""
+
+
+class RemotesUnavailableError(CoralError, NotImplementedError):
+    """``push_to`` (or another remote operation) was asked for, but this Coral has no remotes yet."""

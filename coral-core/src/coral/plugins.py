@@ -10,10 +10,12 @@ import importlib
 import importlib.metadata
 import logging
 import os
+import random
 import threading
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 import pluggy
 
 from . import hookspecs
@@ -49,7 +51,16 @@ def get_plugin_manager() -> pluggy.PluginManager:
 
 
 def _build() -> pluggy.PluginManager:
-    pm = pluggy.PluginManager("coral")
+    # importing third-party plugins must not shift the user's random streams (exact resume depends on them)
+    py_state, np_state = random.getstate(), np.random.get_state()
+    try:
+        return _load(pluggy.PluginManager("coral"))
+    finally:
+        random.setstate(py_state)
+        np.random.set_state(np_state)
+
+
+def _load(pm: pluggy.PluginManager) -> pluggy.PluginManager:
     pm.add_hookspecs(hookspecs)
     allowed = os.environ.get("CORAL_PLUGINS")
     allow = None if allowed is None else {n.strip() for n in allowed.split(",") if n.strip()}

@@ -16,7 +16,7 @@ if TYPE_CHECKING:
 _WHERE = {
     "CoralTrainerCallback": "callback",
     "CoralHFCallback": "callback",
-    "RemotesUnavailableError": "callback",
+    "RemotesUnavailableError": "errors",
     "resume_from_coral": "resume",
     "export_hf_folder": "folder",
     "read_hf_folder": "folder",
@@ -37,7 +37,9 @@ __all__ = [
 
 def __getattr__(name: str) -> Any:
     if name in _WHERE:
-        value = getattr(import_module(f".{_WHERE[name]}", __name__), name)
+        where = _WHERE[name]
+        module = import_module("coral.errors") if where == "errors" else import_module(f".{where}", __name__)
+        value = getattr(module, name)
         globals()[name] = value
         return value
     raise AttributeError(f"module 'coral_hf' has no attribute {name!r}")

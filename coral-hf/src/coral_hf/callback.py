@@ -44,8 +44,7 @@ def _positive_int(name: str, value: Any) -> int | None:
     return value
 
 
-class RemotesUnavailableError(CoralError, NotImplementedError):
-    """``push_to`` was set, but Coral has no remotes yet."""
+from coral.errors import RemotesUnavailableError  # noqa: E402  (re-exported)
 
 
 def use_branch(repo: Repository, branch: str) -> None:

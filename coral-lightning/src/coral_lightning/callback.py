@@ -27,8 +27,7 @@ RESERVED_METADATA = frozenset(
 )
 
 
-class RemotesUnavailableError(CoralError, NotImplementedError):
-    """``push_to`` names a remote, but Coral has no remotes yet."""
+from coral.errors import RemotesUnavailableError  # noqa: E402  (re-exported)
 
 
 def _positive(name: str, value: Any) -> int | None:

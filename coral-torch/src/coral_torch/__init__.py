@@ -1,23 +1,43 @@
 """coral-torch: PyTorch support for Coral (also importable as ``coral.integrations.pytorch``).
 
 ``PyTorchIntegration`` converts models, optimizers, schedulers and RNGs; ``CoralTrainer`` and ``Checkpointer``
-checkpoint a training loop and resume it exactly; ``save``/``load`` are the one-off path.
+checkpoint a training loop and resume it exactly; ``save``/``load`` are the one-off path. Names load on first
+use, so the plugin's hooks can be loaded without importing torch.
 """
 
-from .checkpointer import Checkpointer
-from .convert import numpy_to_tensor, tensor_to_numpy
-from .data import ResumableLoader
-from .integration import PyTorchIntegration
-from .oneoff import load, save
-from .trainer import CoralTrainer
+from __future__ import annotations
 
-__all__ = [
-    "Checkpointer",
-    "CoralTrainer",
-    "PyTorchIntegration",
-    "ResumableLoader",
-    "load",
-    "numpy_to_tensor",
-    "save",
-    "tensor_to_numpy",
-]
+from importlib import import_module
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from .checkpointer import Checkpointer
+    from .convert import numpy_to_tensor, tensor_to_numpy
+    from .data import ResumableLoader
+    from .integration import PyTorchIntegration
+    from .oneoff import load, save
+    from .trainer import CoralTrainer
+
+_WHERE = {
+    "Checkpointer": "checkpointer",
+    "CoralTrainer": "trainer",
+    "PyTorchIntegration": "integration",
+    "ResumableLoader": "data",
+    "load": "oneoff",
+    "save": "oneoff",
+    "numpy_to_tensor": "convert",
+    "tensor_to_numpy": "convert",
+}
+__all__ = sorted(_WHERE)
+
+
+def __getattr__(name: str) -> Any:
+    if name in _WHERE:
+        value = getattr(import_module(f".{_WHERE[name]}", __name__), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'coral_torch' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

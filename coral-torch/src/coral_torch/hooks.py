@@ -1,124 +1,107 @@
-"""coral-torch's hook implementations, registered through the ``coral`` entry point."""
+"""coral-torch's hook implementations, registered through the ``coral`` entry point.
+
+Loading this module imports no torch: each hook first checks whether torch is already imported (an object
+can only be a torch model, tensor or generator if it is), so ``coral`` commands and JAX users never pay
+torch's import time, and loading plugins never touches torch's RNG.
+"""
 
 from __future__ import annotations
 
+import sys
 from typing import Any
-
-import torch
 
 from coral.hookspecs import hookimpl
 
-from .convert import tensor_to_numpy
-from .data import coral_get_data_state, coral_set_data_state  # noqa: F401  (hookimpls for DataLoader/Generator)
-from .integration import PyTorchIntegration, _set_torch_rng_state, _torch_rng_state
+
+def _impl() -> Any:
+    if "torch" not in sys.modules:
+        return None
+    from . import _hooks_impl
+
+    return _hooks_impl
+
+
+def _data() -> Any:
+    if "torch" not in sys.modules:
+        return None
+    from . import data
+
+    return data
 
 
 @hookimpl
 def coral_model_to_weights(model: Any) -> Any:
-    if isinstance(model, torch.nn.Module):
-        return PyTorchIntegration.model_to_weights(model)
-    return None
+    impl = _impl()
+    return impl.coral_model_to_weights(model) if impl else None
 
 
 @hookimpl
 def coral_weights_to_model(weights: Any, model: Any, strict: bool) -> Any:
-    if isinstance(model, torch.nn.Module):
-        return PyTorchIntegration.weights_to_model(weights, model, strict=strict)
-    return None
+    impl = _impl()
+    return impl.coral_weights_to_model(weights, model, strict) if impl else None
 
 
 @hookimpl
 def coral_tensor_to_array(value: Any) -> Any:
-    if isinstance(value, torch.Tensor):
-        return tensor_to_numpy(value)
-    return None
+    impl = _impl()
+    return impl.coral_tensor_to_array(value) if impl else None
 
 
 @hookimpl
 def coral_get_optimizer_state(optimizer: Any) -> Any:
-    if isinstance(optimizer, torch.optim.Optimizer):
-        return PyTorchIntegration.save_optimizer_state(optimizer)
-    return None
+    impl = _impl()
+    return impl.coral_get_optimizer_state(optimizer) if impl else None
 
 
 @hookimpl
 def coral_set_optimizer_state(optimizer: Any, state: Any) -> Any:
-    if isinstance(optimizer, torch.optim.Optimizer):
-        PyTorchIntegration.load_optimizer_state(optimizer, state)
-        return True
-    return None
+    impl = _impl()
+    return impl.coral_set_optimizer_state(optimizer, state) if impl else None
 
 
 @hookimpl
 def coral_get_scheduler_state(scheduler: Any) -> Any:
-    if hasattr(scheduler, "state_dict") and hasattr(scheduler, "optimizer") and isinstance(scheduler.optimizer, torch.optim.Optimizer):
-        return PyTorchIntegration.save_scheduler_state(scheduler)
-    return None
+    impl = _impl()
+    return impl.coral_get_scheduler_state(scheduler) if impl else None
 
 
 @hookimpl
 def coral_set_scheduler_state(scheduler: Any, state: Any) -> Any:
-    if hasattr(scheduler, "load_state_dict") and hasattr(scheduler, "optimizer") and isinstance(scheduler.optimizer, torch.optim.Optimizer):
-        PyTorchIntegration.load_scheduler_state(scheduler, state)
-        return True
-    return None
+    impl = _impl()
+    return impl.coral_set_scheduler_state(scheduler, state) if impl else None
 
 
 @hookimpl
-def coral_get_rng_state() -> dict[str, Any]:
-    return _torch_rng_state()
+def coral_get_rng_state() -> Any:
+    impl = _impl()
+    return impl.coral_get_rng_state() if impl else None
 
 
 @hookimpl
 def coral_set_rng_state(state: dict[str, Any]) -> None:
-    _set_torch_rng_state(state)
+    if "torch" in state or "torch_cuda" in state:
+        from . import _hooks_impl  # restoring a torch RNG state needs torch, imported or not
+
+        _hooks_impl.coral_set_rng_state(state)
 
 
-_TORCH_SUFFIXES = (".pt", ".pth", ".bin", ".ckpt")
+@hookimpl
+def coral_get_data_state(source: Any) -> Any:
+    data = _data()
+    return data.coral_get_data_state(source) if data else None
+
+
+@hookimpl
+def coral_set_data_state(source: Any, state: dict[str, Any]) -> Any:
+    data = _data()
+    return data.coral_set_data_state(source, state) if data else None
 
 
 @hookimpl
 def coral_import_file(path: str) -> Any:
-    """Read a ``.pt``/``.pth``/``.bin``/``.ckpt`` state dict with ``weights_only=True``: never unpickles objects.
-
-    Nested containers become ``/``-joined names (``model/fc.weight``); non-tensor leaves are skipped.
-    """
-    import os
-    import pickle
-    import warnings
-    import zipfile
-
-    from coral.errors import MalformedFileError
-
-    if not path.lower().endswith(_TORCH_SUFFIXES) or not os.path.isfile(path):
+    """``.pt``/``.pth``/``.bin``/``.ckpt`` state dicts, read with ``weights_only=True`` (imports torch on demand)."""
+    if not str(path).lower().endswith((".pt", ".pth", ".bin", ".ckpt")):
         return None
-    try:
-        # mmap keeps memory near one tensor for zip-format files; the legacy format cannot be mapped
-        with warnings.catch_warnings():  # torch warns about old pickle protocols; the refusal is what matters
-            warnings.simplefilter("ignore", UserWarning)
-            obj = torch.load(path, weights_only=True, map_location="cpu", mmap=zipfile.is_zipfile(path))
-    except pickle.UnpicklingError as exc:
-        lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
-        detail = next((ln for ln in lines if "GLOBAL" in ln or "Unsupported" in ln), lines[-1] if lines else "")
-        raise MalformedFileError(
-            f"{path}: refused to load: not a plain state dict of tensors and containers "
-            f"(read with weights_only=True, nothing was executed): {detail}"
-        ) from None
-    except Exception as exc:
-        raise MalformedFileError(f"{path}: not a readable PyTorch file ({type(exc).__name__}: {exc})") from None
-    out: dict[str, Any] = {}
-    _flatten_tensors(obj, "", out)
-    if not out:
-        raise MalformedFileError(f"{path}: holds no tensors")
-    return out
+    from . import _hooks_impl
 
-
-def _flatten_tensors(obj: Any, prefix: str, out: dict[str, Any]) -> None:
-    if isinstance(obj, torch.Tensor):
-        out[prefix or "tensor"] = tensor_to_numpy(obj)
-    elif isinstance(obj, dict):
-        for key, value in obj.items():
-            _flatten_tensors(value, f"{prefix}/{key}" if prefix else str(key), out)
-    elif isinstance(obj, (list, tuple)):
-        for i, value in enumerate(obj):
-            _flatten_tensors(value, f"{prefix}/{i}" if prefix else str(i), out)
+    return _hooks_impl.coral_import_file(path)

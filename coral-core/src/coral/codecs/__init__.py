@@ -12,8 +12,10 @@ from .chunk import (
     ChunkHeader,
     decode_chunk,
     encode_chunk,
+    encode_chunk_parts,
     encode_delta,
     parse_header,
+    raw_header,
 )
 
 __all__ = [
@@ -24,6 +26,8 @@ __all__ = [
     "ChunkHeader",
     "decode_chunk",
     "encode_chunk",
+    "encode_chunk_parts",
     "encode_delta",
     "parse_header",
+    "raw_header",
 ]

@@ -13,7 +13,7 @@ from typing import Callable
 import numpy as np
 
 from . import delta as _delta
-from .planes import decode_planes, encode_planes
+from .planes import _PAYS, decode_planes, encode_planes, plane_estimates
 
 MAGIC = b"CRLC"
 VERSION = 1
@@ -68,14 +68,60 @@ def _plane_size(itemsize: int) -> int:
     return itemsize
 
 
-def encode_chunk(data: memoryview | bytes, itemsize: int, *, level: int = 1, compress: bool = True) -> bytes:
-    """Encode without a base: planes+zstd when it is smaller, else raw."""
+def encode_chunk(
+    data: memoryview | bytes, itemsize: int, *, level: int = 1, compress: bool = True, min_saving: float = 0.0
+) -> bytes:
+    """Encode without a base: planes+zstd when it is smaller, else raw.
+
+    ``min_saving`` (0..1) keeps a chunk raw unless per-plane samples promise at least that fraction saved:
+    the save path uses it to spend zstd time only where it pays a lot (raw chunks load fastest).
+    """
+    parts = encode_chunk_parts(data, itemsize, level=level, compress=compress, min_saving=min_saving)
+    return parts[0] if len(parts) == 1 else b"".join(bytes(p) for p in parts)
+
+
+def encode_chunk_parts(
+    data: memoryview | bytes, itemsize: int, *, level: int = 1, compress: bool = True, min_saving: float = 0.0
+) -> list[bytes | memoryview]:
+    """``encode_chunk`` as parts to write in order: a raw chunk is ``[header, data]``, so it is never copied."""
     length = len(data)
     if compress and length >= 64:
-        mask, body = encode_planes(data, _plane_size(itemsize), level)
+        estimates = None
+        if min_saving > 0.0:
+            # a small sample is enough to tell "saves half" from "saves a sixth"; it keeps saves cheap
+            estimates = plane_estimates(data, _plane_size(itemsize), level, sample=16 * 1024)
+            kept = sum(e if e < _PAYS else 1.0 for e in estimates) / len(estimates)
+            if kept > 1.0 - min_saving:
+                return [raw_header(itemsize, length), data]
+        mask, body = encode_planes(data, _plane_size(itemsize), level, estimates=estimates)
         if mask and len(body) < length:
-            return _pack(CODEC_PLANES, itemsize, 0, length, mask, None) + body
-    return _pack(CODEC_RAW, itemsize, 0, length, 0, None) + bytes(data)
+            return [_pack(CODEC_PLANES, itemsize, 0, length, mask, None) + body]
+    return [raw_header(itemsize, length), data]
+
+
+def raw_header(itemsize: int, length: int) -> bytes:
+    """The header of a raw chunk; the body is the data itself (lets callers write it without a copy)."""
+    return _pack(CODEC_RAW, itemsize, 0, length, 0, None)
+
+
+_DELTA_SAMPLE = 64 * 1024  # elements used to choose between XOR and subtraction
+
+
+def _delta_candidates(data: memoryview | bytes, base: memoryview | bytes, itemsize: int, is_float: bool) -> list[int]:
+    """Delta codecs worth trying, best guess first: both for floats (chosen on a sample), SUB for integers."""
+    if not is_float:
+        return [CODEC_DELTA_SUB, CODEC_DELTA_XOR]
+    lanes = 8 if itemsize == 16 else itemsize
+    n = len(data) // itemsize
+    if n <= 4 * _DELTA_SAMPLE:
+        return [CODEC_DELTA_SUB, CODEC_DELTA_XOR]
+    m = _DELTA_SAMPLE * itemsize
+    a, b = memoryview(data)[:m], memoryview(base)[:m]
+    sizes = {}
+    for codec, fn in ((CODEC_DELTA_SUB, _delta.sub_residual), (CODEC_DELTA_XOR, _delta.xor_residual)):
+        _mask, body = encode_planes(memoryview(fn(a, b, itemsize)).cast("B"), lanes, 1, sample=False)
+        sizes[codec] = len(body)
+    return [min(sizes, key=lambda c: sizes[c])]
 
 
 def encode_delta(
@@ -86,17 +132,20 @@ def encode_delta(
     itemsize: int,
     *,
     is_float: bool,
-    level: int = 3,
+    level: int = 1,
 ) -> bytes:
-    """Encode ``data`` as the smaller of its XOR and integer-difference residuals against ``base``."""
+    """Encode ``data`` as the smaller of its XOR and integer-difference residuals against ``base``.
+
+    Integer difference (zig-zag) usually wins on float weights and Adam moments too (a small change of a
+    float is a small change of its bit pattern); for big float chunks the choice is made on a sample.
+    """
     if len(base) != len(data):
         raise ValueError("delta base has a different length")
     lanes = 8 if itemsize == 16 else itemsize
-    candidates = [(CODEC_DELTA_XOR, _delta.xor_residual(data, base, itemsize))]
-    if not is_float or itemsize in (2,):
-        candidates.append((CODEC_DELTA_SUB, _delta.sub_residual(data, base, itemsize)))
     best: bytes | None = None
-    for codec, residual in candidates:
+    for codec in _delta_candidates(data, base, itemsize, is_float):
+        fn = _delta.sub_residual if codec == CODEC_DELTA_SUB else _delta.xor_residual
+        residual = fn(data, base, itemsize)
         mask, body = encode_planes(memoryview(residual).cast("B"), lanes, level, sample=False)
         blob = _pack(codec, itemsize, base_depth + 1, len(data), mask, base_id) + body
         if best is None or len(blob) < len(best):
@@ -105,11 +154,21 @@ def encode_delta(
     return best
 
 
-def decode_chunk(blob: bytes | memoryview, get_base: Callable[[str], np.ndarray] | None = None) -> np.ndarray:
-    """Decode an encoded chunk to a uint8 array; ``get_base(id)`` supplies decoded delta bases."""
+def decode_chunk(
+    blob: bytes | memoryview,
+    get_base: Callable[[str], np.ndarray] | None = None,
+    out: np.ndarray | None = None,
+) -> np.ndarray:
+    """Decode an encoded chunk to a uint8 array; ``get_base(id)`` supplies decoded delta bases.
+
+    ``out`` (uint8, the decoded length) receives the bytes when given, saving a copy.
+    """
     head = parse_header(blob)
     body = memoryview(blob)[head.size :]
-    out = np.empty(head.length, dtype=np.uint8)
+    if out is None:
+        out = np.empty(head.length, dtype=np.uint8)
+    elif out.dtype != np.uint8 or out.size != head.length:
+        raise ValueError("output buffer has the wrong size")
     if head.codec == CODEC_RAW:
         if len(body) != head.length:
             raise ValueError("raw body has the wrong length")

@@ -1,18 +1,45 @@
 """Byte-plane split + zstd: byte k of every element goes to plane k; only planes that compress are compressed.
 
-For fp32 weights the sign/exponent byte and the high mantissa byte compress well and the low mantissa
-bytes are noise; compressing only the planes that pay keeps zstd off most of the bytes.
+For fp32 weights the sign/exponent byte compresses well and the mantissa bytes are noise; compressing only
+the planes that pay keeps zstd off most of the bytes. Planes are gathered and scattered with strided copies
+(no full transpose), and zstd contexts are reused per thread.
 """
 
 from __future__ import annotations
 
 import struct
+import threading
 
 import numpy as np
 import zstandard
 
 _SAMPLE = 64 * 1024
 _PAYS = 0.92  # compress a plane only when a sample shrinks below this fraction
+_LEN = struct.Struct("<Q")
+_local = threading.local()
+
+
+def compressor(level: int) -> zstandard.ZstdCompressor:
+    """A zstd compressor for ``level``, reused by the calling thread (contexts are not thread-safe)."""
+    cache = getattr(_local, "c", None)
+    if cache is None:
+        cache = _local.c = {}
+    c = cache.get(level)
+    if c is None:
+        c = cache[level] = zstandard.ZstdCompressor(level=level)
+    return c
+
+
+def decompressor() -> zstandard.ZstdDecompressor:
+    d = getattr(_local, "d", None)
+    if d is None:
+        d = _local.d = zstandard.ZstdDecompressor()
+    return d
+
+
+def _plane(arr: np.ndarray, itemsize: int, k: int) -> np.ndarray:
+    """Byte k of every element, as a strided view (no copy)."""
+    return arr[k::itemsize] if itemsize > 1 else arr
 
 
 def split_planes(data: memoryview | bytes, itemsize: int) -> np.ndarray:
@@ -20,63 +47,98 @@ def split_planes(data: memoryview | bytes, itemsize: int) -> np.ndarray:
     arr = np.frombuffer(data, dtype=np.uint8)
     if itemsize == 1:
         return arr.reshape(1, -1)
-    return np.ascontiguousarray(arr.reshape(-1, itemsize).T)
+    out = np.empty((itemsize, arr.size // itemsize), dtype=np.uint8)
+    for k in range(itemsize):
+        out[k] = arr[k::itemsize]
+    return out
 
 
 def join_planes(planes: np.ndarray, out: np.ndarray) -> None:
     """Inverse of split_planes, writing into ``out`` (uint8, length itemsize * n)."""
     itemsize = planes.shape[0]
-    if itemsize == 1:
-        out[:] = planes[0]
-    else:
-        out.reshape(-1, itemsize)[:] = planes.T
+    for k in range(itemsize):
+        out[k::itemsize] = planes[k]
 
 
-def encode_planes(data: memoryview | bytes, itemsize: int, level: int, sample: bool = True) -> tuple[int, bytes]:
-    """Encode as planes; returns (mask of compressed planes, body). Body = per plane: u64 length + bytes."""
-    planes = split_planes(data, itemsize)
-    cctx = zstandard.ZstdCompressor(level=level)
+def plane_estimates(data: memoryview | bytes, itemsize: int, level: int, sample: int = _SAMPLE) -> list[float]:
+    """Estimated compressed fraction of each plane, from zstd on the plane's first ``sample`` bytes."""
+    arr = np.frombuffer(data, dtype=np.uint8)
+    n = arr.size // itemsize
+    m = min(n, sample)
+    if m == 0:
+        return [1.0] * itemsize
+    head = arr[: m * itemsize]
+    c = compressor(level)
+    out = []
+    for k in range(itemsize):
+        probe = np.ascontiguousarray(_plane(head, itemsize, k))
+        out.append(min(1.0, len(c.compress(probe)) / m))
+    return out
+
+
+def encode_planes(
+    data: memoryview | bytes, itemsize: int, level: int, sample: bool = True, *, estimates: list[float] | None = None
+) -> tuple[int, bytes]:
+    """Encode as planes; returns (mask of compressed planes, body). Body = per plane: u64 length + bytes.
+
+    With ``sample`` a plane of a big chunk is compressed only when its 64 KiB sample shrinks below 92%
+    (``estimates`` may pass those fractions in when the caller already measured them).
+    """
+    arr = np.frombuffer(data, dtype=np.uint8)
+    n = arr.size // itemsize
+    if sample and n > 4 * _SAMPLE and estimates is None:
+        estimates = plane_estimates(data, itemsize, level)
+    elif not sample or n <= 4 * _SAMPLE:
+        estimates = None
+    c = compressor(level)
     mask = 0
-    parts: list[bytes] = []
-    for k in range(planes.shape[0]):
-        plane = planes[k]
+    parts: list[bytes | memoryview] = []
+    for k in range(itemsize):
+        plane = np.ascontiguousarray(_plane(arr, itemsize, k))
         payload: bytes | memoryview = memoryview(plane)
-        use = True
-        if sample and plane.nbytes > 4 * _SAMPLE:
-            probe = cctx.compress(memoryview(plane[:_SAMPLE]))
-            use = len(probe) < _PAYS * _SAMPLE
-        if use and plane.nbytes:
-            packed = cctx.compress(memoryview(plane))
-            if len(packed) < _PAYS * plane.nbytes:
+        if n and (estimates is None or estimates[k] < _PAYS):
+            packed = c.compress(plane)
+            if len(packed) < _PAYS * n:
                 payload = packed
                 mask |= 1 << k
-        parts.append(struct.pack("<Q", len(payload)))
-        parts.append(bytes(payload) if isinstance(payload, memoryview) else payload)
+        parts.append(_LEN.pack(len(payload)))
+        parts.append(payload)
     return mask, b"".join(parts)
 
 
 def decode_planes(body: memoryview, itemsize: int, mask: int, length: int, out: np.ndarray) -> None:
     """Decode a planes body into ``out`` (uint8 array of ``length`` bytes)."""
     n = length // itemsize
-    planes = np.empty((itemsize, n), dtype=np.uint8)
-    dctx = zstandard.ZstdDecompressor()
+    body = memoryview(body)
+    d = decompressor()
     pos = 0
     for k in range(itemsize):
-        (size,) = struct.unpack_from("<Q", body, pos)
+        if pos + 8 > len(body):
+            raise ValueError("truncated plane header")
+        (size,) = _LEN.unpack_from(body, pos)
         pos += 8
         payload = body[pos : pos + size]
         if len(payload) != size:
             raise ValueError("truncated plane")
         pos += size
         if mask & (1 << k):
-            raw = dctx.decompress(payload, max_output_size=n)
+            try:
+                declared = zstandard.frame_content_size(payload)
+            except zstandard.ZstdError as exc:
+                raise ValueError(f"bad zstd frame: {exc}") from None
+            if declared not in (n, -1):
+                raise ValueError("plane declares the wrong length")
+            raw = d.decompress(payload, max_output_size=n)
             if len(raw) != n:
                 raise ValueError("plane decodes to the wrong length")
-            planes[k] = np.frombuffer(raw, dtype=np.uint8)
+            src = np.frombuffer(raw, dtype=np.uint8)
         else:
             if size != n:
                 raise ValueError("raw plane has the wrong length")
-            planes[k] = np.frombuffer(payload, dtype=np.uint8)
+            src = np.frombuffer(payload, dtype=np.uint8)
+        if itemsize == 1:
+            out[:n] = src
+        else:
+            out[k::itemsize] = src
     if pos != len(body):
         raise ValueError("trailing bytes after planes")
-    join_planes(planes, out)

@@ -2,6 +2,6 @@
 
 from ._shim import load
 
-_mod = load("coral_hf", "coral-hf", "coral.integrations.hf_trainer")
-__all__ = list(getattr(_mod, "__all__", []))
-globals().update({name: getattr(_mod, name) for name in __all__})
+_names = load("coral_hf", "coral-hf", "coral.integrations.hf_trainer")
+__all__ = sorted(_names)
+globals().update(_names)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import contextlib
 import re
 from abc import ABC, abstractmethod
-from typing import Iterator
+from typing import Iterator, Sequence
 
 from ..errors import InvalidNameError
 
@@ -51,6 +51,16 @@ class Store(ABC):
     def get_range(self, key: str, start: int, length: int) -> bytes:
         """Return ``length`` bytes from ``start`` (fewer at the end); backends may override to avoid a full read."""
         return self.get(key)[start : start + length]
+
+    def put_parts(self, key: str, parts: "Sequence[bytes | memoryview]", *, overwrite: bool = False) -> bool:
+        """``put`` of the concatenated ``parts``; backends may override to write them without joining."""
+        return self.put(key, b"".join(bytes(p) if not isinstance(p, bytes) else p for p in parts), overwrite=overwrite)
+
+    def get_into(self, key: str, start: int, out: memoryview) -> int:
+        """Read up to ``len(out)`` bytes from ``start`` into ``out``; return the count (backends may avoid the copy)."""
+        data = self.get_range(key, start, len(out))
+        out[: len(data)] = data
+        return len(data)
 
     @abstractmethod
     def has(self, key: str) -> bool:

@@ -10,14 +10,103 @@ from __future__ import annotations
 import contextlib
 import errno
 import fcntl
+import logging
 import os
+import struct
 import tempfile
 import time
 from pathlib import Path
-from typing import Iterator
+from typing import Iterator, Sequence
 
-from ..errors import InsufficientSpaceError, LockTimeoutError, ObjectNotFoundError
+import numpy as np
+
+from ..errors import (
+    CoralError,
+    CorruptObjectError,
+    InsufficientSpaceError,
+    LockTimeoutError,
+    ObjectNotFoundError,
+)
 from .base import Store, validate_key
+
+log = logging.getLogger(__name__)
+
+# Every object file ends with a 20-byte seal: magic, payload length, and the sum of the payload's
+# little-endian 64-bit words. Ids hash the *decoded* bytes, so without it a flipped byte the decoder
+# ignores (a reserved header byte, a zstd frame flag) would go unseen; any single changed byte, and any
+# truncation or extension, changes the seal. The sum runs at memory speed and releases the GIL.
+_SEAL = struct.Struct("<4sQQ")
+_SEAL_MAGIC = b"CRLS"
+_MASK64 = (1 << 64) - 1
+_SPACE_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
+
+
+class _WordSum:
+    """Sum mod 2**64 of the little-endian 64-bit words of a byte stream fed in pieces (last word 0-padded)."""
+
+    def __init__(self) -> None:
+        self.total = 0
+        self.length = 0
+        self._carry = b""
+
+    def update(self, buf: bytes | bytearray | memoryview) -> None:
+        view = memoryview(buf).cast("B")
+        self.length += len(view)
+        if self._carry:
+            take = 8 - len(self._carry)
+            self._carry += bytes(view[:take])
+            view = view[take:]
+            if len(self._carry) < 8:
+                return
+            self.total += int.from_bytes(self._carry, "little")
+            self._carry = b""
+        n = len(view) // 8 * 8
+        if n:
+            self.total += int(np.frombuffer(view[:n], dtype="<u8").sum(dtype=np.uint64))
+        self._carry = bytes(view[n:])
+
+    def value(self) -> int:
+        return (self.total + int.from_bytes(self._carry, "little")) & _MASK64
+
+
+def _seal(parts: Sequence[bytes | bytearray | memoryview]) -> bytes:
+    s = _WordSum()
+    for part in parts:
+        s.update(part)
+    return _SEAL.pack(_SEAL_MAGIC, s.length, s.value())
+
+
+def _object_name(key: str) -> str:
+    """How errors name an object: ``chunks/ab/cdef...`` is reported as its id ``abcdef...``."""
+    parts = key.split("/")
+    return parts[1] + parts[2] if len(parts) == 3 and len(parts[1]) == 2 else key
+
+
+def _read_seal(fd: int, key: str) -> tuple[int, int]:
+    """(payload length, stored sum) of an object file; a missing or inconsistent seal is damage."""
+    size = os.fstat(fd).st_size
+    raw = os.pread(fd, _SEAL.size, size - _SEAL.size) if size >= _SEAL.size else b""
+    if len(raw) != _SEAL.size:
+        raise CorruptObjectError(_object_name(key), f"file is {size} bytes, too short to be an object")
+    magic, length, total = _SEAL.unpack(raw)
+    if magic != _SEAL_MAGIC or length != size - _SEAL.size:
+        raise CorruptObjectError(_object_name(key), "integrity seal is damaged (truncated, extended or edited)")
+    return length, total
+
+
+def _raise_if_no_space(exc: OSError, target: Path, root: Path) -> None:
+    """ENOSPC, EDQUOT and EFBIG (a file-size limit) become InsufficientSpaceError; other errors pass."""
+    if exc.errno in _SPACE_ERRNOS:
+        msg = f"disk full writing {target.name} under {root}: {exc.strerror}"
+        raise InsufficientSpaceError(msg) from exc
+
+
+def _check_sum(key: str, total: int, parts: Sequence[bytes | memoryview]) -> None:
+    s = _WordSum()
+    for part in parts:
+        s.update(part)
+    if s.value() != total:
+        raise CorruptObjectError(_object_name(key), "stored bytes fail their integrity check (bit rot or edits)")
 
 
 def _fsync_dir(path: Path) -> None:
@@ -42,6 +131,9 @@ class LocalStore(Store):
         self._locks = self.root / "locks"
         for d in (self._objects, self._refs, self._tmp, self._locks):
             d.mkdir(parents=True, exist_ok=True)
+        self._real_root = os.path.realpath(self.root)
+        for d in (self._objects, self._refs, self._tmp, self._locks):
+            self._inside(d / "x")
 
     @classmethod
     def from_url(cls, url: str) -> "LocalStore":
@@ -54,26 +146,54 @@ class LocalStore(Store):
     def _path(self, base: Path, key: str, what: str) -> Path:
         return base.joinpath(*validate_key(key, what).split("/"))
 
-    def _write_atomic(self, target: Path, data: bytes | memoryview) -> None:
-        target.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=self._tmp, prefix=".put-")
+    def _inside(self, path: Path) -> Path:
+        """Refuse a path whose folder really lies outside the store: a symlink planted in a repository from
+        someone else must never make Coral write, delete or read elsewhere."""
+        real = os.path.realpath(path.parent)
+        if real != self._real_root and not real.startswith(self._real_root + os.sep):
+            where = str(path.relative_to(self.root))
+            raise CorruptObjectError(where, f"resolves outside the repository, to {real} (planted symlink?)")
+        return path
+
+    def _write_atomic(
+        self, target: Path, data: bytes | memoryview | Sequence[bytes | memoryview], *, seal: bool = False
+    ) -> None:
+        parts = [data] if isinstance(data, (bytes, bytearray, memoryview)) else list(data)
+        if seal:
+            parts.append(_seal(parts))
+        self._inside(target)
+        while True:
+            try:
+                target.parent.mkdir(parents=True, exist_ok=True)
+                fd, tmp = tempfile.mkstemp(dir=self._tmp, prefix=".put-")
+            except OSError as exc:
+                _raise_if_no_space(exc, target, self.root)
+                raise
+            # held until the rename: gc removes only temp files no live writer holds (crash leftovers)
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            if os.fstat(fd).st_nlink:
+                break
+            os.close(fd)  # a gc took it between mkstemp and flock: use another
         try:
-            with os.fdopen(fd, "wb") as fh:
-                fh.write(data)
+            with os.fdopen(fd, "wb", buffering=0, closefd=False) as fh:
+                for part in parts:
+                    view = memoryview(part).cast("B")
+                    while view:  # unbuffered writes may be partial
+                        view = view[fh.write(view) :]
                 if self.fsync:
-                    fh.flush()
-                    os.fsync(fh.fileno())
+                    os.fsync(fd)
             os.replace(tmp, target)
         except OSError as exc:
             with contextlib.suppress(OSError):
                 os.unlink(tmp)
-            if exc.errno in (errno.ENOSPC, errno.EDQUOT):
-                raise InsufficientSpaceError(f"disk full while writing {target.name} under {self.root}") from exc
+            _raise_if_no_space(exc, target, self.root)
             raise
         except BaseException:
             with contextlib.suppress(OSError):
                 os.unlink(tmp)
             raise
+        finally:
+            os.close(fd)
         if self.fsync:
             _fsync_dir(target.parent)
 
@@ -82,29 +202,63 @@ class LocalStore(Store):
         target = self._path(self._objects, key, "object key")
         if not overwrite and target.exists():
             return False
-        self._write_atomic(target, data)
+        self._write_atomic(target, data, seal=True)
         return True
+
+    def put_parts(self, key: str, parts: Sequence[bytes | memoryview], *, overwrite: bool = False) -> bool:
+        target = self._path(self._objects, key, "object key")
+        if not overwrite and target.exists():
+            return False
+        self._write_atomic(target, list(parts), seal=True)
+        return True
+
+    def get_into(self, key: str, start: int, out: memoryview) -> int:
+        try:
+            fd = os.open(self._path(self._objects, key, "object key"), os.O_RDONLY)
+        except (FileNotFoundError, NotADirectoryError):
+            raise ObjectNotFoundError(f"object {key!r} not found in {self.root}") from None
+        try:
+            length, total = _read_seal(fd, key)
+            view, done = memoryview(out).cast("B"), 0
+            want = max(0, min(len(view), length - start))
+            while done < want:
+                n = os.preadv(fd, [view[done:want]], start + done)
+                if n <= 0:
+                    break
+                done += n
+            if start + done == length and start % 8 == 0:  # the read reaches the end: check the whole seal
+                _check_sum(key, total, [os.pread(fd, start, 0), view[:done]])
+            return done
+        finally:
+            os.close(fd)
 
     def get(self, key: str) -> bytes:
         try:
-            return self._path(self._objects, key, "object key").read_bytes()
+            fh = open(self._path(self._objects, key, "object key"), "rb")
         except (FileNotFoundError, NotADirectoryError):
             raise ObjectNotFoundError(f"object {key!r} not found in {self.root}") from None
+        with fh:
+            length, total = _read_seal(fh.fileno(), key)
+            data = fh.read(length)
+        _check_sum(key, total, [data])
+        return data
 
     def get_range(self, key: str, start: int, length: int) -> bytes:
         try:
-            with open(self._path(self._objects, key, "object key"), "rb") as fh:
-                fh.seek(start)
-                return fh.read(length)
+            fh = open(self._path(self._objects, key, "object key"), "rb")
         except (FileNotFoundError, NotADirectoryError):
             raise ObjectNotFoundError(f"object {key!r} not found in {self.root}") from None
+        with fh:
+            payload, _total = _read_seal(fh.fileno(), key)  # a ranged read checks the seal's length only
+            fh.seek(start)
+            return fh.read(max(0, min(length, payload - start)))
 
     def has(self, key: str) -> bool:
         return self._path(self._objects, key, "object key").is_file()
 
     def size(self, key: str) -> int:
         try:
-            return self._path(self._objects, key, "object key").stat().st_size
+            return max(0, self._path(self._objects, key, "object key").stat().st_size - _SEAL.size)
         except FileNotFoundError:
             raise ObjectNotFoundError(f"object {key!r} not found in {self.root}") from None
 
@@ -118,17 +272,22 @@ class LocalStore(Store):
 
     def delete(self, key: str) -> None:
         with contextlib.suppress(FileNotFoundError):
-            self._path(self._objects, key, "object key").unlink()
+            self._inside(self._path(self._objects, key, "object key")).unlink()
 
     # refs
     def get_ref(self, name: str) -> str | None:
         try:
-            return self._path(self._refs, name, "ref").read_text(encoding="utf-8")
+            # undecodable bytes become U+FFFD: a damaged ref then fails id validation with a clear message
+            fd = os.open(self._inside(self._path(self._refs, name, "ref")), os.O_RDONLY | os.O_NOFOLLOW)
         except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
             return None
+        except OSError as exc:  # ELOOP: the ref file is a symlink, which Coral never creates
+            raise CorruptObjectError(f"ref {name}", f"cannot be read safely: {exc.strerror}") from None
+        with os.fdopen(fd, "rb") as fh:
+            return fh.read().decode("utf-8", errors="replace")
 
     def compare_and_swap(self, name: str, expected: str | None, new: str | None) -> bool:
-        path = self._path(self._refs, name, "ref")
+        path = self._inside(self._path(self._refs, name, "ref"))
         with self.lock("refs"):
             if self.get_ref(name) != expected:
                 return False
@@ -148,7 +307,11 @@ class LocalStore(Store):
             for f in files:
                 name = f if rel == "." else f"{rel}/{f}"
                 if name.startswith(prefix):
-                    value = self.get_ref(name)
+                    try:
+                        value = self.get_ref(name)
+                    except CoralError as exc:  # a file no Coral writes (odd name, planted symlink)
+                        log.warning("ignoring unreadable ref file %r: %s", name, exc)
+                        continue
                     if value is not None:
                         out[name] = value
         return dict(sorted(out.items()))
@@ -156,8 +319,13 @@ class LocalStore(Store):
     # coordination
     @contextlib.contextmanager
     def lock(self, name: str, *, exclusive: bool = True, timeout: float = 600.0) -> Iterator[None]:
-        path = self._locks / f"{validate_key(name, 'lock')}.lock"
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        path = self._inside(self._locks / f"{validate_key(name, 'lock')}.lock")
+        try:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o644)
+        except OSError as exc:
+            if exc.errno == errno.ELOOP:
+                raise CorruptObjectError(f"lock {name}", "the lock file is a symlink (planted?)") from None
+            raise
         mode = fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH
         deadline = time.monotonic() + timeout
         try:
@@ -174,5 +342,31 @@ class LocalStore(Store):
             os.close(fd)  # closing releases the flock
 
     def temp_files(self) -> list[Path]:
-        """Leftover temp files of interrupted writes (gc removes them)."""
-        return [p for p in self._tmp.iterdir() if p.is_file()]
+        """Leftover temp files of interrupted writes: ``.put-*`` files no live writer holds locked."""
+        return [p for p, _size in self._stale_temp_files(remove=False)]
+
+    def remove_temp_files(self) -> tuple[int, int]:
+        """Delete the leftover temp files (each while holding its lock); returns (count, bytes)."""
+        found = self._stale_temp_files(remove=True)
+        return len(found), sum(size for _p, size in found)
+
+    def _stale_temp_files(self, remove: bool) -> list[tuple[Path, int]]:
+        out = []
+        for p in self._tmp.iterdir():
+            if not p.name.startswith(".put-"):
+                continue
+            try:
+                fd = os.open(p, os.O_RDONLY | os.O_NOFOLLOW)
+            except OSError:
+                continue
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                size = os.fstat(fd).st_size
+                if remove:
+                    p.unlink(missing_ok=True)  # under the lock: a writer that locks it next sees nlink == 0
+                out.append((p, size))
+            except BlockingIOError:
+                continue  # a live writer is using it
+            finally:
+                os.close(fd)
+        return out

@@ -55,7 +55,7 @@ class CheckpointConfig:
             if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v < 1):
                 raise ConfigError(name, v, "must be a positive integer or None")
         v = self.save_every_n_steps
-        if v == "auto":
+        if isinstance(v, str) and v == "auto":
             if self.mean_time_between_failures is None:
                 raise ConfigError("mean_time_between_failures", None, "save_every_n_steps='auto' needs the MTBF in seconds")
         elif v is not None and (isinstance(v, bool) or not isinstance(v, int) or v < 1):

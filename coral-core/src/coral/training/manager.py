@@ -23,6 +23,7 @@ from ..core.weight_tensor import WeightTensor
 from ..errors import (
     CheckpointError,
     CoralError,
+    CorruptObjectError,
     InsufficientSpaceError,
     InvalidArgumentError,
     RefExistsError,
@@ -89,11 +90,24 @@ class CheckpointManager:
 
     def _load_history(self) -> None:
         doc = self.repository.read_document(self._doc_name) or {}
-        self.checkpoint_history: list[dict[str, Any]] = list(doc.get("history", []))
-        self.best_metric_value: float | None = doc.get("best_metric_value")
-        self.best_checkpoint_hash: str | None = doc.get("best_checkpoint_hash")
-        self.no_improvement_count: int = int(doc.get("no_improvement_count", 0))
-        self._early_best: float | None = doc.get("early_best")
+        try:  # the document may come from someone else's repository: check its shape, name what is wrong
+            if not isinstance(doc, dict):
+                raise TypeError(f"expected an object, found {type(doc).__name__}")
+            history = doc.get("history", [])
+            if not isinstance(history, list) or not all(
+                isinstance(h, dict) and isinstance(h.get("commit_hash"), str) for h in history
+            ):
+                raise TypeError("history is not a list of checkpoint records")
+            self.checkpoint_history: list[dict[str, Any]] = list(history)
+            self.best_metric_value: float | None = _opt_float(doc.get("best_metric_value"))
+            best = doc.get("best_checkpoint_hash")
+            if best is not None and not isinstance(best, str):
+                raise TypeError("best_checkpoint_hash is not a string")
+            self.best_checkpoint_hash: str | None = best
+            self.no_improvement_count: int = int(doc.get("no_improvement_count", 0))
+            self._early_best: float | None = _opt_float(doc.get("early_best"))
+        except (TypeError, ValueError, OverflowError) as exc:
+            raise CorruptObjectError(f"ref meta/{self._doc_name}", f"checkpoint history is malformed: {exc}") from None
 
     def _persist(self) -> None:
         doc = {
@@ -495,6 +509,14 @@ class CheckpointManager:
 
     def load_release(self, version: str) -> dict[str, WeightTensor]:
         return self.repository.get_weights(f"v{version.removeprefix('v')}")
+
+
+def _opt_float(value: Any) -> float | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"{value!r} is not a number")
+    return float(value)
 
 
 def load_checkpoint_commit(repository: Repository, commit_hash: str) -> dict[str, Any]:

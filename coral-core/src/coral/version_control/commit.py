@@ -56,6 +56,9 @@ class Commit:
             if doc.get("format") != FORMAT:
                 raise ValueError(f"unknown format {doc.get('format')!r}")
             parents = [str(p) for p in doc["parents"]]
+            for p in parents:
+                if len(p) != 64 or any(ch not in "0123456789abcdef" for ch in p):
+                    raise ValueError(f"bad parent id {p[:80]!r}")
             tree = {}
             for name, entry in doc["tree"].items():
                 validate_tensor_name(name)

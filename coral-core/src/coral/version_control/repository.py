@@ -256,11 +256,11 @@ class Repository:
             head = self.head_commit()
             if head is None:
                 raise RefNotFoundError("HEAD has no commits yet")
-            return head
+            return _commit_id_of("HEAD", head)
         if not re.search(r"[\x00]|\.\.", ref) and re.match(r"^[A-Za-z0-9._\-/]+$", ref):
             branch = self.store.get_ref(f"heads/{ref}")
             if branch is not None:
-                return branch
+                return _commit_id_of(f"heads/{ref}", branch)
             tag = self.store.get_ref(f"tags/{ref}")
             if tag is not None:
                 return _parse_tag(f"tags/{ref}", tag)["commit"]
@@ -863,6 +863,13 @@ def _allocating(tree: Mapping[str, TensorEntry], read: Any) -> Any:
             f"cannot allocate {sum(e.nbytes for e in tree.values())} bytes to load {len(tree)} tensor(s) "
             f"(largest {big[0]!r}: shape {big[1].shape}, {big[1].dtype}); the manifest may be damaged or hostile"
         ) from None
+
+
+def _commit_id_of(ref: str, value: str) -> str:
+    """A ref's value must be a 64-hex commit id; anything else (a path, NUL, junk) is damage, not a lookup."""
+    if not _COMMIT_ID.match(value):
+        raise CorruptObjectError(f"ref {ref}", f"does not hold a commit id: {value[:80]!r}")
+    return value
 
 
 def _parse_tag(key: str, raw: str) -> dict[str, Any]:
