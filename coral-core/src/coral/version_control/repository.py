@@ -59,6 +59,7 @@ class Repository:
     def __init__(self, path: str | os.PathLike[str], init: bool = False, *, store: Store | None = None) -> None:
         self.path, self.store = self._open(path, init, store)
         self.objects = ObjectStore(self.store)
+        self._commit_cache: dict[str, Commit] = {}
         self._staged: dict[str, TensorEntry] = {}
         self._staged_meta: dict[str, WeightMetadata] = {}
         if init and self.store.get_ref("HEAD") is None:
@@ -288,11 +289,19 @@ class Repository:
     def _read_commit(self, commit_id: str) -> Commit:
         if not isinstance(commit_id, str) or not _COMMIT_ID.match(commit_id):
             raise CorruptObjectError(repr(commit_id)[:80], "is not a commit id (a damaged or hostile ref or parent)")
+        cached = self._commit_cache.get(commit_id)
+        if cached is not None:
+            return cached
         try:
             raw = self.store.get(commit_key(commit_id))
         except ObjectNotFoundError:
             raise RefNotFoundError(f"commit {commit_id} not found") from None
-        return Commit.from_bytes(commit_id, raw)
+        commit = Commit.from_bytes(commit_id, raw)
+        # commits are immutable and were hash-checked just now: walks of history (gc, log, retention) reuse them
+        if len(self._commit_cache) >= 4096:
+            self._commit_cache.pop(next(iter(self._commit_cache)))
+        self._commit_cache[commit_id] = commit
+        return commit
 
     def get_commit(self, ref: str | None = None) -> Commit:
         return self._read_commit(self.resolve(ref))
@@ -593,6 +602,7 @@ class Repository:
 
     def gc(self) -> dict[str, int]:
         """Delete unreachable commits, chunks no live commit needs (keeping delta bases), and temp files."""
+        self._commit_cache.clear()
         removed = freed = 0
         with self.store.lock("gc", exclusive=True):
             reachable = self._reachable(strict=True)
@@ -622,6 +632,7 @@ class Repository:
 
     def fsck(self) -> dict[str, Any]:
         """Verify every reachable commit and every chunk a live commit needs; report damage by name."""
+        self._commit_cache.clear()  # fsck re-reads and re-verifies every commit from the store
         errors: list[str] = []
         checked = 0
         reachable: set[str] = set()
