@@ -170,3 +170,19 @@ def test_unknown_scheme_names_the_scheme_and_what_to_install():
         open_store("nosuchscheme://bucket/prefix")
     with pytest.raises(PluginError, match="'nosuchscheme'"):
         coral.Repository("nosuchscheme://x", init=True)
+
+
+def test_registering_a_plugin_with_an_unknown_hook_is_refused():
+    import pytest
+
+    from coral import hookimpl, plugins
+    from coral.errors import PluginError
+
+    class Typo:
+        @hookimpl
+        def coral_storage_backend(self, register):  # missing 's'
+            pass
+
+    with pytest.raises(PluginError, match="coral_storage_backend"):
+        plugins.register(Typo(), name="typo")
+    assert plugins.get_plugin_manager().get_plugin("typo") is None

@@ -79,3 +79,9 @@ def test_from_env_parses_types():
 def test_from_env_bad_value_names_variable_field():
     with pytest.raises(ConfigError, match="async_save"):
         CheckpointConfig.from_env({"CORAL_ASYNC_SAVE": "maybe"})
+
+
+@pytest.mark.parametrize("template", ["{epoch", "loss {loss:.4zz}", "}"])
+def test_malformed_commit_message_template_is_refused_at_construction(template):
+    with pytest.raises(ConfigError, match="commit_message_template"):
+        CheckpointConfig(commit_message_template=template)

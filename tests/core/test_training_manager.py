@@ -311,3 +311,24 @@ def test_reserved_weight_names_and_bad_state_are_refused(repo):
         m.save_checkpoint(weights(0), {"epoch": 1})
     with pytest.raises(InvalidArgumentError, match="experiment_name"):
         CheckpointManager(repo, experiment_name="../escape")
+
+
+def test_epoch_rule_saves_once_per_epoch_however_often_asked(repo):
+    m = CheckpointManager(repo, CheckpointConfig(save_every_n_epochs=1), experiment_name="once")
+    saved = [m.save_checkpoint(weights(0), TrainingState(epoch=e, global_step=s)) for e in (0, 1) for s in range(3)]
+    assert [h is not None for h in saved] == [True, False, False, True, False, False]
+    again = CheckpointManager(Repository(repo.path), CheckpointConfig(save_every_n_epochs=1), experiment_name="once")
+    assert not again.should_save_checkpoint(TrainingState(epoch=1, global_step=9))
+
+
+def test_restore_random_state_puts_every_generator_back(repo):
+    from coral.training import restore_random_state
+
+    m = CheckpointManager(repo, CheckpointConfig(save_every_n_steps=1), experiment_name="rrs")
+    random.seed(3)
+    np.random.seed(4)
+    m.save_checkpoint(weights(0), TrainingState(global_step=1))
+    expected = (random.random(), np.random.rand())
+    random.seed(0)
+    restore_random_state(m.load_checkpoint()["state"].random_state)
+    assert (random.random(), np.random.rand()) == expected

@@ -99,6 +99,11 @@ def register(plugin: Any, name: str | None = None) -> str | None:
     """Register a plugin object (module or instance) directly; tests and embedding apps use this."""
     pm = get_plugin_manager()
     registered = pm.register(plugin, name=name)
+    try:
+        pm.check_pending()
+    except pluggy.PluginValidationError as exc:
+        pm.unregister(plugin)
+        raise PluginError(f"plugin {name or plugin!r} implements an unknown hook: {exc}") from exc
     if registered is not None:
         _sources[registered] = PluginInfo(registered, repr(plugin), None, _hook_names(pm, plugin))
     return registered

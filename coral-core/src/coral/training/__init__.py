@@ -2,7 +2,7 @@
 
 from .config import CheckpointConfig
 from .iterators import CheckpointableIterator, capture_data_state, restore_data_state
-from .manager import CheckpointManager
+from .manager import CheckpointManager, restore_random_state
 from .state import TrainingState
 
 __all__ = [
@@ -12,4 +12,5 @@ __all__ = [
     "TrainingState",
     "capture_data_state",
     "restore_data_state",
+    "restore_random_state",
 ]

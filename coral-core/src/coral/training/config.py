@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import os
+import string
 import tomllib
 from dataclasses import dataclass, fields
 from pathlib import Path
@@ -61,7 +62,7 @@ class CheckpointConfig:
         elif v is not None and (isinstance(v, bool) or not isinstance(v, int) or v < 1):
             raise ConfigError("save_every_n_steps", v, "must be a positive integer, 'auto' or None")
         m = self.mean_time_between_failures
-        if m is not None and (isinstance(m, bool) or not isinstance(m, (int, float)) or not math.isfinite(m) or m <= 0):
+        if m is not None and (isinstance(m, bool) or not isinstance(m, (int, float)) or not _finite(m) or m <= 0):
             raise ConfigError("mean_time_between_failures", m, "must be a positive number of seconds")
         for name in _BOOLS:
             if not isinstance(getattr(self, name), bool):
@@ -70,8 +71,14 @@ class CheckpointConfig:
             raise ConfigError("save_on_best_metric", self.save_on_best_metric, "must be a metric name")
         if not isinstance(self.commit_message_template, str):
             raise ConfigError("commit_message_template", self.commit_message_template, "must be a format string")
+        try:
+            for _text, _field, spec, _conv in string.Formatter().parse(self.commit_message_template):
+                if spec and "{" not in spec:
+                    format(0.0 if any(c in spec for c in "eEfFgG%") else 0, spec)
+        except (ValueError, TypeError) as exc:
+            raise ConfigError("commit_message_template", self.commit_message_template, f"is not a valid format string: {exc}") from None
         t = self.early_stopping_threshold
-        if isinstance(t, bool) or not isinstance(t, (int, float)) or not math.isfinite(t) or t < 0:
+        if isinstance(t, bool) or not isinstance(t, (int, float)) or not _finite(t) or t < 0:
             raise ConfigError("early_stopping_threshold", t, "must be a finite number >= 0")
         if self.early_stopping_patience is not None and self.save_on_best_metric is None:
             raise ConfigError("early_stopping_patience", self.early_stopping_patience, "needs save_on_best_metric to watch")
@@ -111,6 +118,14 @@ class CheckpointConfig:
             if key in env:
                 values[f.name] = _parse_env(f.name, env[key])
         return cls(**values)
+
+
+def _finite(x: int | float) -> bool:
+    """math.isfinite that says False (instead of raising) for ints too big to be a float."""
+    try:
+        return math.isfinite(x)
+    except OverflowError:
+        return False
 
 
 def _parse_env(name: str, raw: str) -> Any:

@@ -80,6 +80,7 @@ class CheckpointManager:
         self._save_costs: list[float] = []
         self._step_times: list[tuple[int, float]] = []
         self._last_saved_step = 0
+        self._last_epoch_saved: int | None = None
         self._load_history()
         _live_managers.add(self)
 
@@ -106,6 +107,7 @@ class CheckpointManager:
             self.best_checkpoint_hash: str | None = best
             self.no_improvement_count: int = int(doc.get("no_improvement_count", 0))
             self._early_best: float | None = _opt_float(doc.get("early_best"))
+            self._last_epoch_saved = self.checkpoint_history[-1].get("epoch") if self.checkpoint_history else None
         except (TypeError, ValueError, OverflowError) as exc:
             raise CorruptObjectError(f"ref meta/{self._doc_name}", f"checkpoint history is malformed: {exc}") from None
 
@@ -133,7 +135,7 @@ class CheckpointManager:
             return None
         try:
             f = float(value)
-        except (TypeError, ValueError):
+        except (TypeError, ValueError, OverflowError):
             raise InvalidArgumentError(f"metrics[{name!r}]", value, "must be a number") from None
         return f if not math.isnan(f) else None
 
@@ -175,8 +177,8 @@ class CheckpointManager:
                 return True
         elif cfg.save_every_n_steps and state.global_step > 0 and state.global_step % cfg.save_every_n_steps == 0:
             return True
-        if cfg.save_every_n_epochs and state.epoch % cfg.save_every_n_epochs == 0:
-            return True
+        if cfg.save_every_n_epochs and state.epoch % cfg.save_every_n_epochs == 0 and state.epoch != self._last_epoch_saved:
+            return True  # once per epoch, however often it is asked within that epoch
         value = self._metric(state)
         if value is not None and self._better(value, self.best_metric_value):
             return True
@@ -380,6 +382,7 @@ class CheckpointManager:
                 }
             )
             self._last_saved_step = state.global_step
+            self._last_epoch_saved = state.epoch
             self._apply_retention()
             self._persist()
         if self.config.use_incremental_saves:
@@ -534,3 +537,13 @@ def load_checkpoint_commit(repository: Repository, commit_hash: str) -> dict[str
     known = set(TrainingState.__dataclass_fields__)
     state = TrainingState(**{k: v for k, v in info.items() if k in known})
     return {"weights": weights, "state": state, "commit_hash": repository.resolve(commit_hash)}
+
+
+def restore_random_state(random_state: Mapping[str, Any] | None) -> None:
+    """Restore every generator captured in a checkpoint's ``state.random_state`` (python, numpy, and whatever the
+    installed plugins own: torch, CUDA, tracked JAX keys). Call it right before training continues."""
+    if not random_state:
+        return
+    from ..plugins import hook
+
+    hook().coral_set_rng_state(state=dict(random_state))

@@ -45,9 +45,13 @@ class TrainingState:
                     if float(v).is_integer() and float(v) >= 0 and not isinstance(v, bool):
                         setattr(self, name, int(v))
                         continue
-                except (TypeError, ValueError):
+                except (TypeError, ValueError, OverflowError):
                     pass
                 raise InvalidArgumentError(name, v, "must be a non-negative integer")
+        for name in ("model_name", "dataset_name", "experiment_name", "notes"):
+            v = getattr(self, name)
+            if v is not None and not isinstance(v, str):
+                raise InvalidArgumentError(name, v, "must be a string or None")
         if self.metrics is None:
             self.metrics = {}
         if not isinstance(self.metrics, dict):
