@@ -88,3 +88,15 @@ def test_ddp_only_rank_zero_commits_and_every_rank_gets_the_hash(app_path, tmp_p
     assert meta["lightning"]["world_size"] == 2 and meta["global_step"] == 8  # 64 samples / 2 ranks / batch 8
     tree = repo.get_commit(log[-1].hash).tree
     assert {n.split("/")[2] for n in tree if n.startswith("rng/__per_rank__/")} == {"0", "1"}
+
+
+def test_resume_line_on_a_first_run_starts_fresh(app, tmp_path) -> None:
+    fresh, first = tmp_path / "fresh", tmp_path / "first"
+    assert app.main(["--repo", str(tmp_path / "a"), "--max-epochs", "1", "--out", str(fresh)]) == 0
+    # the same script with the resume line, before any checkpoint exists: a warning, then a normal fit
+    assert app.main(["--repo", str(tmp_path / "b"), "--max-epochs", "1", "--resume", "coral://last", "--out", str(first)]) == 0
+    want, _ = _result(fresh)
+    got, _ = _result(first)
+    assert want.keys() == got.keys()
+    assert all(want[k].tobytes() == got[k].tobytes() for k in want)
+    assert len(Repository(tmp_path / "b").log()) == len(Repository(tmp_path / "a").log()) >= 1

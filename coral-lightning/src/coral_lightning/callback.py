@@ -18,7 +18,7 @@ from coral_torch import PyTorchIntegration
 
 from ._compat import LIGHTNING_PACKAGE, LIGHTNING_VERSION, Callback, Checkpoint
 from ._state import FORMAT, PER_RANK, plain, rng_for_rank, split_checkpoint
-from .io import CoralCheckpointIO
+from .io import CoralCheckpointIO, is_coral_path, parse_coral_path
 
 log = logging.getLogger(__name__)
 
@@ -216,6 +216,7 @@ class CoralCallback(Callback):
     # ---- Lightning hooks ----------------------------------------------------------------------------------
     def setup(self, trainer: Any, pl_module: Any, stage: str) -> None:
         self._install_io(trainer)
+        self._allow_fresh_start(trainer)
         if not any(isinstance(cb, _CoralSaver) and cb.owner is self for cb in trainer.callbacks):
             trainer.callbacks.append(_CoralSaver(self))
         if stage == "fit":
@@ -225,6 +226,26 @@ class CoralCallback(Callback):
             self._last_step_saved = -1
             if trainer.is_global_zero:
                 self._checkout_branch()
+
+    def _allow_fresh_start(self, trainer: Any) -> None:
+        """``ckpt_path="coral://last"`` before any checkpoint exists starts fresh with a warning, as Lightning's own
+        ``ckpt_path="last"`` does, so one script serves the first run and every resume."""
+        connector = getattr(trainer, "_checkpoint_connector", None)
+        if connector is None or getattr(connector.resume_start, "_coral_wrapped", False):
+            return
+        original = connector.resume_start
+
+        def resume_start(checkpoint_path: Any = None, weights_only: Any = None) -> None:
+            if is_coral_path(checkpoint_path) and parse_coral_path(str(checkpoint_path)) in ("last", "latest"):
+                try:
+                    self.resolve("last")
+                except RefNotFoundError:
+                    log.warning("%s: no Coral checkpoint yet; starting from scratch", checkpoint_path)
+                    checkpoint_path = None
+            return original(checkpoint_path, weights_only=weights_only)
+
+        resume_start._coral_wrapped = True  # type: ignore[attr-defined]
+        connector.resume_start = resume_start
 
     def on_fit_start(self, trainer: Any, pl_module: Any) -> None:
         for key in self.metadata_keys:
