@@ -3,6 +3,7 @@ commits, plugin dispatch, and `.pt` import that never unpickles arbitrary object
 
 from __future__ import annotations
 
+import importlib.metadata
 import json
 import os
 import struct
@@ -188,6 +189,25 @@ def test_failed_write_leaves_previous_file_and_no_temp_file(tmp_path):
         write_file(path, specs, read)
     assert path.read_bytes() == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["w.safetensors"]
+
+
+@pytest.mark.skipif(os.name != "posix", reason="POSIX file modes")
+@pytest.mark.parametrize("umask", [0o022, 0o027])
+def test_written_and_exported_files_get_a_normal_files_mode_under_the_umask(repo, tmp_path, umask):
+    import stat
+
+    repo.stage_weights({"w": np.ones(2, np.float32)})
+    repo.commit("c")
+    (tmp_path / "folder").mkdir()
+    old = os.umask(umask)
+    try:
+        written = save_file({"x": np.ones(2)}, tmp_path / "x.safetensors")
+        exported = Path(export_commit(repo, "HEAD", tmp_path / "folder"))  # -> folder/model.safetensors
+    finally:
+        os.umask(old)
+    assert exported.name == "model.safetensors"
+    for path in (written, exported):
+        assert stat.S_IMODE(path.stat().st_mode) == 0o666 & ~umask, (path, oct(path.stat().st_mode))
 
 
 def test_writer_refuses_an_array_that_differs_from_the_header(tmp_path):
@@ -438,6 +458,44 @@ def test_other_formats_dispatch_to_plugins(repo, tmp_path, toy_plugin):
     assert json.loads(Path(out).read_text()) == {"toy": {"version": 1}, "a": [1.0, 2.0]}
 
 
+class ModelOnlyFormat:
+    """A real pluggy plugin whose format ``model-only`` writes no ``optim/`` tensors (like coral-hf's ``hf``)."""
+
+    @hookimpl
+    def coral_export(self, weights, metadata, out, format):
+        if format != "model-only":
+            return None
+        kept = {k: weights[k].tolist() for k in weights if not k.startswith("optim/")}
+        Path(out).write_text(json.dumps(kept))
+        return out
+
+
+def test_export_reports_what_a_plugin_wrote_and_what_it_left_out(repo, tmp_path, capsys):
+    from coral.cli.main import main
+    from coral.interchange import export_commit_report
+
+    repo.stage_weights(
+        {"a": np.ones(2, np.float32), "b": np.zeros(3, np.float32), "optim/m": np.zeros(8, np.float32)}
+    )
+    cid = repo.commit("ckpt")
+    plugin = ModelOnlyFormat()
+    plugins.register(plugin, name="model-only-format")
+    try:
+        report = export_commit_report(repo, cid, tmp_path / "o.json", "model-only")
+        assert report.names == ["a", "b"] and report.nbytes == 20 and report.left_out == ["optim/m"]
+        assert report.path == str(tmp_path / "o.json")
+        code = main(
+            ["-C", str(repo.path), "export", "HEAD", str(tmp_path / "p.json"), "--format", "model-only"]
+        )
+        out = capsys.readouterr().out
+    finally:
+        plugins.unregister(plugin)
+    assert code == 0 and "Exported 2 tensors (20 B)" in out, out
+    assert "left out 1 tensors the model-only format does not hold (optim/)" in out, out
+    full = export_commit_report(repo, cid, tmp_path / "w.safetensors")
+    assert full.names == ["a", "b", "optim/m"] and full.left_out == [] and full.nbytes == 52
+
+
 def test_formats_no_plugin_handles_name_the_package_to_install(repo, tmp_path):
     repo.stage_weights({"w": np.ones(2)})
     repo.commit("c")
@@ -472,7 +530,37 @@ def test_missing_torch_plugin_error_names_coral_torch(repo, tmp_path):
         timeout=120,
     )
     assert res.returncode == 3, res.stderr
-    assert "pip install coral-torch" in res.stdout
+    try:
+        importlib.metadata.distribution("coral-torch")
+    except importlib.metadata.PackageNotFoundError:
+        assert "pip install coral-torch" in res.stdout
+    else:  # installed, only switched off: installing it again would not help
+        assert "need coral-torch, installed but its plugin is not loaded" in res.stdout, res.stdout
+        assert "pip install coral-torch" not in res.stdout
+
+
+def test_unrecognised_import_lists_the_supported_formats_without_reinstall_hints(repo, tmp_path, capsys):
+    from coral.cli.main import main
+
+    empty = tmp_path / "emptydir"
+    empty.mkdir()
+    with pytest.raises(PluginError) as info:
+        import_file(repo, empty)
+    message = str(info.value)
+    assert f"no installed plugin recognises the folder {empty}" in message
+    assert ".safetensors files" in message
+    for package in ("coral-torch", "coral-hf"):
+        assert package in message  # what it reads is listed either way
+        try:
+            importlib.metadata.distribution(package)
+        except importlib.metadata.PackageNotFoundError:
+            assert f"pip install {package}" in message
+        else:
+            assert f"pip install {package}" not in message, message
+    code = main(["-C", str(repo.path), "import", str(empty)])
+    err = capsys.readouterr().err
+    assert code == 1 and "no installed plugin recognises the folder" in err and "Traceback" not in err
+    assert repo.head_commit() is None
 
 
 # ---- PyTorch state dicts: weights_only, never unpickle --------------------------------------------------------

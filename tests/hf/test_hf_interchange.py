@@ -156,6 +156,12 @@ def test_cli_export_then_import_is_bit_exact(tmp_path, checkpoint):
         timeout=120,
     )
     assert done.returncode == 0, done.stdout + done.stderr
+    # the message counts what was written: the model tensors, not the optimizer/RNG state the format leaves out
+    n_model = len(model.state_dict())
+    n_state = sum(1 for n in repo.get_commit("HEAD").tree if n.split("/", 1)[0] in STATE_ROOTS)
+    assert n_state > 0
+    assert f"Exported {n_model} tensors" in done.stdout, done.stdout
+    assert f"left out {n_state} tensors" in done.stdout and "optim/" in done.stdout, done.stdout
     loaded = AutoModelForSequenceClassification.from_pretrained(out)
     for name, t in model.state_dict().items():
         assert _bits(loaded.state_dict()[name]) == _bits(t), name

@@ -67,8 +67,12 @@ def test_save_on_best_tags_best_and_load_from_coral_restores_it(tmp_path, tiny):
         c.hash: c.metadata["metrics"]["eval_loss"] for c in repo.log() if "eval_loss" in c.metadata["metrics"]
     }
     assert evals, "no evaluation checkpoint was saved"
-    history = [h["metric_value"] for h in cb.manager.checkpoint_history if h["metric_value"] is not None]
+    events = {c.hash: c.metadata["hf"]["event"] for c in repo.log()}
+    history = [h["metric_value"] for h in cb.manager.checkpoint_history if events[h["commit_hash"]] == "best"]
+    assert history, "no save on improvement"
     assert history == sorted(history) and len(set(history)) == len(history)  # saved only on improvement (max)
+    # a save at the last step (train end) records that step's evaluation too, whether or not it was the best
+    assert all(events[h] == "best" or h == repo.resolve("HEAD") for h in evals)
     best_hash = max(evals, key=evals.get)
     assert repo.resolve(f"best-{cb.manager.experiment_name}") == best_hash
     assert "total_flos" in repo.get_commit(best_hash).metadata["hf"]["values"]
@@ -125,6 +129,27 @@ def test_epoch_saves_and_following_the_trainers_own_saves(tmp_path, tiny):
     # the Trainer always saves its last step, before the epoch ends: one commit at step 8, not two
     assert got == [(3, "trainer_save"), (4, "epoch"), (6, "trainer_save"), (8, "trainer_save")]
     assert (tmp_path / "out" / "checkpoint-3").is_dir()  # the Trainer's own checkpoint happened too
+
+
+def test_trainer_save_after_an_evaluation_at_the_same_step_records_its_metrics(tmp_path, tiny):
+    # the watched metric is not produced (no compute_metrics), so only the Trainer's own saves commit
+    tiny.run(
+        _spec(
+            tmp_path,
+            max_steps=4,
+            eval_steps=2,
+            save_strategy="steps",
+            save_steps=2,
+            callback={"save_on_best": "accuracy", "mode": "max"},
+        )
+    )
+    commits = _oldest_first(Repository(tmp_path / "repo"))
+    assert [(c.metadata["global_step"], c.metadata["hf"]["event"]) for c in commits] == [
+        (2, "trainer_save"),
+        (4, "trainer_save"),
+    ]
+    for c in commits:
+        assert "eval_loss" in c.metadata["metrics"], c.metadata["metrics"]
 
 
 def test_argument_errors_name_the_value(tmp_path):

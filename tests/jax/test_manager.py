@@ -176,3 +176,20 @@ def test_options_are_validated_and_delete_forgets_a_step(repo):
     mgr.save(2, {"w": jnp.zeros(1)})
     mgr.delete(1)
     assert mgr.all_steps() == [2] and CoralCheckpointManager(repo).all_steps() == [2]
+
+
+def test_saving_an_existing_step_returns_false_and_raises_only_when_forced(repo):
+    mgr = CoralCheckpointManager(repo)
+    assert mgr.save(2, _state(2))
+    assert mgr.save(2, _state(2)) is False and mgr.all_steps() == [2]
+    with pytest.raises(InvalidArgumentError, match="already has a checkpoint"):
+        mgr.save(2, _state(2), force=True)
+    # docs/jax.md's save() row says the same thing
+    from pathlib import Path
+
+    doc = Path(__file__).resolve().parents[2] / "docs" / "jax.md"
+    if not doc.exists():
+        pytest.skip("docs/jax.md is not in this checkout")
+    row = next(line for line in doc.read_text().splitlines() if line.startswith("| `save(step"))
+    assert "a step already saved raises |" not in row  # the old, wrong claim
+    assert "already saved" in row and "returns False" in row and "force=True" in row

@@ -198,3 +198,30 @@ def test_flax_train_state_round_trips_with_its_static_fields(linen_state, bit_eq
     bit_equal(state, back)
     assert back.apply_fn is state.apply_fn and back.tx is state.tx
     assert set(coral_jax.unflatten_pytree(arrays, structure)) == {"step", "params", "opt_state"}
+
+
+def test_nnx_rng_stream_keeps_its_rngkey_wrapper_through_restore(tmp_path, repo, bit_equal):
+    from coral_jax import CoralCheckpointManager
+    from flax import nnx
+
+    class NM(nnx.Module):
+        def __init__(self, rngs):
+            self.lin = nnx.Linear(3, 2, rngs=rngs)
+            self.do = nnx.Dropout(0.1, rngs=rngs)
+
+    st = nnx.state(NM(nnx.Rngs(0)))
+    assert isinstance(st["do"]["rngs"]["key"], nnx.RngKey)
+    arrays, structure = coral_jax.flatten_pytree(st)
+    back = coral_jax.unflatten_pytree(arrays, structure, like=st)
+    assert isinstance(back["do"]["rngs"]["key"], nnx.RngKey)
+    bit_equal(st, back)
+
+    cid = coral_jax.save_pytree(repo, st, "nnx with rng stream")
+    bit_equal(st, coral_jax.load_pytree(repo, cid, like=st))
+
+    m = CoralCheckpointManager(tmp_path / "jnnx")
+    assert m.save(1, {"model": st})
+    m.wait_until_finished()
+    r = m.restore(items_like={"model": st})["model"]
+    assert isinstance(r["do"]["rngs"]["key"], nnx.RngKey)
+    bit_equal(st, r)

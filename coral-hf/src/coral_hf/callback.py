@@ -168,6 +168,8 @@ class CoralTrainerCallback(TrainerCallback):
         self._last_saved_step = -1
         self._logs: dict[str, Any] = {}
         self._logs_step = -1
+        self._eval_metrics: dict[str, Any] = {}
+        self._eval_step = -1
         self._warned_metric = False
 
     # ---- Trainer events ----------------------------------------------------------------------------------
@@ -176,6 +178,7 @@ class CoralTrainerCallback(TrainerCallback):
     ) -> None:
         self._training = True
         self._pending = None
+        self._eval_metrics, self._eval_step = {}, -1
         self._last_saved_step = state.global_step  # a resumed run does not re-save the step it resumed from
         if state.is_world_process_zero and self.branch is not None:
             use_branch(self.repo, self.branch)
@@ -229,6 +232,8 @@ class CoralTrainerCallback(TrainerCallback):
         if not self._training:
             return
         metrics = dict(metrics or {})
+        # kept for any other save at this step (the Trainer's own on_save comes right after the evaluation)
+        self._eval_metrics, self._eval_step = metrics, state.global_step
         improved = False
         if self.save_on_best is not None:
             value = metrics.get(self.save_on_best)
@@ -305,6 +310,8 @@ class CoralTrainerCallback(TrainerCallback):
             return None
         if state.global_step == self._last_saved_step and not again:
             return None
+        if metrics is None and self._eval_step == state.global_step:
+            metrics = self._eval_metrics
         model = _unwrap(kwargs.get("model"))
         if model is None:
             raise CoralError("the Trainer passed no model to CoralTrainerCallback")

@@ -291,7 +291,9 @@ def _restore_like(like: Any, segs: list[str], src: _Source) -> Any:
         return like
     if like is None:
         return None
-    if is_typed_key(like):
+    # an nnx.RngKey Variable also reports a key dtype: it is a container, restored further down
+    var = _nnx_variable_type()
+    if is_typed_key(like) and not (var is not None and isinstance(like, var)):
         arr = src.array(name)
         if arr is None:
             return like

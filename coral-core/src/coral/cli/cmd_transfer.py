@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from ..interchange import export_commit, import_file
+from ..interchange import export_commit_report, import_file
 from ..version_control.repository import Repository
 from .output import Output, human_bytes, short
 
@@ -17,16 +17,28 @@ def run_export(repo: Repository, args: argparse.Namespace, out: Output) -> int:
     tree = repo.get_commit(cid).tree
     names = sorted(n for n in tree if not (args.weights_only and n.split("/", 1)[0] in STATE_PREFIXES))
     with out.progress(f"Exporting {short(cid)}") as update:
-        path = export_commit(repo, cid, args.out, args.format, names=names, progress=update)
-    nbytes = sum(tree[n].nbytes for n in names)
+        report = export_commit_report(repo, cid, args.out, args.format, names=names, progress=update)
     if out.json_mode:
         out.json(
-            {"path": path, "commit": cid, "format": args.format, "num_tensors": len(names), "nbytes": nbytes}
+            {
+                "path": report.path,
+                "commit": cid,
+                "format": args.format,
+                "num_tensors": len(report.names),
+                "nbytes": report.nbytes,
+                "left_out": report.left_out,
+            }
         )
         return 0
-    out.line(
-        f"Exported {len(names)} tensors ({human_bytes(nbytes)}) of {short(cid)} to {path} ({args.format})"
+    line = (
+        f"Exported {len(report.names)} tensors ({human_bytes(report.nbytes)}) of {short(cid)} "
+        f"to {report.path} ({args.format})"
     )
+    if report.left_out:
+        roots = sorted({n.split("/", 1)[0] + ("/" if "/" in n else "") for n in report.left_out})
+        shown = ", ".join(roots[:5]) + (", ..." if len(roots) > 5 else "")
+        line += f"; left out {len(report.left_out)} tensors the {args.format} format does not hold ({shown})"
+    out.line(line)
     return 0
 
 

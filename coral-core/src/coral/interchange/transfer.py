@@ -2,14 +2,17 @@
 
 Core reads and writes ``.safetensors`` itself; every other format goes through the plugin hooks
 ``coral_export`` (``--format hf``) and ``coral_import_file`` (``.pt``/``.bin`` via coral-torch, HF folders via
-coral-hf). A format nobody handles is an error naming the package to install.
+coral-hf). A format nobody handles is an error listing the formats the loaded plugins read, and naming a
+package to install only when it is not installed.
 """
 
 from __future__ import annotations
 
+import importlib.metadata
 import json
 import logging
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, Mapping
@@ -17,7 +20,7 @@ from typing import Any, Callable, Iterable, Iterator, Mapping
 import numpy as np
 
 from ..errors import CoralError, MalformedFileError, PluginError, PrunedCommitError
-from ..plugins import hook
+from ..plugins import hook, list_plugins
 from ..version_control.jsonsafe import canonical_dumps, from_jsonable, to_jsonable
 from ..version_control.names import validate_tensor_name
 from ..version_control.repository import Repository
@@ -28,14 +31,56 @@ log = logging.getLogger(__name__)
 #: ``progress(done_bytes, total_bytes)``, called after each tensor.
 Progress = Callable[[int, int], None]
 
-#: Which package to install for a format core does not read or write itself.
-_PACKAGE_FOR_SUFFIX = {
-    ".pt": "coral-torch",
-    ".pth": "coral-torch",
-    ".bin": "coral-torch",
-    ".ckpt": "coral-torch",
-}
+#: Which package to install for an export format core does not write itself.
 _PACKAGE_FOR_FORMAT = {"hf": "coral-hf", "pt": "coral-torch", "torch": "coral-torch"}
+#: What ``coral import`` reads, by the package that reads it (core's own first).
+_IMPORT_FORMATS = (
+    ("coral-core", ".safetensors files"),
+    ("coral-torch", ".pt/.pth/.bin/.ckpt files (torch.save state dicts)"),
+    ("coral-hf", "Hugging Face model folders (config.json + *.safetensors)"),
+)
+
+
+def _normal(dist: str) -> str:
+    return re.sub(r"[-_.]+", "-", dist).lower()
+
+
+def _package_status(package: str) -> str:
+    """``"loaded"`` (its plugin is registered), ``"not loaded"`` (installed, plugin off) or ``"missing"``."""
+    if package == "coral-core" or any(
+        p.distribution and _normal(p.distribution) == package for p in list_plugins()
+    ):
+        return "loaded"
+    try:
+        importlib.metadata.distribution(package)
+    except importlib.metadata.PackageNotFoundError:
+        return "missing"
+    return "not loaded"
+
+
+def _unrecognised(p: Path) -> str:
+    """Why nothing imported ``p``: what the loaded plugins read, and what another package would add."""
+    what = "folder" if p.is_dir() else "file"
+    supported, more = [], []
+    for package, formats in _IMPORT_FORMATS:
+        status = _package_status(package)
+        if status == "loaded":
+            supported.append(formats if package == "coral-core" else f"{formats} via {package}")
+        elif status == "not loaded":
+            more.append(
+                f"{formats} need {package}, installed but its plugin is not loaded (see CORAL_PLUGINS)"
+            )
+        else:
+            more.append(f"{formats} need pip install {package}")
+    known = {package for package, _ in _IMPORT_FORMATS}
+    others = sorted(
+        pl.name
+        for pl in list_plugins()
+        if "coral_import_file" in pl.hooks and _normal(pl.distribution or pl.name) not in known
+    )
+    supported += [f"what plugin {name!r} reads" for name in others]
+    message = f"no installed plugin recognises the {what} {p}; supported: {', '.join(supported)}"
+    return message + "".join(f"; {m}" for m in more)
 
 
 class LazyArrays(Mapping[str, np.ndarray]):
@@ -48,11 +93,17 @@ class LazyArrays(Mapping[str, np.ndarray]):
         self._repo, self._commit, self._names = repo, commit, list(names)
         self._tree = repo.get_commit(commit).tree
         self._known = set(self._names) & set(self._tree)
+        self._read: set[str] = set()
 
     def __getitem__(self, name: str) -> np.ndarray:
         if name not in self._known:
             raise KeyError(name)
+        self._read.add(name)
         return self._repo.objects.read_tensor(name, self._tree[name])
+
+    def read_names(self) -> list[str]:
+        """The names read so far, in this mapping's order (what an exporting plugin actually wrote)."""
+        return [n for n in self._names if n in self._read]
 
     def __iter__(self) -> Iterator[str]:
         return iter(self._names)
@@ -63,6 +114,17 @@ class LazyArrays(Mapping[str, np.ndarray]):
     def spec(self, name: str) -> TensorSpec:
         entry = self._tree[name]
         return TensorSpec(name, entry.dtype, tuple(entry.shape))
+
+
+@dataclass(frozen=True)
+class ExportReport:
+    """What an export wrote: the path, the tensors written with their bytes, and the selected tensors the
+    format left out (a plugin may skip some, e.g. coral-hf's ``hf`` format skips ``optim/``, ``rng/``)."""
+
+    path: str
+    names: list[str]
+    nbytes: int
+    left_out: list[str]
 
 
 def export_commit(
@@ -80,6 +142,19 @@ def export_commit(
     ``names`` restricts the export to some tensors (e.g. leave out ``optim/...``). An existing folder as
     ``out`` receives ``model.safetensors``.
     """
+    return export_commit_report(repo, ref, out, format, names=names, progress=progress).path
+
+
+def export_commit_report(
+    repo: Repository,
+    ref: str | None,
+    out: str | os.PathLike[str],
+    format: str = "safetensors",
+    *,
+    names: Iterable[str] | None = None,
+    progress: Progress | None = None,
+) -> ExportReport:
+    """:func:`export_commit`, reporting which tensors were written: for a plugin's format, the ones it read."""
     commit_id = repo.resolve(ref)
     commit = repo.get_commit(commit_id)
     if repo.is_pruned(commit_id):
@@ -110,7 +185,8 @@ def export_commit(
             if progress is not None:
                 progress(done, total)
 
-        return str(write_file(out, specs, arrays.__getitem__, header_meta, advance))
+        path = write_file(out, specs, arrays.__getitem__, header_meta, advance)
+        return ExportReport(str(path), selected, total, [])
     # plugins get the commit's own metadata (coral-hf finds the model config there)
     written = hook().coral_export(
         weights=arrays, metadata=dict(commit.metadata), out=os.fspath(out), format=format
@@ -119,7 +195,16 @@ def export_commit(
         package = _PACKAGE_FOR_FORMAT.get(format)
         hint = f" (pip install {package})" if package else ""
         raise PluginError(f"no installed plugin exports format {format!r}{hint}; core writes 'safetensors'")
-    return str(written)
+    done_names = arrays.read_names()
+    if not done_names:  # the plugin read the commit some other way: it cannot be told what it wrote
+        done_names = selected
+    kept = set(done_names)
+    return ExportReport(
+        str(written),
+        done_names,
+        sum(commit.tree[n].nbytes for n in done_names),
+        [n for n in selected if n not in kept],
+    )
 
 
 @dataclass
@@ -172,13 +257,7 @@ def open_weights_file(path: str | os.PathLike[str]) -> WeightsFile:
         )
     arrays = hook().coral_import_file(path=os.fspath(p))
     if arrays is None:
-        if p.is_dir():
-            hint = "a model folder needs a plugin that reads it (pip install coral-hf)"
-        elif p.suffix.lower() in _PACKAGE_FOR_SUFFIX:
-            hint = f"{p.suffix} files need pip install {_PACKAGE_FOR_SUFFIX[p.suffix.lower()]}"
-        else:
-            hint = "core reads .safetensors; .pt/.bin need coral-torch, model folders coral-hf"
-        raise PluginError(f"no installed plugin can import {p}: {hint}")
+        raise PluginError(_unrecognised(p))
     if not isinstance(arrays, Mapping) or not arrays:
         raise MalformedFileError(f"{p}: the importing plugin found no tensors")
     for name, value in arrays.items():
