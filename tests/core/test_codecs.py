@@ -94,7 +94,7 @@ def test_compressed_chunk_roundtrips_and_is_never_bigger_than_raw(case, level):
 
 
 @SETTINGS
-@given(chunks(min_elems=64, modes=("lowbits", "constant")))
+@given(chunks(min_elems=512, max_elems=2000, modes=("lowbits", "constant")))
 def test_planes_codec_is_chosen_for_compressible_data_and_roundtrips(case):
     data, itemsize = case
     blob = encode_chunk(data, itemsize, compress=True)

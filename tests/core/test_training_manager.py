@@ -313,12 +313,14 @@ def test_reserved_weight_names_and_bad_state_are_refused(repo):
         CheckpointManager(repo, experiment_name="../escape")
 
 
-def test_epoch_rule_saves_once_per_epoch_however_often_asked(repo):
-    m = CheckpointManager(repo, CheckpointConfig(save_every_n_epochs=1), experiment_name="once")
-    saved = [m.save_checkpoint(weights(0), TrainingState(epoch=e, global_step=s)) for e in (0, 1) for s in range(3)]
-    assert [h is not None for h in saved] == [True, False, False, True, False, False]
-    again = CheckpointManager(Repository(repo.path), CheckpointConfig(save_every_n_epochs=1), experiment_name="once")
-    assert not again.should_save_checkpoint(TrainingState(epoch=1, global_step=9))
+def test_epoch_rule_never_saves_the_same_state_twice(repo):
+    cfg = CheckpointConfig(save_every_n_epochs=1, save_every_n_steps=2)
+    m = CheckpointManager(repo, cfg, experiment_name="once")
+    assert m.save_checkpoint(weights(0), TrainingState(epoch=0, global_step=2))  # step rule
+    assert m.save_checkpoint(weights(0), TrainingState(epoch=0, global_step=2)) is None  # epoch end, same state
+    assert m.save_checkpoint(weights(0), TrainingState(epoch=0, global_step=3))  # epoch end after more steps
+    again = CheckpointManager(Repository(repo.path), cfg, experiment_name="once")
+    assert not again.should_save_checkpoint(TrainingState(epoch=0, global_step=3))
 
 
 def test_restore_random_state_puts_every_generator_back(repo):

@@ -29,14 +29,22 @@ def test_two_processes_save_once_per_checkpoint(tmp_path):
         "dump": str(tmp_path / "final.safetensors"),
     }
     env = dict(os.environ, HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", OMP_NUM_THREADS="1")
-    done = subprocess.run(
-        [torchrun, "--standalone", "--nproc_per_node", "2", str(TINY_RUN), json.dumps(spec)],
-        env=env,
-        capture_output=True,
-        check=False,
-        text=True,
-        timeout=300,
-    )
+    def launch() -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [torchrun, "--standalone", "--nproc_per_node", "2", str(TINY_RUN), json.dumps(spec)],
+            env=env,
+            capture_output=True,
+            check=False,
+            text=True,
+            timeout=300,
+        )
+
+    done = launch()
+    if done.returncode != 0 and "Signal" in done.stderr:
+        # gloo on a loaded 2-core machine can abort a rank at start-up; one fresh launch tells that from a bug
+        shutil.rmtree(tmp_path / "repo", ignore_errors=True)
+        shutil.rmtree(tmp_path / "out", ignore_errors=True)
+        done = launch()
     assert done.returncode == 0, done.stderr[-4000:]
     repo = Repository(tmp_path / "repo")
     log = repo.log("ddp")

@@ -40,7 +40,10 @@ def sub_residual(data: memoryview | bytes, base: memoryview | bytes, itemsize: i
 
 
 def sub_apply(residual: np.ndarray, base: memoryview | bytes, itemsize: int, out: np.ndarray) -> None:
-    t, size = _lanes(itemsize)
+    t, _ = _lanes(itemsize)
     zz = residual.view(t)
-    d = (zz >> 1) ^ (np.zeros(1, dtype=t) - (zz & 1))
+    sign = zz & 1
+    np.negative(sign, out=sign)  # unsigned: 1 -> all ones, 0 -> 0
+    d = zz >> 1
+    d ^= sign
     np.add(np.frombuffer(base, dtype=t), d, out=out.view(t))

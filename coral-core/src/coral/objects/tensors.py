@@ -5,8 +5,9 @@ so a pool of threads keeps every core and the disk busy. At most a pool's worth 
 so memory stays near one copy of the data plus a bounded buffer.
 
 Saves write raw chunks unless a sample promises a big saving (raw is the fastest to write and to load);
-``reencode_delta`` (run by ``Repository.repack``) compresses older chunks later. A per-name fingerprint
-(xxh3-128 of every byte, with dtype and shape) lets a save skip hashing tensors that did not change.
+``reencode_delta`` (run by ``Repository.repack``) compresses older chunks later. A fingerprint per
+(tensor name, chunk index) -- xxh3-128 of every byte -- lets a save skip BLAKE3 and the write for chunks
+that did not change since the last save through this store.
 """
 
 from __future__ import annotations
@@ -15,8 +16,9 @@ import collections
 import concurrent.futures as cf
 import os
 import threading
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
-from typing import Any, Iterable, Iterator
+from typing import Any
 
 import blake3
 import numpy as np
@@ -31,11 +33,13 @@ from ..errors import CoralError, CorruptObjectError, InvalidArgumentError, Objec
 from ..store.base import Store
 
 CHUNK_BYTES = 4 * 1024 * 1024
-MAX_DELTA_DEPTH = 8
+MAX_DELTA_DEPTH = 16  # bases a load may walk; repack keeps every chain within it
 MAX_ELEMENTS = 1 << 40  # refuse absurd manifests before allocating
 WRITE_MIN_SAVING = 0.5  # a save compresses a chunk only when samples promise at least this fraction saved
 _MAX_CHAIN_WALK = 4096  # a read refuses longer (corrupt or cyclic) delta chains
 _SMALL_READ = 256 * 1024  # chunks up to this size are read whole in one request
+_MAX_FINGERPRINTS = 1 << 20  # change-check entries kept (one per chunk position)
+_PROBE = 64  # leading bytes kept per entry: a mismatch there sends a chunk to be written first
 
 
 def chunk_key(chunk_id: str) -> str:
@@ -44,15 +48,6 @@ def chunk_key(chunk_id: str) -> str:
 
 def hash_bytes(data: memoryview | bytes) -> str:
     return blake3.blake3(data, max_threads=1).hexdigest()
-
-
-def fingerprint(array: np.ndarray) -> bytes:
-    """xxh3-128 of every byte of a C-contiguous array plus its dtype and shape (a cheap change check)."""
-    h = xxhash.xxh3_128()
-    h.update(f"{array.dtype.str}{array.shape}".encode())
-    if array.nbytes:
-        h.update(memoryview(array.reshape(-1).view(np.uint8)))
-    return h.digest()
 
 
 @dataclass
@@ -78,7 +73,7 @@ class TensorEntry:
         return d
 
     @classmethod
-    def from_json(cls, name: str, d: Any) -> "TensorEntry":
+    def from_json(cls, name: str, d: Any) -> TensorEntry:
         """Parse and validate a manifest entry; absurd shapes and bad ids are refused before allocating."""
         if not isinstance(d, dict):
             raise CorruptObjectError("manifest", "tensor entry is not an object", tensor=name)
@@ -87,7 +82,7 @@ class TensorEntry:
             itemsize = dtype_from_name(dtype).itemsize
             shape = tuple(int(s) for s in d["shape"])
             chunks = [str(c) for c in d["chunks"]]
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 - any malformed entry is a corrupt manifest
             raise CorruptObjectError("manifest", f"bad tensor entry: {exc}", tensor=name) from None
         if any(s < 0 for s in shape) or len(shape) > 64:
             raise CorruptObjectError("manifest", f"invalid shape {shape}", tensor=name)
@@ -130,60 +125,82 @@ class ObjectStore:
         self._cache_lock = threading.Lock()
         self._cache_bytes = 0
         self._cache_limit = 64 * 1024 * 1024
-        # tensor name -> (fingerprint, chunk ids) of its last write: unchanged tensors skip hashing
-        self._fingerprints: dict[str, tuple[bytes, tuple[str, ...]]] = {}
+        # (tensor name, chunk index) -> (xxh3-128, id, first bytes) of its last write: unchanged chunks skip BLAKE3
+        self._fingerprints: dict[tuple[str, int], tuple[bytes, str, bytes]] = {}
         self._fp_lock = threading.Lock()
 
     def close(self) -> None:
         self._pool.shutdown(wait=True)
 
     # ---- writing ----------------------------------------------------------------------------------------
-    def _write_chunk(self, view: memoryview, itemsize: int, claimed: set[str], lock: threading.Lock) -> tuple[str, int]:
+    def _known(self, name: str, idx: int, view: memoryview) -> tuple[bytes, str | None]:
+        """(xxh3-128 of the chunk, its id when this chunk of this tensor was last written with these bytes)."""
+        fp = xxhash.xxh3_128_digest(view)
+        with self._fp_lock:
+            hit = self._fingerprints.get((name, idx))
+        if hit is not None and hit[0] == fp and self.store.has(chunk_key(hit[1])):
+            return fp, hit[1]
+        return fp, None
+
+    def _probe_matches(self, name: str, idx: int, view: memoryview) -> bool:
+        """True when this chunk's first bytes equal those of its last write (cheap hint, never trusted)."""
+        with self._fp_lock:
+            hit = self._fingerprints.get((name, idx))
+        return hit is not None and hit[2] == bytes(view[:_PROBE])
+
+    def _write_chunk(
+        self,
+        name: str,
+        idx: int,
+        view: memoryview,
+        itemsize: int,
+        claimed: set[str],
+        lock: threading.Lock,
+        fp: bytes | None = None,
+    ) -> tuple[str, int]:
+        if fp is None:
+            fp, known = self._known(name, idx, view)
+            if known is not None:
+                return known, 0  # same bytes as this chunk's last write: no BLAKE3, no write
+        slot = (name, idx)
         cid = hash_bytes(view)
+        written = 0
         with lock:  # the same bytes twice in one save are written once
-            if cid in claimed:
-                return cid, 0
+            fresh = cid not in claimed
             claimed.add(cid)
         key = chunk_key(cid)
-        if self.store.has(key):
-            return cid, 0
-        parts = encode_chunk_parts(
-            view, itemsize, level=self.level, compress=self.compress, min_saving=self.write_min_saving
-        )
-        self.store.put_parts(key, parts)
-        return cid, sum(len(p) for p in parts)
-
-    def _unchanged(self, name: str, fp: bytes) -> list[str] | None:
-        """Chunk ids of ``name``'s last write when its bytes are unchanged and every chunk is still stored."""
-        with self._fp_lock:
-            hit = self._fingerprints.get(name)
-        if hit is None or hit[0] != fp:
-            return None
-        if not all(self.store.has(chunk_key(c)) for c in hit[1]):
+        if fresh and not self.store.has(key):
+            parts = encode_chunk_parts(
+                view, itemsize, level=self.level, compress=self.compress, min_saving=self.write_min_saving
+            )
+            self.store.put_parts(key, parts)
+            written = sum(len(p) for p in parts)
+        if xxhash.xxh3_128_digest(view) == fp:  # unchanged while it was hashed: safe to remember
             with self._fp_lock:
-                self._fingerprints.pop(name, None)
-            return None
-        return list(hit[1])
+                if len(self._fingerprints) > _MAX_FINGERPRINTS:
+                    self._fingerprints.clear()
+                self._fingerprints[slot] = (fp, cid, bytes(view[:_PROBE]))
+        return cid, written
 
     def forget_fingerprints(self) -> None:
-        """Drop the change-check cache (the next save hashes every tensor again)."""
+        """Drop the change-check cache (the next save hashes every chunk again)."""
         with self._fp_lock:
             self._fingerprints.clear()
 
     def write_tensors(self, items: Iterable[tuple[str, np.ndarray]]) -> tuple[dict[str, TensorEntry], int]:
         """Store every (name, array); returns the entries and the bytes newly written.
 
-        A tensor whose bytes, dtype and shape equal its last write through this store (same name) reuses that
-        write's chunk ids after an xxh3-128 check of every byte; all other chunks are BLAKE3-hashed and
-        written unless already stored. Arrays must not change while they are being written.
+        Chunks are handled in parallel. A chunk whose bytes equal the last write of the same chunk of the
+        same tensor name through this store (an xxh3-128 check of every byte, ~30 GB/s) reuses that write's
+        id; every other chunk is BLAKE3-hashed and written unless already stored. Arrays must not change
+        while they are being written.
         """
         entries: dict[str, TensorEntry] = {}
         pending: collections.deque[tuple[str, int, cf.Future[tuple[str, int]]]] = collections.deque()
-        open_tensors: dict[str, list[Any]] = {}  # name -> [chunks left, array, fingerprint]
         claimed: set[str] = set()
         claim_lock = threading.Lock()
         written = 0
-        limit = self.threads + 2
+        limit = 4 * self.threads  # chunks in flight: raw ones hold only a view, encoded ones <= 4 MiB each
 
         def drain(until: int) -> None:
             nonlocal written
@@ -192,36 +209,32 @@ class ObjectStore:
                 cid, n = fut.result()
                 entries[name].chunks[idx] = cid
                 written += n
-                state = open_tensors[name]
-                state[0] -= 1
-                if state[0] == 0:
-                    del open_tensors[name]
-                    if fingerprint(state[1]) == state[2]:  # unchanged while written: safe to remember
-                        with self._fp_lock:
-                            self._fingerprints[name] = (state[2], tuple(entries[name].chunks))
+
+        later: list[tuple[str, int, memoryview, int]] = []
+
+        def submit(name: str, i: int, part: memoryview, itemsize: int, fp: bytes | None) -> None:
+            fut = self._pool.submit(self._write_chunk, name, i, part, itemsize, claimed, claim_lock, fp)
+            pending.append((name, i, fut))
+            drain(limit)
 
         try:
             for name, array in items:
                 arr = _as_storable(name, array)
-                dname = dtype_name(arr.dtype)
                 nbytes = arr.nbytes
                 nchunks = -(-nbytes // CHUNK_BYTES) if nbytes else 0
+                entries[name] = TensorEntry(dtype_name(arr.dtype), tuple(arr.shape), [""] * nchunks)
                 if not nbytes:
-                    entries[name] = TensorEntry(dname, tuple(arr.shape), [])
                     continue
-                fp = fingerprint(arr)
-                known = self._unchanged(name, fp)
-                if known is not None and len(known) == nchunks:
-                    entries[name] = TensorEntry(dname, tuple(arr.shape), known)
-                    continue
-                entries[name] = TensorEntry(dname, tuple(arr.shape), [""] * nchunks)
-                open_tensors[name] = [nchunks, arr, fp]
                 view = memoryview(arr.reshape(-1).view(np.uint8))
                 for i in range(nchunks):
                     part = view[i * CHUNK_BYTES : (i + 1) * CHUNK_BYTES]
-                    fut = self._pool.submit(self._write_chunk, part, arr.dtype.itemsize, claimed, claim_lock)
-                    pending.append((name, i, fut))
-                    drain(limit)
+                    if self._probe_matches(name, i, part):
+                        later.append((name, i, part, arr.dtype.itemsize))  # probably unchanged: check after
+                        continue
+                    submit(name, i, part, arr.dtype.itemsize, None)
+            # changed chunks went first, so their writes are under way while the pool checks the rest
+            for name, i, part, itemsize in later:
+                submit(name, i, part, itemsize, None)
             drain(0)
         except BaseException:
             for _, _, fut in pending:
@@ -289,10 +302,10 @@ class ObjectStore:
             base = data
             dest = out if i == 0 else None
             try:
-                data = decode_chunk(blob, (lambda _b: base) if base is not None else None, out=dest)
+                data = decode_chunk(blob, (lambda _b, b=base: b) if base is not None else None, out=dest)
             except CoralError:
                 raise
-            except Exception as exc:
+            except Exception as exc:  # noqa: BLE001 - whatever damaged bytes make a decoder raise is damage
                 raise CorruptObjectError(cid, f"cannot decode: {exc}", tensor) from None
             if hash_bytes(memoryview(data)) != cid:
                 raise CorruptObjectError(cid, "content does not match its hash", tensor)
@@ -394,20 +407,22 @@ class ObjectStore:
             yield cur
             cur = self.header(cur).base
 
-    def reencode_delta(self, chunk_id: str, base_id: str | None, dtype: str) -> int:
+    def reencode_delta(self, chunk_id: str, base_id: str | None, dtype: str, *, height: int = 0) -> int:
         """Re-encode a chunk smaller: as a delta against ``base_id``, or (when it is raw) as planes+zstd.
 
         Returns bytes saved (0 when nothing pays 3%). The object keeps its id (the hash of its decoded
         bytes), so commits are untouched; the new encoding is decoded and hash-checked before it replaces
-        the old. A base whose chain already contains this chunk, or is at the depth bound, is not used;
-        ``base_id=None`` only compresses. A keyframe is preferred unless the delta is 2% smaller.
+        the old. A base whose chain already contains this chunk is not used; ``base_id=None`` only
+        compresses. A keyframe is preferred unless the delta is 2% smaller. ``height`` is how many older
+        deltas already chain through this chunk; a delta's header records ``height + 1`` (its ``depth``),
+        which is how ``Repository.repack`` keeps chains within ``MAX_DELTA_DEPTH``.
         """
         if chunk_id == base_id:
             return 0
         base_head: ChunkHeader | None = None
         if base_id is not None:
             base_head = self.header(base_id)
-            if base_head.depth + 1 > MAX_DELTA_DEPTH or chunk_id in set(self.chain(base_id)):
+            if chunk_id in set(self.chain(base_id)):
                 base_id = base_head = None
         old = self.read_raw(chunk_id)
         try:
@@ -430,7 +445,7 @@ class ObjectStore:
             base = self.read_chunk(base_id)
             if base.nbytes == data.nbytes:
                 delta = encode_delta(
-                    memoryview(data), memoryview(base), base_id, base_head.depth, itemsize, is_float=is_float(dtype)
+                    memoryview(data), memoryview(base), base_id, height, itemsize, is_float=is_float(dtype)
                 )
         key: bytes | None = None
         if was_raw and self.compress:
@@ -480,7 +495,7 @@ def _naming(exc: CorruptObjectError, tensor: str | None) -> CorruptObjectError:
         return exc
     prefix = f"corrupt object {exc.object_id}: "
     text = str(exc)
-    return CorruptObjectError(exc.object_id, text[len(prefix) :] if text.startswith(prefix) else text, tensor)
+    return CorruptObjectError(exc.object_id, text.removeprefix(prefix), tensor)
 
 
 def _missing(chunk_id: str, tensor: str | None) -> str:

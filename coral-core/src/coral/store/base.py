@@ -10,7 +10,7 @@ from __future__ import annotations
 import contextlib
 import re
 from abc import ABC, abstractmethod
-from typing import Iterator, Sequence
+from typing import Iterable, Iterator, Sequence
 
 from ..errors import InvalidNameError
 
@@ -99,6 +99,19 @@ class Store(ABC):
     def lock(self, name: str, *, exclusive: bool = True, timeout: float = 600.0) -> Iterator[None]:
         """A named lock shared by every process using this store (writers shared, gc exclusive)."""
         yield
+
+    # staged chunks (written, not yet committed) that a gc in another process must keep
+    def hold_staged(self, token: str, chunk_ids: Iterable[str]) -> None:
+        """Record the chunks ``token`` (one Repository) has staged, replacing its earlier record, so that a
+        gc in another process keeps them until ``release_staged`` or until this process dies. Called under
+        the shared gc lock. The default records nothing (a commit then refuses chunks a gc removed)."""
+
+    def release_staged(self, token: str) -> None:
+        """Drop the record of ``hold_staged`` (after the commit, or when the staged tensors are discarded)."""
+
+    def staged_elsewhere(self) -> set[str]:
+        """Chunk ids that live writers hold as staged (gc treats them as live)."""
+        return set()
 
     def close(self) -> None:
         """Release resources; the default has none."""

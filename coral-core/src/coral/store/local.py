@@ -12,11 +12,12 @@ import errno
 import fcntl
 import logging
 import os
+import stat
 import struct
 import tempfile
 import time
 from pathlib import Path
-from typing import Iterator, Sequence
+from typing import Iterable, Iterator, Sequence
 
 import numpy as np
 
@@ -26,6 +27,7 @@ from ..errors import (
     InsufficientSpaceError,
     LockTimeoutError,
     ObjectNotFoundError,
+    RefExistsError,
 )
 from .base import Store, validate_key
 
@@ -134,6 +136,7 @@ class LocalStore(Store):
         self._real_root = os.path.realpath(self.root)
         for d in (self._objects, self._refs, self._tmp, self._locks):
             self._inside(d / "x")
+        self._held: dict[str, tuple[int, Path]] = {}  # token -> (locked fd, path) of a staging record
 
     @classmethod
     def from_url(cls, url: str) -> "LocalStore":
@@ -283,6 +286,9 @@ class LocalStore(Store):
             return None
         except OSError as exc:  # ELOOP: the ref file is a symlink, which Coral never creates
             raise CorruptObjectError(f"ref {name}", f"cannot be read safely: {exc.strerror}") from None
+        if not stat.S_ISREG(os.fstat(fd).st_mode):  # "heads/a" is a folder when only "a/..." branches exist
+            os.close(fd)
+            return None
         with os.fdopen(fd, "rb") as fh:
             return fh.read().decode("utf-8", errors="replace")
 
@@ -292,12 +298,20 @@ class LocalStore(Store):
             if self.get_ref(name) != expected:
                 return False
             if new is None:
-                with contextlib.suppress(FileNotFoundError):
+                with contextlib.suppress(FileNotFoundError, IsADirectoryError):
                     path.unlink()
                     if self.fsync:
                         _fsync_dir(path.parent)
             else:
-                self._write_atomic(path, new.encode("utf-8"))
+                if path.is_dir():  # an empty folder left behind by deleted "name/..." refs
+                    with contextlib.suppress(OSError):
+                        path.rmdir()
+                try:
+                    self._write_atomic(path, new.encode("utf-8"))
+                except (IsADirectoryError, NotADirectoryError, FileExistsError):
+                    raise RefExistsError(
+                        f"ref {name!r} clashes with an existing ref: 'x' and 'x/...' cannot both exist"
+                    ) from None
             return True
 
     def list_refs(self, prefix: str = "") -> dict[str, str]:
@@ -341,8 +355,58 @@ class LocalStore(Store):
         finally:
             os.close(fd)  # closing releases the flock
 
+    # staging records: ``tmp/.staged-*`` files listing chunk ids, flock-ed by their live writer
+    def hold_staged(self, token: str, chunk_ids: Iterable[str]) -> None:
+        held = self._held.get(token)
+        if held is None:
+            while True:
+                try:
+                    fd, name = tempfile.mkstemp(dir=self._tmp, prefix=".staged-")
+                except OSError as exc:
+                    _raise_if_no_space(exc, self._tmp / ".staged", self.root)
+                    raise
+                fcntl.flock(fd, fcntl.LOCK_EX)
+                if os.fstat(fd).st_nlink:
+                    break
+                os.close(fd)  # a gc took it between mkstemp and flock
+            held = self._held[token] = (fd, Path(name))
+        data = "\n".join(sorted(set(chunk_ids))).encode()
+        try:
+            os.ftruncate(held[0], 0)
+            if os.pwrite(held[0], data, 0) != len(data):
+                raise OSError(errno.ENOSPC, "short write of the staging record")
+        except OSError as exc:
+            _raise_if_no_space(exc, held[1], self.root)
+            raise
+
+    def release_staged(self, token: str) -> None:
+        held = self._held.pop(token, None)
+        if held is not None:
+            held[1].unlink(missing_ok=True)
+            os.close(held[0])
+
+    def staged_elsewhere(self) -> set[str]:
+        ids: set[str] = set()
+        for p in self._tmp.glob(".staged-*"):
+            try:
+                fd = os.open(p, os.O_RDONLY | os.O_NOFOLLOW)
+            except OSError:
+                continue
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # got it: the writer is gone, nothing to keep
+            except BlockingIOError:
+                with open(fd, "rb", closefd=False) as fh:
+                    ids.update(fh.read().decode("ascii", "replace").split())
+            finally:
+                os.close(fd)
+        return ids
+
+    def close(self) -> None:
+        for token in list(self._held):
+            self.release_staged(token)
+
     def temp_files(self) -> list[Path]:
-        """Leftover temp files of interrupted writes: ``.put-*`` files no live writer holds locked."""
+        """Leftover temp files of interrupted writes and staging records of dead processes (unlocked)."""
         return [p for p, _size in self._stale_temp_files(remove=False)]
 
     def remove_temp_files(self) -> tuple[int, int]:
@@ -353,7 +417,7 @@ class LocalStore(Store):
     def _stale_temp_files(self, remove: bool) -> list[tuple[Path, int]]:
         out = []
         for p in self._tmp.iterdir():
-            if not p.name.startswith(".put-"):
+            if not p.name.startswith((".put-", ".staged-")):
                 continue
             try:
                 fd = os.open(p, os.O_RDONLY | os.O_NOFOLLOW)

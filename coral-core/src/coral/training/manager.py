@@ -80,7 +80,7 @@ class CheckpointManager:
         self._save_costs: list[float] = []
         self._step_times: list[tuple[int, float]] = []
         self._last_saved_step = 0
-        self._last_epoch_saved: int | None = None
+        self._last_saved_at: tuple[int, int] | None = None
         self._load_history()
         _live_managers.add(self)
 
@@ -107,7 +107,8 @@ class CheckpointManager:
             self.best_checkpoint_hash: str | None = best
             self.no_improvement_count: int = int(doc.get("no_improvement_count", 0))
             self._early_best: float | None = _opt_float(doc.get("early_best"))
-            self._last_epoch_saved = self.checkpoint_history[-1].get("epoch") if self.checkpoint_history else None
+            last = self.checkpoint_history[-1] if self.checkpoint_history else {}
+            self._last_saved_at = (last.get("epoch"), last.get("global_step")) if last else None
         except (TypeError, ValueError, OverflowError) as exc:
             raise CorruptObjectError(f"ref meta/{self._doc_name}", f"checkpoint history is malformed: {exc}") from None
 
@@ -165,24 +166,30 @@ class CheckpointManager:
         if not isinstance(state, TrainingState):
             raise InvalidArgumentError("state", type(state).__name__, "expected a TrainingState")
         cfg = self.config
+        # the step and epoch rules never save a second copy of the state just saved (a step save, then epoch
+        # end at the same step); only a better metric can
+        fresh = (state.epoch, state.global_step) != self._last_saved_at
+        if fresh and self._step_rule_due(state):
+            return True
+        if fresh and cfg.save_every_n_epochs and state.epoch % cfg.save_every_n_epochs == 0:
+            return True
+        value = self._metric(state)
+        if value is not None and self._better(value, self.best_metric_value):
+            return True
+        return False
+
+    def _step_rule_due(self, state: TrainingState) -> bool:
+        cfg = self.config
         if cfg.save_every_n_steps == "auto":
             if not self._step_times or self._step_times[-1][0] != state.global_step:
                 self._step_times.append((state.global_step, time.perf_counter()))
                 self._step_times = self._step_times[-1000:]
             interval = self._auto_interval()
-            if interval is None:
-                if not self._save_costs and state.global_step > 0 and len(self._step_times) >= 2:
-                    return True  # measure the cost of one save first
-            elif state.global_step - self._last_saved_step >= interval:
-                return True
-        elif cfg.save_every_n_steps and state.global_step > 0 and state.global_step % cfg.save_every_n_steps == 0:
-            return True
-        if cfg.save_every_n_epochs and state.epoch % cfg.save_every_n_epochs == 0 and state.epoch != self._last_epoch_saved:
-            return True  # once per epoch, however often it is asked within that epoch
-        value = self._metric(state)
-        if value is not None and self._better(value, self.best_metric_value):
-            return True
-        return False
+            if interval is None:  # measure the cost of one save first
+                return not self._save_costs and state.global_step > 0 and len(self._step_times) >= 2
+            return state.global_step - self._last_saved_step >= interval
+        n = cfg.save_every_n_steps
+        return bool(n) and state.global_step > 0 and state.global_step % n == 0
 
     @property
     def should_stop_early(self) -> bool:
@@ -382,7 +389,7 @@ class CheckpointManager:
                 }
             )
             self._last_saved_step = state.global_step
-            self._last_epoch_saved = state.epoch
+            self._last_saved_at = (state.epoch, state.global_step)
             self._apply_retention()
             self._persist()
         if self.config.use_incremental_saves:

@@ -6,13 +6,15 @@ any instant leaves every earlier commit intact and at most unreferenced objects,
 
 from __future__ import annotations
 
+import itertools
 import json
 import logging
 import os
 import re
 import time
+import uuid
 from pathlib import Path
-from typing import Any, Iterable, Mapping
+from typing import Any, Iterable, Iterator, Mapping
 
 import numpy as np
 
@@ -62,6 +64,7 @@ class Repository:
         self._commit_cache: dict[str, Commit] = {}
         self._staged: dict[str, TensorEntry] = {}
         self._staged_meta: dict[str, WeightMetadata] = {}
+        self._stage_token = uuid.uuid4().hex  # names this object's record of staged chunks in the store
         if init and self.store.get_ref("HEAD") is None:
             self.store.compare_and_swap("HEAD", None, f"ref: heads/{DEFAULT_BRANCH}")
             self.store.compare_and_swap("config", None, json.dumps({"format": 1}))
@@ -101,6 +104,7 @@ class Repository:
         raise RepositoryNotFoundError(f"no Coral repository at {here} or any parent folder")
 
     def close(self) -> None:
+        self.store.release_staged(self._stage_token)
         self.objects.close()
 
     def __enter__(self) -> "Repository":
@@ -167,6 +171,7 @@ class Repository:
         if not self.store.compare_and_swap("HEAD", old, new):
             raise RefConflictError("HEAD moved while switching")
         self._staged.clear()
+        self.store.release_staged(self._stage_token)
         return target or ""
 
     checkout = switch
@@ -319,6 +324,9 @@ class Repository:
         arrays = ((name, wt.data) for name, wt in items.items())
         with self.store.lock("gc", exclusive=False):
             entries, _written = self.objects.write_tensors(arrays)
+            # until commit(), a gc in another process must keep these chunks (released on commit/close)
+            kept = {**self._staged, **entries}
+            self.store.hold_staged(self._stage_token, (c for e in kept.values() for c in e.chunks))
         status = {}
         for name, entry in entries.items():
             entry.layer_type = items[name].metadata.layer_type
@@ -348,6 +356,7 @@ class Repository:
         commit_id = self._commit_tree(tree, message, dict(metadata or {}), parents)
         self._staged.clear()
         self._staged_meta.clear()
+        self.store.release_staged(self._stage_token)
         return commit_id
 
     def commit_weights(
@@ -484,6 +493,19 @@ class Repository:
         result["from"], result["to"] = ca, cb
         return result
 
+    def _is_ancestor(self, ancestor: str, of: str) -> bool:
+        seen: set[str] = set()
+        frontier = [of]
+        while frontier:
+            c = frontier.pop()
+            if c == ancestor:
+                return True
+            if c in seen:
+                continue
+            seen.add(c)
+            frontier.extend(self._read_commit(c).parents)
+        return False
+
     def merge_base(self, a: str, b: str) -> str | None:
         ancestors: set[str] = set()
         frontier = [self.resolve(a)]
@@ -526,6 +548,9 @@ class Repository:
         if ours_id is None:
             raise RefNotFoundError("cannot merge into an empty branch")
         theirs_id = self.resolve(other)
+        if theirs_id == ours_id or self._is_ancestor(theirs_id, ours_id):
+            log.info("merge: %s is already contained in HEAD; nothing to merge", other)
+            return ours_id  # already up to date, as git says
         base_id = self.merge_base(ours_id, theirs_id) if strategy == "task_arithmetic" else None
         if strategy == "task_arithmetic" and base_id is None:
             raise CoralError(f"no common ancestor of HEAD and {other!r}: task_arithmetic needs one")
@@ -608,6 +633,7 @@ class Repository:
             reachable = self._reachable(strict=True)
             live = self._live_chunks(reachable)
             live.update(c for e in self._staged.values() for c in e.chunks)  # staged here, not yet committed
+            live.update(self.store.staged_elsewhere())  # staged by live writers in other processes
             for key in list(self.store.list("chunks/")):
                 parts = key.split("/")
                 cid = parts[1] + parts[2] if len(parts) == 3 else ""
@@ -760,10 +786,12 @@ class Repository:
             if not self.is_pruned(h):
                 for e in self._read_commit(h).tree.values():
                     protected.update(e.chunks)
+        more: Iterator[str] = iter(())
         if max_commits is None:
             all_ids = [i.hash for i in self.log(branch) if not i.pruned]
         else:
-            all_ids = self._first_parent_ids(branch, max_commits + 3 + MAX_DELTA_DEPTH)
+            more = self._first_parent_ids(branch)
+            all_ids = list(itertools.islice(more, max_commits + 2))
         ids = all_ids if max_commits is None else all_ids[: max_commits + 1]
         trees: dict[str, dict[str, TensorEntry]] = {}
 
@@ -772,24 +800,42 @@ class Repository:
                 trees[cid] = self._read_commit(cid).tree
             return trees[cid]
 
-        def chained_onto(k: int, name: str, idx: int, chunk: str) -> int:
-            # older deltas already based on ``chunk``: re-encoding it lengthens all their chains
-            n, cur = 0, chunk
-            for older_id in all_ids[k + 2 : k + 3 + MAX_DELTA_DEPTH]:
-                e = tree(older_id).get(name)
-                if e is None or len(e.chunks) <= idx or e.chunks[idx] == cur:
-                    break
-                try:
-                    if self.objects.header(e.chunks[idx]).base != cur:
+        def commit_at(j: int) -> str | None:
+            while len(all_ids) <= j:
+                nxt = next(more, None)
+                if nxt is None:
+                    return None
+                all_ids.append(nxt)
+            return all_ids[j]
+
+        def height(k: int, name: str, idx: int, chunk: str) -> int:
+            """How many older deltas chain through ``chunk`` (counted up to MAX_DELTA_DEPTH + 1): walk back
+            version by version of this tensor chunk, past commits where it is unchanged."""
+            n, cur, j = 0, chunk, k + 2
+            while n <= MAX_DELTA_DEPTH:
+                while True:
+                    cid = commit_at(j)
+                    if cid is None:
+                        return n
+                    e = tree(cid).get(name)
+                    if e is None or len(e.chunks) <= idx:
+                        return n
+                    if e.chunks[idx] != cur:
                         break
+                    j += 1
+                prev = e.chunks[idx]
+                try:
+                    if self.objects.header(prev).base != cur:
+                        return n
                 except (ObjectNotFoundError, ValueError):
-                    break
-                n, cur = n + 1, e.chunks[idx]
+                    return n
+                n, cur, j = n + 1, prev, j + 1
             return n
 
-        def run(task: tuple[str, str | None, str]) -> int:
+        def run(task: tuple[str, str | None, str, int]) -> int:
+            co, base, dtype, h = task
             try:
-                return self.objects.reencode_delta(*task)
+                return self.objects.reencode_delta(co, base, dtype, height=h)
             except ObjectNotFoundError:
                 return 0
 
@@ -797,7 +843,7 @@ class Repository:
         with self.store.lock("gc", exclusive=False):
             for k, (newer, older) in enumerate(zip(ids, ids[1:])):
                 tn, to = tree(newer), tree(older)
-                tasks: dict[str, tuple[str, str | None, str]] = {}
+                tasks: dict[str, tuple[str, str | None, str, int]] = {}
                 in_chains: set[str] = set()  # chunks some task reads as (part of) its base
                 for name, eo in to.items():
                     en = tn.get(name)
@@ -810,15 +856,17 @@ class Repository:
                             if self.objects.header(co).base is not None:
                                 continue
                             base: str | None = None
+                            h = 0
                             if cn is not None:
                                 chain_n = [cn, *self.objects.chain(cn)]
+                                h = height(k, name, idx, co)
                                 # keep chains bounded: the longest chain through ``co`` after re-encoding
-                                if chained_onto(k, name, idx, co) + len(chain_n) <= MAX_DELTA_DEPTH:
+                                if h + len(chain_n) <= MAX_DELTA_DEPTH:
                                     base = cn
                                     in_chains.update(chain_n)
                         except ObjectNotFoundError:
                             continue
-                        tasks[co] = (co, base, eo.dtype)
+                        tasks[co] = (co, base, eo.dtype, h)
                 # chunks no other task's base depends on are re-encoded in parallel; the rest one by one
                 parallel = [t for co, t in tasks.items() if co not in in_chains]
                 serial = [t for co, t in tasks.items() if co in in_chains]
@@ -827,23 +875,21 @@ class Repository:
                 saved += sum(gains)
         return {"chunks": done, "bytes_saved": saved}
 
-    def _first_parent_ids(self, branch: str | None, limit: int) -> list[str]:
-        """Up to ``limit`` unpruned commits from ``branch`` (default HEAD) back along first parents."""
+    def _first_parent_ids(self, branch: str | None) -> Iterator[str]:
+        """Unpruned commits from ``branch`` (default HEAD) back along first parents, read lazily."""
         try:
             cur: str | None = self.resolve(branch) if branch is not None else self.head_commit()
         except RefNotFoundError:
             if branch is None:
-                return []
+                return
             raise
-        out: list[str] = []
         seen: set[str] = set()
-        while cur is not None and cur not in seen and len(out) < limit:
+        while cur is not None and cur not in seen:
             seen.add(cur)
             if not self.is_pruned(cur):
-                out.append(cur)
+                yield cur
             parents = self._read_commit(cur).parents
             cur = parents[0] if parents else None
-        return out
 
     # ---- small mutable documents (history, index) --------------------------------------------------------
     def read_document(self, name: str) -> Any:
