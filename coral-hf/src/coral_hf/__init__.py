@@ -5,8 +5,9 @@ Names load lazily, so the ``coral export/import`` hooks for HF folders never imp
 
 from __future__ import annotations
 
-from importlib import import_module
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from coral.lazy import lazy_exports
 
 if TYPE_CHECKING:
     from .callback import CoralHFCallback, CoralTrainerCallback, RemotesUnavailableError
@@ -16,7 +17,7 @@ if TYPE_CHECKING:
 _WHERE = {
     "CoralTrainerCallback": "callback",
     "CoralHFCallback": "callback",
-    "RemotesUnavailableError": "errors",
+    "RemotesUnavailableError": "coral.errors",
     "resume_from_coral": "resume",
     "export_hf_folder": "folder",
     "read_hf_folder": "folder",
@@ -35,15 +36,4 @@ __all__ = [
 ]
 
 
-def __getattr__(name: str) -> Any:
-    if name in _WHERE:
-        where = _WHERE[name]
-        module = import_module("coral.errors") if where == "errors" else import_module(f".{where}", __name__)
-        value = getattr(module, name)
-        globals()[name] = value
-        return value
-    raise AttributeError(f"module 'coral_hf' has no attribute {name!r}")
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(__all__))
+__getattr__, __dir__ = lazy_exports(__name__, _WHERE, __all__)

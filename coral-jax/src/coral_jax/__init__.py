@@ -6,8 +6,9 @@ is first used, and Orbax only for ``import_orbax``/``export_orbax``.
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from coral.lazy import lazy_exports
 
 _EXPORTS = {
     "CoralCheckpointManager": "manager",
@@ -66,14 +67,4 @@ if TYPE_CHECKING:
     from .rng import next_key, track_key, tracked_key, tracked_keys, untrack_key
 
 
-def __getattr__(name: str) -> Any:
-    module = _EXPORTS.get(name)
-    if module is None:
-        raise AttributeError(f"module 'coral_jax' has no attribute {name!r}")
-    value = getattr(importlib.import_module(f".{module}", __name__), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(__all__))
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS, __all__)

@@ -6,8 +6,9 @@ never imports Lightning.
 
 from __future__ import annotations
 
-from importlib import import_module
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from coral.lazy import lazy_exports
 
 from coral.errors import RemotesUnavailableError
 
@@ -19,13 +20,4 @@ _WHERE = {"CoralCallback": "callback", "CoralLightningCallback": "callback", "Co
 __all__ = ["CoralCallback", "CoralCheckpointIO", "CoralLightningCallback", "RemotesUnavailableError"]
 
 
-def __getattr__(name: str) -> Any:
-    if name in _WHERE:
-        value = getattr(import_module(f".{_WHERE[name]}", __name__), name)
-        globals()[name] = value
-        return value
-    raise AttributeError(f"module 'coral_lightning' has no attribute {name!r}")
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(__all__))
+__getattr__, __dir__ = lazy_exports(__name__, _WHERE, __all__)
