@@ -394,3 +394,21 @@ def test_ordinary_tensor_names_with_slashes_and_dots_are_fine(repo):
     repo.stage_weights({n: np.zeros(1, np.float32) for n in names})
     h = repo.commit("odd but safe names")
     assert set(repo.get_weights(h)) == set(names)
+
+
+def test_names_with_a_trailing_newline_are_refused(tmp_path):
+    import numpy as np
+    import pytest
+
+    from coral import Repository
+    from coral.errors import InvalidNameError
+
+    repo = Repository(tmp_path, init=True)
+    repo.stage_weights({"w": np.ones(2, np.float32)})
+    repo.commit("one")
+    for bad in ("x\n", "main\n", "a/b\n"):
+        with pytest.raises(InvalidNameError):
+            repo.create_branch(bad)
+        with pytest.raises(InvalidNameError):
+            repo.tag_version(bad)
+    assert repo.list_branches() == ["main"]

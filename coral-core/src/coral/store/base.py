@@ -19,7 +19,7 @@ _KEY = re.compile(r"^[A-Za-z0-9._\-]+(/[A-Za-z0-9._\-]+)*$")
 
 def validate_key(key: str, what: str = "key") -> str:
     """Refuse keys that could escape the store: absolute, ``..``, NUL, backslashes, odd characters."""
-    if not isinstance(key, str) or not key or "\x00" in key or not _KEY.match(key):
+    if not isinstance(key, str) or not key or "\x00" in key or not _KEY.fullmatch(key):
         raise InvalidNameError(what, key, "use letters, digits, '.', '_', '-' and '/' separators only")
     if any(part in (".", "..") for part in key.split("/")):
         raise InvalidNameError(what, key, "'.' and '..' path components are not allowed")

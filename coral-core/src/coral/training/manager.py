@@ -71,7 +71,7 @@ class CheckpointManager:
             raise InvalidArgumentError("config", type(config).__name__, "expected a CheckpointConfig")
         self.model_name = model_name
         self.experiment_name = experiment_name or datetime.now().strftime("experiment_%Y%m%d_%H%M%S")
-        if not re.match(r"^[A-Za-z0-9][A-Za-z0-9._\-]*$", self.experiment_name):
+        if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._\-]*", self.experiment_name):
             raise InvalidArgumentError("experiment_name", self.experiment_name, "use letters, digits, '.', '_' and '-'")
         self._callbacks: list[Callable[[TrainingState, str | None], None]] = []
         self._lock = threading.RLock()
@@ -494,7 +494,7 @@ class CheckpointManager:
     # ---- releases ----------------------------------------------------------------------------------------
     def release(self, version: str, model_card: str | Mapping[str, Any] | None = None, commit_hash: str | None = None) -> str:
         """Tag a weights-only release ``v{version}`` (semantic version) of a checkpoint (default: best, else latest)."""
-        if not isinstance(version, str) or not _SEMVER.match(version.removeprefix("v")):
+        if not isinstance(version, str) or not _SEMVER.fullmatch(version.removeprefix("v")):
             raise InvalidArgumentError("version", version, "must be a semantic version such as 1.2.0")
         version = version.removeprefix("v")
         name = f"v{version}"

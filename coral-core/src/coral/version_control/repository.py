@@ -263,14 +263,14 @@ class Repository:
             if head is None:
                 raise RefNotFoundError("HEAD has no commits yet")
             return _commit_id_of("HEAD", head)
-        if not re.search(r"[\x00]|\.\.", ref) and re.match(r"^[A-Za-z0-9._\-/]+$", ref):
+        if not re.search(r"[\x00]|\.\.", ref) and re.fullmatch(r"[A-Za-z0-9._\-/]+", ref):
             branch = self.store.get_ref(f"heads/{ref}")
             if branch is not None:
                 return _commit_id_of(f"heads/{ref}", branch)
             tag = self.store.get_ref(f"tags/{ref}")
             if tag is not None:
                 return _parse_tag(f"tags/{ref}", tag)["commit"]
-        if _HEX.match(ref):
+        if _HEX.fullmatch(ref):
             if len(ref) == 64:
                 if self.store.has(commit_key(ref)):
                     return ref
@@ -292,7 +292,7 @@ class Repository:
 
     # ---- commits -----------------------------------------------------------------------------------------
     def _read_commit(self, commit_id: str) -> Commit:
-        if not isinstance(commit_id, str) or not _COMMIT_ID.match(commit_id):
+        if not isinstance(commit_id, str) or not _COMMIT_ID.fullmatch(commit_id):
             raise CorruptObjectError(repr(commit_id)[:80], "is not a commit id (a damaged or hostile ref or parent)")
         cached = self._commit_cache.get(commit_id)
         if cached is not None:
@@ -664,7 +664,7 @@ class Repository:
         reachable: set[str] = set()
         frontier = list(self._all_ref_targets())
         for name, value in self.store.list_refs("heads/").items():
-            if not _COMMIT_ID.match(value) or not self.store.has(commit_key(value)):
+            if not _COMMIT_ID.fullmatch(value) or not self.store.has(commit_key(value)):
                 errors.append(f"branch {name[6:]!r} points at missing commit {value[:80]!r}")
         for name, value in self.store.list_refs("tags/").items():
             try:
