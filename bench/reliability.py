@@ -120,6 +120,8 @@ successful saves must round-trip, and nothing may appear outside the repository 
   array-valued config/state fields, 10**400 metrics/config values, symlinked store folders and lock files,
   and allocation failures all crashed with raw Python errors or wrote outside the repository; each is
   now a specific Coral error.
+- A branch named like the folder of an existing or deleted `name/...` branch crashed with
+  `IsADirectoryError`; it is now created (empty folder) or refused with `RefExistsError`.
 """
 
 
