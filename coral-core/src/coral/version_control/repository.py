@@ -318,7 +318,7 @@ class Repository:
         """Write the weights' chunks now (deduplicated) and stage them for the next commit.
 
         Accepts ``{name: WeightTensor | ndarray}`` or an iterable of named WeightTensors. Returns
-        ``{name: "new" | "stored"}``. The next ``commit`` snapshots exactly the staged tensors.
+        ``{name: "stored"}`` for every staged tensor. The next ``commit`` snapshots exactly the staged tensors.
         """
         items = _normalize_weights(weights)
         arrays = ((name, wt.data) for name, wt in items.items())
