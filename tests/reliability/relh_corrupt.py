@@ -29,6 +29,7 @@ def build_corpus(path: Path, seed: int = 0) -> dict[str, Any]:
         arrays = {k: v[:512] if v.ndim else v for k, v in arrays.items()}  # keep objects small
         arrays["mask"] = np.arange(300) % 3 == 0
         arrays["zeros"] = np.zeros(100, dtype=np.int64)
+        arrays["wide"] = np.linspace(-1, 1, 6000, dtype=np.float32) * step  # too big to share a pack chunk
         r.stage_weights(arrays)
         expected[r.commit(f"step {step}")] = arrays
     r.repack()  # steps 1 and 2 become deltas against the next newer commit

@@ -10,7 +10,7 @@ def test_damaged_objects_never_load_silently(tmp_path, seed):
     # byte flips each (bench/reliability.py flips every byte), plus truncations and deletion
     res = K.run_corruption(tmp_path / "repo", sample=4, masks=1, seed=seed)
     assert res["failures"] == [], f"seed={seed}: {res['failures'][:10]}"
-    assert res["objects"] >= 15 and res["flips"] >= 60 and res["deletions"] == res["objects"]
+    assert res["objects"] >= 12 and res["flips"] >= 3 * res["objects"] and res["deletions"] == res["objects"]
 
 
 def test_every_byte_of_a_small_object_is_covered(tmp_path, seed):

@@ -40,6 +40,10 @@ _MAX_CHAIN_WALK = 4096  # a read refuses longer (corrupt or cyclic) delta chains
 _SMALL_READ = 256 * 1024  # chunks up to this size are read whole in one request
 _MAX_FINGERPRINTS = 1 << 20  # change-check entries kept (one per chunk position)
 _PROBE = 64  # leading bytes kept per entry: a mismatch there sends a chunk to be written first
+# Tensors up to PACK_MAX bytes (biases, norms, scalars) share "pack" chunks, one per dtype and save: a file
+# per tensor would cost far more than its bytes. Small enough that a frozen tensor rewritten with a changed
+# neighbour costs little (and repack turns the older pack into a near-empty delta).
+PACK_MAX = 16 * 1024
 
 
 def chunk_key(chunk_id: str) -> str:
@@ -59,13 +63,28 @@ class TensorEntry:
     chunks: list[str]
     layer_type: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+    offset: int | None = None  # a small tensor's byte offset in the one pack chunk it shares with others
+    digest: str | None = None  # BLAKE3 of a packed tensor's own bytes: its identity (the pack id is shared)
 
     @property
     def nbytes(self) -> int:
         return int(np.prod(self.shape, dtype=np.int64)) * dtype_from_name(self.dtype).itemsize
 
+    @property
+    def packed(self) -> bool:
+        return self.offset is not None
+
+    @property
+    def identity(self) -> tuple[Any, ...]:
+        """Equal for two entries exactly when they hold the same tensor (dtype, shape and bytes)."""
+        content = ("packed", self.digest) if self.offset is not None else tuple(self.chunks)
+        return (self.dtype, tuple(self.shape), content)
+
     def to_json(self) -> dict[str, Any]:
         d: dict[str, Any] = {"dtype": self.dtype, "shape": list(self.shape), "chunks": list(self.chunks)}
+        if self.offset is not None:
+            d["offset"] = self.offset
+            d["digest"] = self.digest
         if self.layer_type:
             d["layer_type"] = self.layer_type
         if self.extra:
@@ -91,13 +110,46 @@ class TensorEntry:
             n *= s
             if n > MAX_ELEMENTS:
                 raise CorruptObjectError("manifest", f"absurd shape {shape}", tensor=name)
-        expected = -(-n * itemsize // CHUNK_BYTES) if n else 0
-        if len(chunks) != expected and not (n == 0 and len(chunks) == 0):
-            raise CorruptObjectError("manifest", f"{len(chunks)} chunks for {n * itemsize} bytes", tensor=name)
+        offset, digest = d.get("offset"), d.get("digest")
+        if offset is not None:  # a packed small tensor: one pack chunk, and its place in it
+            if not isinstance(offset, int) or isinstance(offset, bool) or offset < 0 or offset % itemsize:
+                raise CorruptObjectError("manifest", f"bad pack offset {offset!r}", tensor=name)
+            if len(chunks) != 1 or not 0 < n * itemsize <= PACK_MAX or offset + n * itemsize > CHUNK_BYTES:
+                raise CorruptObjectError("manifest", f"bad packed entry ({n * itemsize} bytes at {offset})", tensor=name)
+            if not _is_id(digest):
+                raise CorruptObjectError("manifest", f"bad digest {digest!r}", tensor=name)
+        else:
+            expected = -(-n * itemsize // CHUNK_BYTES) if n else 0
+            if len(chunks) != expected and not (n == 0 and len(chunks) == 0):
+                raise CorruptObjectError("manifest", f"{len(chunks)} chunks for {n * itemsize} bytes", tensor=name)
+            digest = None
         for c in chunks:
-            if len(c) != 64 or any(ch not in "0123456789abcdef" for ch in c):
+            if not _is_id(c):
                 raise CorruptObjectError("manifest", f"bad chunk id {c!r}", tensor=name)
-        return cls(dtype, shape, chunks, d.get("layer_type"), dict(d.get("extra") or {}))
+        return cls(dtype, shape, chunks, d.get("layer_type"), dict(d.get("extra") or {}), offset, digest)
+
+
+def _is_id(value: Any) -> bool:
+    return isinstance(value, str) and len(value) == 64 and all(ch in "0123456789abcdef" for ch in value)
+
+
+def pack_bytes(tree: Any) -> dict[str, int]:
+    """{pack chunk id: bytes of the tree's tensors in it}: splits a shared pack's cost among its tensors."""
+    out: dict[str, int] = {}
+    for entry in tree.values():
+        if entry.offset is not None:
+            out[entry.chunks[0]] = out.get(entry.chunks[0], 0) + entry.nbytes
+    return out
+
+
+@dataclass
+class _Pack:
+    """Small tensors of one dtype being concatenated into a pack chunk."""
+
+    itemsize: int
+    buf: bytearray = field(default_factory=bytearray)
+    members: list[str] = field(default_factory=list)
+    offsets: dict[str, int] = field(default_factory=dict)  # digest -> where those bytes are
 
 
 class ObjectStore:
@@ -192,11 +244,13 @@ class ObjectStore:
 
         Chunks are handled in parallel. A chunk whose bytes equal the last write of the same chunk of the
         same tensor name through this store (an xxh3-128 check of every byte, ~30 GB/s) reuses that write's
-        id; every other chunk is BLAKE3-hashed and written unless already stored. Arrays must not change
-        while they are being written.
+        id; every other chunk is BLAKE3-hashed and written unless already stored. Tensors of up to
+        ``PACK_MAX`` bytes (biases, norms, scalars) are concatenated per dtype into shared pack chunks: one
+        file instead of hundreds, and unchanged packs dedup like any chunk. Arrays must not change while
+        they are being written.
         """
         entries: dict[str, TensorEntry] = {}
-        pending: collections.deque[tuple[str, int, cf.Future[tuple[str, int]]]] = collections.deque()
+        pending: collections.deque[tuple[list[tuple[str, int]], cf.Future[tuple[str, int]]]] = collections.deque()
         claimed: set[str] = set()
         claim_lock = threading.Lock()
         written = 0
@@ -205,24 +259,50 @@ class ObjectStore:
         def drain(until: int) -> None:
             nonlocal written
             while len(pending) > until:
-                name, idx, fut = pending.popleft()
+                targets, fut = pending.popleft()
                 cid, n = fut.result()
-                entries[name].chunks[idx] = cid
+                for name, idx in targets:
+                    entries[name].chunks[idx] = cid
                 written += n
 
         later: list[tuple[str, int, memoryview, int]] = []
+        packs: dict[str, _Pack] = {}  # dtype name -> the pack being filled
+        packs_done: dict[str, int] = {}  # dtype name -> packs written so far (their fingerprint slots)
 
-        def submit(name: str, i: int, part: memoryview, itemsize: int, fp: bytes | None) -> None:
-            fut = self._pool.submit(self._write_chunk, name, i, part, itemsize, claimed, claim_lock, fp)
-            pending.append((name, i, fut))
+        def submit(slot: tuple[str, int], targets: list[tuple[str, int]], part: memoryview, itemsize: int) -> None:
+            fut = self._pool.submit(self._write_chunk, slot[0], slot[1], part, itemsize, claimed, claim_lock, None)
+            pending.append((targets, fut))
             drain(limit)
+
+        def flush(dt: str) -> None:
+            pack = packs.pop(dt)
+            k = packs_done[dt] = packs_done.get(dt, 0) + 1
+            # a negative index never names a real chunk, so a pack's change-check slot is its own
+            submit((f"pack:{dt}", -k), [(n, 0) for n in pack.members], memoryview(pack.buf), pack.itemsize)
 
         try:
             for name, array in items:
                 arr = _as_storable(name, array)
                 nbytes = arr.nbytes
+                dt = dtype_name(arr.dtype)
+                if 0 < nbytes <= PACK_MAX:
+                    raw = memoryview(arr.reshape(-1).view(np.uint8))
+                    pack = packs.get(dt)
+                    if pack is not None and len(pack.buf) + nbytes > CHUNK_BYTES:
+                        flush(dt)
+                        pack = None
+                    if pack is None:
+                        pack = packs[dt] = _Pack(arr.dtype.itemsize)
+                    digest = hash_bytes(raw)
+                    offset = pack.offsets.get(digest)  # the same bytes twice in one pack are kept once
+                    if offset is None:
+                        offset = pack.offsets[digest] = len(pack.buf)
+                        pack.buf += raw
+                    entries[name] = TensorEntry(dt, tuple(arr.shape), [""], offset=offset, digest=digest)
+                    pack.members.append(name)
+                    continue
                 nchunks = -(-nbytes // CHUNK_BYTES) if nbytes else 0
-                entries[name] = TensorEntry(dtype_name(arr.dtype), tuple(arr.shape), [""] * nchunks)
+                entries[name] = TensorEntry(dt, tuple(arr.shape), [""] * nchunks)
                 if not nbytes:
                     continue
                 view = memoryview(arr.reshape(-1).view(np.uint8))
@@ -231,15 +311,24 @@ class ObjectStore:
                     if self._probe_matches(name, i, part):
                         later.append((name, i, part, arr.dtype.itemsize))  # probably unchanged: check after
                         continue
-                    submit(name, i, part, arr.dtype.itemsize, None)
-            # changed chunks went first, so their writes are under way while the pool checks the rest
+                    submit((name, i), [(name, i)], part, arr.dtype.itemsize)
+            for dt in list(packs):
+                flush(dt)
+            # changed chunks went first, so their writes are under way while this thread checks the rest:
+            # an xxh3 pass each, cheaper here than a hand-off to a pool thread
             for name, i, part, itemsize in later:
-                submit(name, i, part, itemsize, None)
+                fp, known = self._known(name, i, part)
+                if known is not None:
+                    entries[name].chunks[i] = known
+                else:
+                    fut = self._pool.submit(self._write_chunk, name, i, part, itemsize, claimed, claim_lock, fp)
+                    pending.append(([(name, i)], fut))
+                    drain(limit)
             drain(0)
         except BaseException:
-            for _, _, fut in pending:
+            for _, fut in pending:
                 fut.cancel()
-            cf.wait([f for _, _, f in pending])  # nothing may still write once the caller sees the error
+            cf.wait([f for _, f in pending])  # nothing may still write once the caller sees the error
             raise
         return entries, written
 
@@ -366,8 +455,37 @@ class ObjectStore:
         parts = [(cid, flat[i * CHUNK_BYTES : (i + 1) * CHUNK_BYTES]) for i, cid in enumerate(entry.chunks)]
         return out, parts
 
+    def _pack(self, chunk_id: str, tensor: str, packs: dict[str, np.ndarray] | None = None) -> np.ndarray:
+        """A pack chunk's verified bytes: from ``packs`` or the cache when there, else read (and kept)."""
+        data = packs.get(chunk_id) if packs is not None else None
+        if data is None:
+            data = self._cached(chunk_id)
+        if data is None:
+            data = self.read_chunk(chunk_id, tensor)
+            if packs is None:
+                self._remember(chunk_id, data)  # its other tensors are likely read next
+        if packs is not None:
+            packs[chunk_id] = data
+        return data
+
+    def _unpack(self, name: str, entry: TensorEntry, packs: dict[str, np.ndarray] | None = None) -> np.ndarray:
+        """A packed small tensor, copied out of its (verified) pack chunk."""
+        dt = dtype_from_name(entry.dtype)
+        out = _empty(entry.shape, dt)
+        flat = out.reshape(-1).view(np.uint8)
+        data = self._pack(entry.chunks[0], name, packs)
+        start = entry.offset or 0
+        if start + flat.nbytes > data.nbytes:
+            raise CorruptObjectError(
+                "manifest", f"bytes {start}..{start + flat.nbytes} lie outside its pack ({data.nbytes} bytes)", name
+            )
+        flat[:] = data[start : start + flat.nbytes]
+        return out
+
     def read_tensor(self, name: str, entry: TensorEntry) -> np.ndarray:
         """Assemble a tensor from its chunks (read in parallel, each verified) into one fresh array."""
+        if entry.packed:
+            return self._unpack(name, entry)
         out, parts = self._alloc(name, entry)
         if len(parts) == 1:
             self._read_into(parts[0][0], parts[0][1], name)
@@ -379,11 +497,32 @@ class ObjectStore:
     def read_tensors(self, items: Iterable[tuple[str, TensorEntry]]) -> dict[str, np.ndarray]:
         """Read many tensors at once: every chunk of every tensor goes through the pool together."""
         outs: dict[str, np.ndarray] = {}
-        futures = []
-        for name, entry in items:
-            out, parts = self._alloc(name, entry)
-            outs[name] = out
-            futures.extend(self._pool.submit(self._read_into, cid, dest, name) for cid, dest in parts)
+        futures: list[cf.Future[None]] = []
+        small: list[tuple[str, np.ndarray, str]] = []
+        packed: list[tuple[str, TensorEntry]] = []
+        try:
+            for name, entry in items:
+                if entry.packed:
+                    packed.append((name, entry))
+                    outs[name] = _EMPTY  # keeps the tree's order; filled below
+                    continue
+                out, parts = self._alloc(name, entry)
+                outs[name] = out
+                for cid, dest in parts:
+                    if dest.nbytes > _SMALL_READ:
+                        futures.append(self._pool.submit(self._read_into, cid, dest, name))
+                    else:
+                        small.append((cid, dest, name))
+            # small chunks (biases, norms) are read here while the pool reads the big ones: handing each
+            # to a thread costs more in wake-ups and GIL hand-offs than reading it
+            for cid, dest, name in small:
+                self._read_into(cid, dest, name)
+            packs: dict[str, np.ndarray] = {}  # each pack is read once, however many tensors it holds
+            for name, entry in packed:
+                outs[name] = self._unpack(name, entry, packs)
+        except BaseException:
+            cf.wait(futures)  # no read is left running behind the caller
+            raise
         _wait_all(futures)
         return outs
 
@@ -476,6 +615,7 @@ class ObjectStore:
 
 
 _HUGE_PAGE = 2 * 1024 * 1024
+_EMPTY = np.empty(0, dtype=np.uint8)
 
 
 def _empty(shape: tuple[int, ...], dt: np.dtype) -> np.ndarray:

@@ -10,11 +10,8 @@ from ..objects.tensors import TensorEntry
 
 
 def tree_diff(a: Mapping[str, TensorEntry], b: Mapping[str, TensorEntry]) -> dict[str, Any]:
-    """Changed / added / removed names; a tensor is unchanged when dtype, shape and chunk ids all match."""
-    changed = sorted(
-        n for n in a.keys() & b.keys()
-        if (a[n].dtype, a[n].shape, a[n].chunks) != (b[n].dtype, b[n].shape, b[n].chunks)
-    )
+    """Changed / added / removed names; a tensor is unchanged when dtype, shape and content ids all match."""
+    changed = sorted(n for n in a.keys() & b.keys() if a[n].identity != b[n].identity)
     added = sorted(b.keys() - a.keys())
     removed = sorted(a.keys() - b.keys())
     return {"identical": not (changed or added or removed), "changed": changed, "added": added, "removed": removed}

@@ -33,7 +33,7 @@ from ..errors import (
     RefNotFoundError,
     RepositoryNotFoundError,
 )
-from ..objects.tensors import MAX_DELTA_DEPTH, ObjectStore, TensorEntry, chunk_key
+from ..objects.tensors import MAX_DELTA_DEPTH, ObjectStore, TensorEntry, chunk_key, pack_bytes
 from ..store.base import Store
 from ..store.local import LocalStore
 from ..store.registry import open_store
@@ -62,6 +62,7 @@ class Repository:
         self.path, self.store = self._open(path, init, store)
         self.objects = ObjectStore(self.store)
         self._commit_cache: dict[str, Commit] = {}
+        self._last_commit: tuple[str, float] = ("", 0.0)  # (id, timestamp) of this handle's newest commit
         self._staged: dict[str, TensorEntry] = {}
         self._staged_meta: dict[str, WeightMetadata] = {}
         self._stage_token = uuid.uuid4().hex  # names this object's record of staged chunks in the store
@@ -407,11 +408,14 @@ class Repository:
                 cid = commit.id
                 self.store.put(commit_key(cid), raw)
                 if self.store.compare_and_swap(ref, head, cid):
+                    self._last_commit = (cid, stamp)  # the next commit's parent: no need to read it back
                     return cid
                 time.sleep(0.001)
         raise RefConflictError(f"could not update {ref!r}: too many concurrent writers")
 
     def _parent_time(self, commit_id: str) -> float:
+        if self._last_commit[0] == commit_id:
+            return self._last_commit[1]
         try:
             return self._read_commit(commit_id).timestamp
         except CoralError:  # a damaged parent must not stop new checkpoints (fsck reports it)
@@ -735,6 +739,9 @@ class Repository:
                 continue
             for entry in self._read_commit(cid).tree.values():
                 logical += entry.nbytes
+                if entry.digest is not None:  # a packed small tensor counts once per distinct content
+                    unique[f"{entry.dtype}:{entry.digest}"] = entry.nbytes
+                    continue
                 remaining = entry.nbytes
                 for chunk in entry.chunks:
                     size = min(remaining, 4 * 1024 * 1024)
@@ -761,13 +768,17 @@ class Repository:
         """Per tensor of a commit: logical bytes and stored bytes (for ``coral du``/``show``)."""
         cid = self.resolve(commit)
         out = {}
-        for name, entry in self._read_commit(cid).tree.items():
+        tree = self._read_commit(cid).tree
+        shared = pack_bytes(tree)
+        for name, entry in tree.items():
             stored = 0
             for chunk in entry.chunks:
                 try:
-                    stored += self.store.size(chunk_key(chunk))
+                    size = self.store.size(chunk_key(chunk))
                 except ObjectNotFoundError:
-                    pass
+                    continue
+                # a pack's cost is split among its tensors by their sizes
+                stored += size * entry.nbytes // shared[chunk] if entry.packed else size
             out[name] = {"logical": entry.nbytes, "stored": stored}
         return out
 
