@@ -94,3 +94,17 @@ def test_killed_save_leaves_previous_commits_loadable(tmp_path, delay):
         after = repo.fsck()
         assert after["ok"] and after["temp_files"] == 0 and after["unreferenced_objects"] == 0
         assert [c.hash for c in repo.log()] == hashes
+
+
+def test_new_object_folders_are_fsynced_into_their_parents(tmp_path, monkeypatch):
+    store = LocalStore(tmp_path / "s")
+    synced: list[str] = []
+    real = local._fsync_dir
+    monkeypatch.setattr(local, "_fsync_dir", lambda p: (synced.append(str(p)), real(p)))
+    store.put("chunks/ab/cdef", b"x")
+    objects = tmp_path / "s" / "objects"
+    # the object's folder (its entry), the new "ab" folder (in "chunks") and the new "chunks" folder
+    assert {str(objects / "chunks" / "ab"), str(objects / "chunks"), str(objects)} <= set(synced)
+    synced.clear()
+    store.put("chunks/ab/0123", b"y")  # the folders exist now: only the object's own folder is synced
+    assert synced == [str(objects / "chunks" / "ab")]

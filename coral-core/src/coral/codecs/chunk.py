@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from . import delta as _delta
-from .planes import _PAYS, decode_planes, encode_planes, entropy_estimates
+from .planes import _PAYS, compressor, decode_planes, encode_planes, entropy_estimates
 
 MAGIC = b"CRLC"
 VERSION = 1
@@ -80,6 +80,9 @@ def encode_chunk(
     return parts[0] if len(parts) == 1 else b"".join(bytes(p) for p in parts)
 
 
+_RAW_PROBE = 64 * 1024
+
+
 def encode_chunk_parts(
     data: memoryview | bytes, itemsize: int, *, level: int = 1, compress: bool = True, min_saving: float = 0.0
 ) -> list[bytes | memoryview]:
@@ -88,8 +91,14 @@ def encode_chunk_parts(
     if compress and length >= 64:
         estimates = None
         if min_saving > 0.0:
-            # a histogram of a small sample tells "saves half" from "saves a sixth" without running zstd
-            estimates = entropy_estimates(data, _plane_size(itemsize))
+            # first a zstd pass over a raw sample (releases the GIL): bytes that do not shrink by a tenth
+            # as they are will not shrink by half as planes either (typical float weights end here)
+            if length > 2 * _RAW_PROBE:
+                probe = compressor(level).compress(memoryview(data)[:_RAW_PROBE])
+                if len(probe) > 0.9 * _RAW_PROBE:
+                    return [raw_header(itemsize, length), data]
+            # then a histogram of a small sample tells "saves half" from "saves a sixth"
+            estimates = entropy_estimates(data, _plane_size(itemsize), give_up_above=1.0 - min_saving)
             kept = sum(e if e < _PAYS else 1.0 for e in estimates) / len(estimates)
             if kept > 1.0 - min_saving:
                 return [raw_header(itemsize, length), data]

@@ -86,19 +86,31 @@ def plane_estimates(data: memoryview | bytes, itemsize: int, level: int, sample:
     return out
 
 
-def entropy_estimates(data: memoryview | bytes, itemsize: int, sample: int = 16 * 1024) -> list[float]:
+def entropy_estimates(
+    data: memoryview | bytes, itemsize: int, sample: int = 8 * 1024, give_up_above: float | None = None
+) -> list[float]:
     """Order-0 entropy of each plane's first ``sample`` bytes, as a fraction of 8 bits: a zstd-free guess
-    (zstd's Huffman stage lands near it; repeats only make zstd better), cheap enough for the save path."""
+    (zstd's Huffman stage lands near it; repeats only make zstd better), cheap enough for the save path.
+
+    Planes are measured from the lowest byte up (mantissa noise first); once the kept fraction already
+    exceeds ``give_up_above`` the remaining planes are reported as 1.0 (incompressible) without measuring.
+    """
     arr = np.frombuffer(data, dtype=np.uint8)
     m = min(arr.size // itemsize, sample)
     if m == 0:
         return [1.0] * itemsize
     head = arr[: m * itemsize]
     out = []
+    kept = 0.0
     for k in range(itemsize):
+        if give_up_above is not None and kept > give_up_above * itemsize:
+            out.append(1.0)
+            continue
         counts = np.bincount(_plane(head, itemsize, k), minlength=256)
         p = counts[counts > 0] / m
-        out.append(min(1.0, float(-(p * np.log2(p)).sum()) / 8 + 0.01))
+        e = min(1.0, float(-(p * np.log2(p)).sum()) / 8 + 0.01)
+        kept += e if e < _PAYS else 1.0
+        out.append(e)
     return out
 
 

@@ -12,9 +12,11 @@ import errno
 import fcntl
 import logging
 import os
+import itertools
+import re
 import stat
 import struct
-import tempfile
+import threading
 import time
 from pathlib import Path
 from typing import Iterable, Iterator, Sequence
@@ -111,6 +113,21 @@ def _check_sum(key: str, total: int, parts: Sequence[bytes | memoryview]) -> Non
         raise CorruptObjectError(_object_name(key), "stored bytes fail their integrity check (bit rot or edits)")
 
 
+_CHUNK_KEY = re.compile(r"chunks/[0-9a-f]{2}/[0-9a-f]{62}")
+_temp_names = itertools.count()
+
+
+def _temp_file(folder: Path, prefix: str) -> tuple[int, str]:
+    """A new, exclusively created temp file (like ``mkstemp``, without its random-name machinery):
+    the name holds the process, the thread and a counter, so it is unique among live writers."""
+    while True:
+        path = f"{folder}/{prefix}{os.getpid()}-{threading.get_ident()}-{next(_temp_names)}"
+        try:
+            return os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600), path
+        except FileExistsError:  # a dead process with a recycled pid left it: take the next name
+            continue
+
+
 def _fsync_dir(path: Path) -> None:
     fd = os.open(path, os.O_RDONLY)
     try:
@@ -137,6 +154,7 @@ class LocalStore(Store):
         for d in (self._objects, self._refs, self._tmp, self._locks):
             self._inside(d / "x")
         self._held: dict[str, tuple[int, Path]] = {}  # token -> (locked fd, path) of a staging record
+        self._object_dirs: set[Path] = set()  # object folders known to exist inside the store
 
     @classmethod
     def from_url(cls, url: str) -> "LocalStore":
@@ -164,11 +182,17 @@ class LocalStore(Store):
         parts = [data] if isinstance(data, (bytes, bytearray, memoryview)) else list(data)
         if seal:
             parts.append(_seal(parts))
-        self._inside(target)
+        # object folders are never removed, so one that was checked and made stays good: skip the syscalls
+        ready = seal and target.parent in self._object_dirs
+        if not ready:
+            self._inside(target)
         while True:
             try:
-                target.parent.mkdir(parents=True, exist_ok=True)
-                fd, tmp = tempfile.mkstemp(dir=self._tmp, prefix=".put-")
+                if not ready:
+                    self._make_dirs(target.parent)
+                    if seal:
+                        self._object_dirs.add(target.parent)
+                fd, tmp = _temp_file(self._tmp, ".put-")
             except OSError as exc:
                 _raise_if_no_space(exc, target, self.root)
                 raise
@@ -199,6 +223,19 @@ class LocalStore(Store):
             os.close(fd)
         if self.fsync:
             _fsync_dir(target.parent)
+
+    def _make_dirs(self, folder: Path) -> None:
+        """``mkdir -p`` whose new folders are durable too: each created folder's parent is fsynced, so a
+        crash cannot drop a folder whose fsynced files a commit already names."""
+        missing = []
+        cur = folder
+        while not cur.is_dir() and cur != self.root and self.root in cur.parents:
+            missing.append(cur)
+            cur = cur.parent
+        folder.mkdir(parents=True, exist_ok=True)
+        if self.fsync:
+            for made in reversed(missing):
+                _fsync_dir(made.parent)
 
     # objects
     def put(self, key: str, data: bytes | memoryview, *, overwrite: bool = False) -> bool:
@@ -257,6 +294,8 @@ class LocalStore(Store):
             return fh.read(max(0, min(length, payload - start)))
 
     def has(self, key: str) -> bool:
+        if _CHUNK_KEY.fullmatch(key):  # the common case, asked once per chunk per save: skip pathlib
+            return os.path.isfile(f"{self._objects}/{key}")
         return self._path(self._objects, key, "object key").is_file()
 
     def size(self, key: str) -> int:
@@ -361,7 +400,7 @@ class LocalStore(Store):
         if held is None:
             while True:
                 try:
-                    fd, name = tempfile.mkstemp(dir=self._tmp, prefix=".staged-")
+                    fd, name = _temp_file(self._tmp, ".staged-")
                 except OSError as exc:
                     _raise_if_no_space(exc, self._tmp / ".staged", self.root)
                     raise
