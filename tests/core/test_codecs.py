@@ -201,3 +201,21 @@ def test_malformed_chunks_are_refused():
         decode_chunk(delta, lambda _id: np.zeros(32, dtype=np.uint8))  # base of the wrong length
     with pytest.raises(ValueError):
         encode_delta(b"\x01" * 64, b"\x02" * 32, BASE_ID, 0, 4, is_float=True)
+
+
+def test_save_path_keeps_noise_raw_and_compresses_what_halves():
+    from coral.codecs import encode_chunk_parts
+    from coral.codecs.planes import entropy_estimates
+
+    rng = np.random.default_rng(0)
+    noise = rng.standard_normal(1 << 18).astype(np.float32)  # 1 MiB of float weights
+    sparse = np.zeros(1 << 18, dtype=np.float32)
+    sparse[::97] = rng.standard_normal(sparse[::97].size)
+    for data, compressed in ((noise, False), (sparse, True)):
+        parts = encode_chunk_parts(memoryview(data).cast("B"), 4, min_saving=0.5)
+        assert (parse_header(parts[0]).codec == CODEC_PLANES) is compressed
+        assert len(b"".join(bytes(p) for p in parts)) < data.nbytes / 2 or not compressed
+    # plane histograms stop once the kept fraction is already over the limit: noise planes come first
+    full = entropy_estimates(memoryview(noise).cast("B"), 4)
+    early = entropy_estimates(memoryview(noise).cast("B"), 4, give_up_above=0.5)
+    assert early[:2] == full[:2] and early[3] == 1.0 and full[3] < 0.5

@@ -294,8 +294,10 @@ def test_symlinked_fanout_folders_never_receive_writes(tmp_path):
     repo, outside = _sandbox(tmp_path)
     _honest_repo(repo)
     chunks = repo / ".coral" / "objects" / "chunks"
-    for i in range(256):  # every fan-out folder a new chunk could land in
+    for i in range(256):  # every fan-out folder a new chunk could land in (those holding no chunk yet)
         d = chunks / f"{i:02x}"
+        if d.is_dir() and not any(d.iterdir()):
+            d.rmdir()
         if not d.exists():
             d.symlink_to(outside, target_is_directory=True)
     victim = outside / ("cd" * 31)

@@ -25,6 +25,7 @@ import numpy as np
 import xxhash
 
 from ..codecs import CODEC_RAW, decode_chunk, encode_chunk, encode_chunk_parts, encode_delta, parse_header
+from ..codecs.chunk import raw_header
 from ..codecs.chunk import HEADER_SIZE, ID_BYTES, ChunkHeader
 from ..codecs.planes import _SAMPLE as _SAMPLE_BYTES
 from ..codecs.planes import plane_estimates
@@ -178,7 +179,8 @@ class ObjectStore:
         self._cache_bytes = 0
         self._cache_limit = 64 * 1024 * 1024
         # (tensor name, chunk index) -> (xxh3-128, id, first bytes) of its last write: unchanged chunks skip BLAKE3
-        self._fingerprints: dict[tuple[str, int], tuple[bytes, str, bytes]] = {}
+        # ... and whether that write stayed raw (compression did not pay), so the next skips the sampling
+        self._fingerprints: dict[tuple[str, int], tuple[bytes, str, bytes, bool]] = {}
         self._fp_lock = threading.Lock()
 
     def close(self) -> None:
@@ -215,23 +217,30 @@ class ObjectStore:
             if known is not None:
                 return known, 0  # same bytes as this chunk's last write: no BLAKE3, no write
         slot = (name, idx)
+        with self._fp_lock:
+            last = self._fingerprints.get(slot)
         cid = hash_bytes(view)
         written = 0
         with lock:  # the same bytes twice in one save are written once
             fresh = cid not in claimed
             claimed.add(cid)
         key = chunk_key(cid)
+        stayed_raw = last is not None and last[3]
         if fresh and not self.store.has(key):
-            parts = encode_chunk_parts(
-                view, itemsize, level=self.level, compress=self.compress, min_saving=self.write_min_saving
-            )
+            if stayed_raw:  # its last version did not pay to compress: skip the sampling (repack may still)
+                parts: list[bytes | memoryview] = [raw_header(itemsize, len(view)), view]
+            else:
+                parts = encode_chunk_parts(
+                    view, itemsize, level=self.level, compress=self.compress, min_saving=self.write_min_saving
+                )
             self.store.put_parts(key, parts)
             written = sum(len(p) for p in parts)
+            stayed_raw = len(parts) == 2
         if xxhash.xxh3_128_digest(view) == fp:  # unchanged while it was hashed: safe to remember
             with self._fp_lock:
                 if len(self._fingerprints) > _MAX_FINGERPRINTS:
                     self._fingerprints.clear()
-                self._fingerprints[slot] = (fp, cid, bytes(view[:_PROBE]))
+                self._fingerprints[slot] = (fp, cid, bytes(view[:_PROBE]), stayed_raw)
         return cid, written
 
     def forget_fingerprints(self) -> None:

@@ -233,9 +233,14 @@ class LocalStore(Store):
             missing.append(cur)
             cur = cur.parent
         folder.mkdir(parents=True, exist_ok=True)
+        chunks = self._objects / "chunks"
+        if chunks in missing:  # all 256 fan-out folders at once: later saves never pay a new folder's fsync
+            for i in range(256):
+                (chunks / f"{i:02x}").mkdir(exist_ok=True)
+            missing.extend(chunks / f"{i:02x}" for i in range(256))
         if self.fsync:
-            for made in reversed(missing):
-                _fsync_dir(made.parent)
+            for parent in dict.fromkeys(made.parent for made in reversed(missing)):
+                _fsync_dir(parent)
 
     # objects
     def put(self, key: str, data: bytes | memoryview, *, overwrite: bool = False) -> bool:

@@ -16,6 +16,7 @@ import uuid
 from pathlib import Path
 from typing import Any, Iterable, Iterator, Mapping
 
+import blake3
 import numpy as np
 
 from ..core.weight_tensor import WeightMetadata, WeightTensor
@@ -322,7 +323,7 @@ class Repository:
         ``{name: "stored"}`` for every staged tensor. The next ``commit`` snapshots exactly the staged tensors.
         """
         items = _normalize_weights(weights)
-        arrays = ((name, wt.data) for name, wt in items.items())
+        arrays = [(name, wt.data) for name, wt in items.items()]
         with self.store.lock("gc", exclusive=False):
             entries, _written = self.objects.write_tensors(arrays)
             # until commit(), a gc in another process must keep these chunks (released on commit/close)
@@ -375,7 +376,7 @@ class Repository:
             raise InvalidArgumentError("message", message, "must be a string")
         items = _normalize_weights(weights)
         with self.store.lock("gc", exclusive=False):
-            entries, _written = self.objects.write_tensors((name, wt.data) for name, wt in items.items())
+            entries, _written = self.objects.write_tensors([(name, wt.data) for name, wt in items.items()])
             for name, entry in entries.items():
                 entry.layer_type = items[name].metadata.layer_type
             return self._commit_tree(entries, message, dict(metadata or {}), None)
@@ -405,7 +406,7 @@ class Repository:
                 stamp = max([time.time(), *(self._parent_time(p) + 1e-6 for p in parents)])
                 commit = Commit(parents, message, metadata, tree, stamp)
                 raw = commit.to_bytes()
-                cid = commit.id
+                cid = blake3.blake3(raw).hexdigest()  # = commit.id, without serializing twice
                 self.store.put(commit_key(cid), raw)
                 if self.store.compare_and_swap(ref, head, cid):
                     self._last_commit = (cid, stamp)  # the next commit's parent: no need to read it back
