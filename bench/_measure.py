@@ -21,6 +21,32 @@ def fsync_path(path: Path) -> None:
         os.close(fd)
 
 
+_SCRATCH_BLOCK = 8 * 1024 * 1024
+
+
+def settle(folder: Path, nbytes: int) -> None:
+    """Give the next timed run warm memory: write and delete a scratch file of twice ``nbytes``.
+
+    This VM hands freed guest memory back to its host (virtio-balloon free page reporting); the first touch
+    of such a page costs a host fault, so writing 240 MB into new files takes ~0.5 s on "cold" pages and
+    ~0.06 s on pages freed a moment ago. Without this, whichever side of a pair runs right after the other
+    side deleted its file gets warm pages and the ratio measures the order, not the code. It ends with
+    ``os.sync()``, so neither side's fsync pays for earlier work (a repack's replaced files, deleted
+    baselines: the disk is mounted with ``discard``). Called before every timed run of both sides,
+    outside the timing.
+    """
+    path = folder / ".settle-scratch"
+    block = b"\x5a" * _SCRATCH_BLOCK
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        for _ in range(max(1, 2 * nbytes // _SCRATCH_BLOCK + 8)):
+            os.write(fd, block)
+    finally:
+        os.close(fd)
+        path.unlink()
+    os.sync()
+
+
 def durable_torch_save(obj: Any, path: Path) -> float:
     """Seconds for ``torch.save`` to a new file plus ``fsync`` of the file and its folder (a durable save)."""
     t = time.perf_counter()
@@ -54,21 +80,24 @@ def object_file_bytes(repo: Any, key: str) -> int:
 
 
 def paired_ratio(
-    baseline: Callable[[], float], candidate: Callable[[], float], trials: int
+    baseline: Callable[[], float],
+    candidate: Callable[[], float],
+    trials: int,
+    before: Callable[[], None] = lambda: None,
 ) -> dict[str, Any]:
     """Run baseline and candidate back to back ``trials`` times (order alternating); ratio = baseline/candidate.
 
     On a shared two-core machine single timings wander; adjacent pairs see the same load, so the median of
-    per-pair ratios is the fair figure.
+    per-pair ratios is the fair figure. ``before`` runs ahead of every timed run (untimed), e.g. ``settle``.
     """
     ratios, bs, cs = [], [], []
     for i in range(trials):
-        if i % 2 == 0:
-            b = baseline()
-            c = candidate()
-        else:
-            c = candidate()
-            b = baseline()
+        first, second = (baseline, candidate) if i % 2 == 0 else (candidate, baseline)
+        before()
+        t1 = first()
+        before()
+        t2 = second()
+        b, c = (t1, t2) if i % 2 == 0 else (t2, t1)
         bs.append(b)
         cs.append(c)
         ratios.append(b / c)

@@ -7,7 +7,9 @@ teacher-student task (labels from a fixed random network), so the loss falls and
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator
+from typing import Any
 
 import numpy as np
 import torch
@@ -56,8 +58,26 @@ class Teacher:
         return x, (torch.tanh(x @ self.w1) @ self.w2).argmax(-1)
 
 
+def warmup_cosine(optimizer: torch.optim.Optimizer, steps: int, warmup: int, floor: float = 0.1) -> Any:
+    """The usual schedule of a real run: linear warm-up over ``warmup`` steps, then cosine decay to
+    ``floor`` x the peak learning rate at ``steps``."""
+
+    def factor(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / warmup
+        t = min(1.0, (step - warmup) / max(1, steps - warmup))
+        return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * t))
+
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+
+
 def train(
-    model: torch.nn.Module, optimizer: torch.optim.Optimizer, steps: int, every: int, teacher: Teacher
+    model: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
+    steps: int,
+    every: int,
+    teacher: Teacher,
+    scheduler: Any = None,
 ) -> Iterator[tuple[int, float]]:
     """Run ``steps`` AdamW steps; yield ``(step, loss)`` every ``every`` steps (the caller checkpoints then)."""
     model.train()
@@ -67,8 +87,10 @@ def train(
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
+        if scheduler is not None:
+            scheduler.step()
         if step % every == 0:
-            yield step, float(loss)
+            yield step, float(loss.detach())
 
 
 def weights(model: torch.nn.Module, dtype: torch.dtype | None = None) -> dict[str, torch.Tensor]:

@@ -1,6 +1,6 @@
 """Coral storage benchmark: size, save, load and memory figures on a real AdamW training run (``make bench``).
 
-Run ``python bench/storage.py`` (about 10 minutes on two cores; ``--quick`` for a smoke run). Every figure
+Run ``python bench/storage.py`` (about 5 minutes on two cores; ``--quick`` for a smoke run). Every figure
 is a ratio measured in this one run, against ``torch.save``/``torch.load`` on the same state where the
 target is relative. Results print as a table (and go to ``--json`` if given); BENCHMARKS.md records a run.
 """
@@ -121,13 +121,14 @@ def raw_bytes(arrays: dict[str, np.ndarray]) -> int:
 def run_training(args: argparse.Namespace, work: Path, table: Table) -> dict[str, Any]:
     """The fp32 AdamW run: checkpoints of weights + Adam moments (fp32) and of bf16 weights, repacked as saved."""
     import torch
-    from _measure import durable_torch_save, timed, tree_bytes
-    from _workload import Teacher, adam_state, as_numpy, make_model, parameter_count, train, weights
+    from _measure import durable_torch_save, settle, timed, tree_bytes
+    from _workload import Teacher, adam_state, as_numpy, make_model, parameter_count, train, warmup_cosine, weights
     from coral import Repository
 
     model = make_model()
     n_params = parameter_count(model)
     opt = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=0.01)
+    schedule = warmup_cosine(opt, args.steps, warmup=args.every)
     full = Repository(work / "full", init=True)
     bf16 = Repository(work / "bf16", init=True)
     tdir = work / "torch"
@@ -137,13 +138,15 @@ def run_training(args: argparse.Namespace, work: Path, table: Table) -> dict[str
     digests: list[str] = []
     saves, repacks, torch_saves = [], [], []
     t0 = time.perf_counter()
-    for step, loss in train(model, opt, args.steps, args.every, Teacher()):
+    for step, loss in train(model, opt, args.steps, args.every, Teacher(), schedule):
         arrays = as_numpy({**weights(model), **adam_state(model, opt)})
         raw_full += raw_bytes(arrays)
+        settle(work, raw_bytes(arrays))
         ts = durable_torch_save(
             {"model": model.state_dict(), "optimizer": opt.state_dict()}, tdir / f"step{step}.pt"
         )
         os.unlink(tdir / f"step{step}.pt")
+        settle(work, raw_bytes(arrays))
         cs, cid = timed(lambda a=arrays, m=f"step {step}": commit_state(full, a, m))
         rs, _ = timed(lambda: full.repack(max_commits=1))
         commits.append(cid)
@@ -210,6 +213,36 @@ def run_training(args: argparse.Namespace, work: Path, table: Table) -> dict[str
     }
 
 
+def run_constant_lr(args: argparse.Namespace, work: Path, table: Table) -> None:
+    """The same run with no schedule (a constant peak learning rate): the hardest case for deltas, shown
+    beside the headline figure so the effect of the schedule is visible."""
+    import torch
+    from _measure import tree_bytes
+    from _workload import Teacher, adam_state, as_numpy, make_model, train, weights
+    from coral import Repository
+
+    model = make_model()
+    opt = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=0.01)
+    repo = Repository(work / "constant", init=True)
+    raw = 0
+    for step, _loss in train(model, opt, args.steps, args.every, Teacher()):
+        arrays = as_numpy({**weights(model), **adam_state(model, opt)})
+        raw += raw_bytes(arrays)
+        commit_state(repo, arrays, f"step {step}")
+        repo.repack(max_commits=1)
+    repo.close()
+    stored = tree_bytes(work / "constant" / ".coral")
+    table.add(
+        "constant-lr",
+        f"the same fp32 run at a constant learning rate {args.lr} (no warm-up or decay)",
+        "info",
+        pct(stored / raw),
+        None,
+        f"{stored / MB:.0f} MB stored for {raw / MB:.0f} MB raw: weights move the most between checkpoints here",
+    )
+    shutil.rmtree(work / "constant", ignore_errors=True)
+
+
 def run_save_throughput(args: argparse.Namespace, work: Path, table: Table, ctx: dict[str, Any]) -> None:
     """Saving a new training state (every tensor changed) into the run's repository vs durable torch.save.
 
@@ -217,7 +250,7 @@ def run_save_throughput(args: argparse.Namespace, work: Path, table: Table, ctx:
     writes the same tensors to a new file. Pairs alternate order; the median pair ratio is reported.
     """
     import torch
-    from _measure import durable_torch_save, timed
+    from _measure import durable_torch_save, settle, timed
 
     repo = ctx["full"]
     nbytes = raw_bytes(ctx["arrays"])
@@ -232,12 +265,14 @@ def run_save_throughput(args: argparse.Namespace, work: Path, table: Table, ctx:
             state[k] = np.asarray(a + bump, dtype=a.dtype)  # 0-d arrays stay arrays
 
     def baseline() -> float:
+        settle(work, nbytes)
         path = work / f"tput-{counter[0]}.pt"
         s = durable_torch_save({k: torch.from_numpy(v) for k, v in state.items()}, path)
         path.unlink()
         return s
 
     def candidate() -> float:
+        settle(work, nbytes)
         return timed(lambda: commit_state(repo, state, f"throughput trial {counter[0]}"))[0]
 
     ratios, bs, cs = [], [], []
@@ -268,7 +303,7 @@ def run_save_throughput(args: argparse.Namespace, work: Path, table: Table, ctx:
 def run_load(args: argparse.Namespace, work: Path, table: Table, ctx: dict[str, Any]) -> None:
     """Full load of the newest checkpoint vs torch.load of the same state, paired; plus the oldest for info."""
     import torch
-    from _measure import durable_torch_save, paired_ratio, timed
+    from _measure import durable_torch_save, paired_ratio, settle, timed
     from coral import Repository
 
     model, opt, arrays = ctx["model"], ctx["opt"], ctx["arrays"]
@@ -297,7 +332,7 @@ def run_load(args: argparse.Namespace, work: Path, table: Table, ctx: dict[str, 
         return s
 
     baseline(), candidate()  # warm the page cache for both
-    r = paired_ratio(baseline, candidate, args.trials)
+    r = paired_ratio(baseline, candidate, args.trials, before=lambda: settle(work, nbytes))
     table.add(
         "load",
         "full load of the newest checkpoint vs torch.load(weights_only=True)",
@@ -326,7 +361,7 @@ def run_load(args: argparse.Namespace, work: Path, table: Table, ctx: dict[str, 
 def run_finetune(args: argparse.Namespace, work: Path, table: Table, ctx: dict[str, Any]) -> None:
     """Fine-tune with ~90% of weight bytes frozen: per-checkpoint stored bytes and the unchanged-save speed."""
     import torch
-    from _measure import durable_torch_save, timed, tree_bytes
+    from _measure import durable_torch_save, settle, timed, tree_bytes
     from _workload import Teacher, as_numpy, train, weights
     from coral import Repository
 
@@ -338,18 +373,22 @@ def run_finetune(args: argparse.Namespace, work: Path, table: Table, ctx: dict[s
     frozen = sum(p.numel() for n, p in model.named_parameters() if n not in trainable)
     opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=args.lr, weight_decay=0.01)
     repo = Repository(work / "finetune", init=True)
-    commits, raw, pairs = [], 0, []
+    commits, raw, pairs, coral_ms, torch_ms = [], 0, [], [], []
     for step, loss in train(model, opt, args.steps, args.every, Teacher(seed=7)):
         arrays = as_numpy(weights(model))
         raw += raw_bytes(arrays)
         path = work / f"ft{step}.pt"
+        settle(work, raw_bytes(arrays))
         ts = durable_torch_save(model.state_dict(), path)
         path.unlink()
+        settle(work, raw_bytes(arrays))
         cs, cid = timed(lambda m=f"finetune step {step}": commit_state(repo, as_numpy(weights(model)), m))
         repo.repack(max_commits=1)
         commits.append(cid)
         if len(commits) > 1:
             pairs.append(ts / cs)
+            coral_ms.append(cs * 1e3)
+            torch_ms.append(ts * 1e3)
         log(f"fine-tune step {step} loss {loss:.3f}: save {cs * 1e3:.0f} ms, torch.save {ts * 1e3:.0f} ms")
     per = new_bytes_per_commit(repo, commits)
     one_raw = raw / len(commits)
@@ -378,7 +417,8 @@ def run_finetune(args: argparse.Namespace, work: Path, table: Table, ctx: dict[s
         ">= 5x",
         f"{ratio:.1f}x",
         ratio >= 5.0,
-        f"median over {len(pairs)} fine-tune checkpoints; per-save {', '.join(f'{x:.1f}' for x in pairs)}",
+        f"median over {len(pairs)} fine-tune checkpoints (Coral {statistics.median(coral_ms):.0f} ms, torch.save "
+        f"{statistics.median(torch_ms):.0f} ms); per-save {', '.join(f'{x:.1f}' for x in pairs)}",
     )
 
 
@@ -506,13 +546,17 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     )
     p.add_argument("--steps", type=int, default=500, help="training steps (a checkpoint every --every steps)")
     p.add_argument("--every", type=int, default=50)
-    p.add_argument("--lr", type=float, default=1e-3, help="AdamW learning rate (PyTorch's default)")
+    p.add_argument(
+        "--lr", type=float, default=1e-3, help="peak AdamW learning rate (PyTorch's default), warm-up + cosine"
+    )
     p.add_argument("--trials", type=int, default=7, help="paired timing trials per speed figure")
     p.add_argument("--commits", type=int, default=1000, help="commits in the history repository")
     p.add_argument("--rss-gb", type=float, default=4.0, help="size of the state in the peak-RSS test")
     p.add_argument("--workdir", default=None, help="where the repositories go (default: a temp folder)")
     p.add_argument("--json", default=None, help="also write the results here")
-    p.add_argument("--only", default=None, help="comma list of phases: train,save,load,finetune,history,rss")
+    p.add_argument(
+        "--only", default=None, help="comma list of phases: train,constant,save,load,finetune,history,rss"
+    )
     p.add_argument("--rss-child", nargs=2, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.quick:
@@ -529,15 +573,21 @@ def main(argv: list[str] | None = None) -> int:
 
     torch.set_num_threads(os.cpu_count() or 1)
     work = Path(tempfile.mkdtemp(prefix="coral-bench-", dir=args.workdir))
-    phases = set((args.only or "train,save,load,finetune,history,rss").split(","))
+    phases = set((args.only or "train,constant,save,load,finetune,history,rss").split(","))
     table = Table()
     started = time.perf_counter()
     log(f"Coral storage benchmark on {os.cpu_count()} cores, torch {torch.__version__}, work dir {work}")
     try:
         ctx = None
         if phases & {"train", "save", "load", "finetune"}:
-            log(f"training: {args.steps} AdamW steps (lr {args.lr}), a checkpoint every {args.every}")
+            log(
+                f"training: {args.steps} AdamW steps (peak lr {args.lr}, warm-up {args.every} steps, cosine decay), "
+                f"a checkpoint every {args.every}"
+            )
             ctx = run_training(args, work, table)
+        if "constant" in phases:
+            log("the same run at a constant learning rate (size only)")
+            run_constant_lr(args, work, table)
         if ctx and "load" in phases:  # before the save trials add commits on top of the run
             log("load throughput")
             run_load(args, work, table, ctx)
