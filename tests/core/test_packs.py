@@ -124,3 +124,21 @@ def test_malformed_packed_entries_are_refused(change):
     TensorEntry.from_json("w", entry)  # the well-formed one parses
     with pytest.raises(CorruptObjectError):
         TensorEntry.from_json("w", {**entry, **change})
+
+
+def test_fsck_names_a_packed_tensor_outside_its_pack(tmp_path):
+    from coral.version_control.commit import Commit, commit_key
+
+    with Repository(tmp_path, init=True) as repo:
+        cid = repo.commit_weights({"a": np.ones(8, np.float32), "b": np.zeros(8, np.float32)}, "x")
+        good = repo.get_commit(cid)
+        tree = dict(good.tree)
+        b = tree["b"]
+        tree["b"] = TensorEntry(b.dtype, b.shape, b.chunks, offset=4096, digest=b.digest)
+        bad = Commit([cid], "hostile", {}, tree, good.timestamp + 1)
+        raw = bad.to_bytes()
+        repo.store.put(commit_key(bad.id), raw)
+        repo.store.compare_and_swap("heads/main", cid, bad.id)
+        report = repo.fsck()
+        assert not report["ok"]
+        assert any("'b'" in e and "outside its pack" in e for e in report["errors"])

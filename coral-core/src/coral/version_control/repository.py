@@ -709,6 +709,10 @@ class Repository:
                             bad_chunks[chunk] = f"chunk {chunk} is missing"
                     if bad_chunks[chunk]:
                         errors.append(f"commit {c[:12]} tensor {tname!r}: {bad_chunks[chunk]}")
+                    elif entry.offset is not None:  # a packed tensor must lie inside its pack
+                        end = entry.offset + entry.nbytes
+                        if end > self.objects.header(chunk).length:
+                            errors.append(f"commit {c[:12]} tensor {tname!r}: bytes up to {end} lie outside its pack")
         live = self._live_chunks(reachable) if not errors else set()
         unreferenced = []
         if not errors:
