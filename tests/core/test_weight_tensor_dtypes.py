@@ -224,3 +224,11 @@ def test_weight_tensor_values_roundtrip_with_layer_type(tmp_path):
         back = repo.get_weights(h)["enc.w"]
         assert back.metadata.layer_type == "Linear"
         assert back == wt
+
+
+@pytest.mark.parametrize("spelling", ["float64", "<f8", ">f8", "=f8", np.float64, np.dtype(">f8")])
+def test_metadata_accepts_any_spelling_of_a_dtype(spelling):
+    meta = WeightMetadata("w", (3,), spelling)
+    assert meta.dtype == "float64"
+    wt = WeightTensor(np.arange(3, dtype=">f8"), meta)  # big-endian data, stored little-endian
+    assert wt.data.dtype == np.dtype("<f8") and wt.data.tolist() == [0.0, 1.0, 2.0]

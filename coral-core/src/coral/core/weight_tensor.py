@@ -9,7 +9,7 @@ import blake3
 import numpy as np
 
 from ..errors import InvalidArgumentError
-from .dtypes import dtype_from_name, dtype_name
+from .dtypes import DTYPES, dtype_from_name, dtype_name
 
 
 @dataclass
@@ -25,8 +25,8 @@ class WeightMetadata:
 
     def __post_init__(self) -> None:
         self.shape = tuple(int(s) for s in self.shape)
-        if not isinstance(self.dtype, str):
-            self.dtype = dtype_name(self.dtype)
+        if not isinstance(self.dtype, str) or self.dtype not in DTYPES:
+            self.dtype = dtype_name(self.dtype)  # np.float64, "<f8" and ">f8" all become "float64"
 
     def to_dict(self) -> dict[str, Any]:
         return {
