@@ -60,8 +60,8 @@ def log(msg: str) -> None:
 
 # ---- helpers over a repository -----------------------------------------------------------------------------
 def commit_state(repo: Any, arrays: dict[str, np.ndarray], message: str) -> str:
-    repo.stage_weights(arrays)
-    return repo.commit(message)
+    """One checkpoint, as ``CheckpointManager`` commits it (``commit_weights``: write, then commit)."""
+    return repo.commit_weights(arrays, message)
 
 
 def new_bytes_per_commit(repo: Any, commits: list[str]) -> list[int]:

@@ -50,6 +50,56 @@ def test_disk_full_raises_insufficient_space_and_leaves_nothing(tmp_path, monkey
     assert store.temp_files() == []
 
 
+def test_a_pending_object_is_invisible_until_finished_and_abort_leaves_nothing(tmp_path):
+    store = LocalStore(tmp_path / "s")
+    pending = store.begin_put_parts("chunks/aa/bb", [b"x" * 1000])
+    assert not store.has("chunks/aa/bb")  # written to a temp file, not yet renamed: no reader can see it
+    assert len(list((store.root / "tmp").glob(".put-*"))) == 1
+    assert store.temp_files() == [] and store.remove_temp_files() == (0, 0)  # held by a live writer: kept
+    assert pending.finish() is True and store.get("chunks/aa/bb") == b"x" * 1000
+    assert pending.finish() is True  # finishing twice is harmless
+    dropped = store.begin_put_parts("chunks/aa/cc", [b"y" * 1000])
+    dropped.abort()
+    assert not store.has("chunks/aa/cc") and store.temp_files() == []
+
+
+def test_a_failed_publish_leaves_the_branch_where_it_was(tmp_path, monkeypatch):
+    """commit_weights writes the commit while chunks are still being fsynced: a chunk that fails to land
+    must not leave a commit that names it, nor a temp file."""
+    w = np.random.default_rng(3).standard_normal(3 * (1 << 20)).astype(np.float32)  # three chunks
+    with Repository(tmp_path, init=True) as repo:
+        first = repo.commit_weights({"w": np.zeros(8, np.float32)}, "first")
+        real = local.os.replace
+
+        def failing(src, dst):
+            if "/chunks/" in str(dst):
+                raise OSError(errno.EIO, "simulated I/O error")
+            return real(src, dst)
+
+        monkeypatch.setattr(local.os, "replace", failing)
+        with pytest.raises(OSError, match="simulated"):
+            repo.commit_weights({"w": w}, "second")
+        monkeypatch.undo()
+        assert repo.head_commit() == first
+        assert repo.store.temp_files() == []
+        assert repo.fsck()["ok"]
+        second = repo.commit_weights({"w": w}, "second")  # and it works once the disk does
+        assert repo.load_arrays(second)["w"].tobytes() == w.tobytes()
+
+
+def test_saves_beyond_the_publish_queue_bound_finish_inline(tmp_path, monkeypatch):
+    from coral.objects import tensors
+
+    monkeypatch.setattr(tensors, "_MAX_PUBLISHING", 1)
+    state = {f"w{i}": np.full(300_000, i, np.float32) for i in range(12)}  # 12 chunks, one queue slot
+    with Repository(tmp_path, init=True) as repo:
+        cid = repo.commit_weights(state, "many")
+        assert repo.store.temp_files() == []
+        loaded = repo.load_arrays(cid)
+        assert all(loaded[k].tobytes() == v.tobytes() for k, v in state.items())
+        assert repo.fsck()["ok"]
+
+
 _SAVER = textwrap.dedent(
     """
     import sys

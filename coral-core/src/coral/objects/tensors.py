@@ -31,7 +31,7 @@ from ..codecs.planes import _SAMPLE as _SAMPLE_BYTES
 from ..codecs.planes import plane_estimates
 from ..core.dtypes import dtype_from_name, dtype_name, is_float
 from ..errors import CoralError, CorruptObjectError, InvalidArgumentError, ObjectNotFoundError
-from ..store.base import Store
+from ..store.base import PendingPut, Store
 
 CHUNK_BYTES = 4 * 1024 * 1024
 MAX_DELTA_DEPTH = 16  # bases a load may walk; repack keeps every chain within it
@@ -40,6 +40,7 @@ WRITE_MIN_SAVING = 0.5  # a save compresses a chunk only when samples promise at
 _MAX_CHAIN_WALK = 4096  # a read refuses longer (corrupt or cyclic) delta chains
 _SMALL_READ = 256 * 1024  # chunks up to this size are read whole in one request
 _MAX_FINGERPRINTS = 1 << 20  # change-check entries kept (one per chunk position)
+_MAX_PUBLISHING = 64  # written objects waiting for their fsync + rename in the pool (each holds a file open)
 _PROBE = 64  # leading bytes kept per entry: a mismatch there sends a chunk to be written first
 # Tensors up to PACK_MAX bytes (biases, norms, scalars) share "pack" chunks, one per dtype and save: a file
 # per tensor would cost far more than its bytes. Small enough that a frozen tensor rewritten with a changed
@@ -143,6 +144,22 @@ def pack_bytes(tree: Any) -> dict[str, int]:
     return out
 
 
+class PendingWrites:
+    """Objects a save has written whose fsync + rename are still running; ``wait()`` makes them durable."""
+
+    def __init__(self, futures: list[cf.Future[bool]]) -> None:
+        self._futures = futures
+
+    def wait(self) -> None:
+        """Block until every object is durable and visible; re-raise the first failure (after all ended)."""
+        futures, self._futures = self._futures, []
+        cf.wait(futures)
+        for fut in futures:
+            exc = fut.exception()
+            if exc is not None:
+                raise exc
+
+
 @dataclass
 class _Pack:
     """Small tensors of one dtype being concatenated into a pack chunk."""
@@ -182,6 +199,7 @@ class ObjectStore:
         # ... and whether that write stayed raw (compression did not pay), so the next skips the sampling
         self._fingerprints: dict[tuple[str, int], tuple[bytes, str, bytes, bool]] = {}
         self._fp_lock = threading.Lock()
+        self._publish_slots = threading.Semaphore(_MAX_PUBLISHING)
 
     def close(self) -> None:
         self._pool.shutdown(wait=True)
@@ -211,16 +229,21 @@ class ObjectStore:
         claimed: set[str],
         lock: threading.Lock,
         fp: bytes | None = None,
-    ) -> tuple[str, int]:
+    ) -> tuple[str, int, cf.Future[bool] | None]:
+        """Hash the chunk and copy it into a new object; returns (id, bytes written, its pending publish).
+
+        The publish (fsync, rename) is handed to the pool, so the caller's next work -- and its commit
+        object -- overlap the disk flush; ``write_tensors`` waits for it before it returns."""
         if fp is None:
             fp, known = self._known(name, idx, view)
             if known is not None:
-                return known, 0  # same bytes as this chunk's last write: no BLAKE3, no write
+                return known, 0, None  # same bytes as this chunk's last write: no BLAKE3, no write
         slot = (name, idx)
         with self._fp_lock:
             last = self._fingerprints.get(slot)
         cid = hash_bytes(view)
         written = 0
+        publish: cf.Future[bool] | None = None
         with lock:  # the same bytes twice in one save are written once
             fresh = cid not in claimed
             claimed.add(cid)
@@ -233,7 +256,7 @@ class ObjectStore:
                 parts = encode_chunk_parts(
                     view, itemsize, level=self.level, compress=self.compress, min_saving=self.write_min_saving
                 )
-            self.store.put_parts(key, parts)
+            publish = self._publish(self.store.begin_put_parts(key, parts))
             written = sum(len(p) for p in parts)
             stayed_raw = len(parts) == 2
         if xxhash.xxh3_128_digest(view) == fp:  # unchanged while it was hashed: safe to remember
@@ -241,7 +264,30 @@ class ObjectStore:
                 if len(self._fingerprints) > _MAX_FINGERPRINTS:
                     self._fingerprints.clear()
                 self._fingerprints[slot] = (fp, cid, bytes(view[:_PROBE]), stayed_raw)
-        return cid, written
+        return cid, written, publish
+
+    def _publish(self, pending: PendingPut) -> cf.Future[bool]:
+        """Run ``pending.finish()`` in the pool; inline when too many are queued (each holds an open file)."""
+        if not self._publish_slots.acquire(blocking=False):
+            done: cf.Future[bool] = cf.Future()
+            try:
+                done.set_result(pending.finish())
+            except BaseException as exc:  # noqa: BLE001 - handed to the waiter, like a pool task's error
+                done.set_exception(exc)
+            return done
+
+        def run() -> bool:
+            try:
+                return pending.finish()
+            finally:
+                self._publish_slots.release()
+
+        try:
+            return self._pool.submit(run)
+        except BaseException:
+            self._publish_slots.release()
+            pending.abort()
+            raise
 
     def forget_fingerprints(self) -> None:
         """Drop the change-check cache (the next save hashes every chunk again)."""
@@ -249,17 +295,33 @@ class ObjectStore:
             self._fingerprints.clear()
 
     def write_tensors(self, items: Iterable[tuple[str, np.ndarray]]) -> tuple[dict[str, TensorEntry], int]:
-        """Store every (name, array); returns the entries and the bytes newly written.
+        """Store every (name, array), durably; returns the entries and the bytes newly written."""
+        entries, written, pending = self.write_tensors_deferred(items)
+        pending.wait()
+        return entries, written
+
+    def write_tensors_deferred(
+        self, items: Iterable[tuple[str, np.ndarray]]
+    ) -> tuple[dict[str, TensorEntry], int, PendingWrites]:
+        """Store every (name, array); returns the entries, the bytes newly written, and the pending publishes.
+
+        When it returns, every byte has been copied out of the arrays (they may change) and every id is
+        known; the objects become durable and visible once ``PendingWrites.wait()`` returns -- a commit
+        waits for that before its ref moves, and meanwhile writes its own object.
 
         Chunks are handled in parallel. A chunk whose bytes equal the last write of the same chunk of the
         same tensor name through this store (an xxh3-128 check of every byte, ~30 GB/s) reuses that write's
-        id; every other chunk is BLAKE3-hashed and written unless already stored. Tensors of up to
-        ``PACK_MAX`` bytes (biases, norms, scalars) are concatenated per dtype into shared pack chunks: one
-        file instead of hundreds, and unchanged packs dedup like any chunk. Arrays must not change while
-        they are being written.
+        id; every other chunk is BLAKE3-hashed and written unless already stored. Chunks whose first bytes
+        changed go to the pool at once; the checks of the probably-unchanged rest run after their copies,
+        so a save that changed little starts its disk flush first. Tensors of up to ``PACK_MAX`` bytes
+        (biases, norms, scalars) are concatenated per dtype into shared pack chunks: one file instead of
+        hundreds, and unchanged packs dedup like any chunk. Arrays must not change during the call.
         """
-        entries: dict[str, TensorEntry] = {}
-        pending: collections.deque[tuple[list[tuple[str, int]], cf.Future[tuple[str, int]]]] = collections.deque()
+        entries: dict[str, TensorEntry | None] = {}
+        pending: collections.deque[tuple[list[tuple[str, int]], cf.Future[tuple[str, int, Any]]]] = (
+            collections.deque()
+        )
+        publishing: list[cf.Future[bool]] = []
         claimed: set[str] = set()
         claim_lock = threading.Lock()
         written = 0
@@ -269,49 +331,33 @@ class ObjectStore:
             nonlocal written
             while len(pending) > until:
                 targets, fut = pending.popleft()
-                cid, n = fut.result()
+                cid, n, publish = fut.result()
                 for name, idx in targets:
-                    entries[name].chunks[idx] = cid
+                    entries[name].chunks[idx] = cid  # type: ignore[union-attr]
                 written += n
+                if publish is not None:
+                    publishing.append(publish)
 
-        later: list[tuple[str, int, memoryview, int]] = []
-        packs: dict[str, _Pack] = {}  # dtype name -> the pack being filled
-        packs_done: dict[str, int] = {}  # dtype name -> packs written so far (their fingerprint slots)
-
-        def submit(slot: tuple[str, int], targets: list[tuple[str, int]], part: memoryview, itemsize: int) -> None:
-            fut = self._pool.submit(self._write_chunk, slot[0], slot[1], part, itemsize, claimed, claim_lock, None)
+        def submit(
+            slot: tuple[str, int], targets: list[tuple[str, int]], part: memoryview, itemsize: int,
+            fp: bytes | None = None,
+        ) -> None:
+            fut = self._pool.submit(self._write_chunk, slot[0], slot[1], part, itemsize, claimed, claim_lock, fp)
             pending.append((targets, fut))
             drain(limit)
 
-        def flush(dt: str) -> None:
-            pack = packs.pop(dt)
-            k = packs_done[dt] = packs_done.get(dt, 0) + 1
-            # a negative index never names a real chunk, so a pack's change-check slot is its own
-            submit((f"pack:{dt}", -k), [(n, 0) for n in pack.members], memoryview(pack.buf), pack.itemsize)
-
+        later: list[tuple[str, int, memoryview, int]] = []
+        small: list[tuple[str, np.ndarray]] = []
         try:
             for name, array in items:
                 arr = _as_storable(name, array)
                 nbytes = arr.nbytes
-                dt = dtype_name(arr.dtype)
                 if 0 < nbytes <= PACK_MAX:
-                    raw = memoryview(arr.reshape(-1).view(np.uint8))
-                    pack = packs.get(dt)
-                    if pack is not None and len(pack.buf) + nbytes > CHUNK_BYTES:
-                        flush(dt)
-                        pack = None
-                    if pack is None:
-                        pack = packs[dt] = _Pack(arr.dtype.itemsize)
-                    digest = hash_bytes(raw)
-                    offset = pack.offsets.get(digest)  # the same bytes twice in one pack are kept once
-                    if offset is None:
-                        offset = pack.offsets[digest] = len(pack.buf)
-                        pack.buf += raw
-                    entries[name] = TensorEntry(dt, tuple(arr.shape), [""], offset=offset, digest=digest)
-                    pack.members.append(name)
+                    entries[name] = None  # packed below, after the big chunks are under way
+                    small.append((name, arr))
                     continue
                 nchunks = -(-nbytes // CHUNK_BYTES) if nbytes else 0
-                entries[name] = TensorEntry(dt, tuple(arr.shape), [""] * nchunks)
+                entries[name] = TensorEntry(dtype_name(arr.dtype), tuple(arr.shape), [""] * nchunks)
                 if not nbytes:
                     continue
                 view = memoryview(arr.reshape(-1).view(np.uint8))
@@ -321,25 +367,65 @@ class ObjectStore:
                         later.append((name, i, part, arr.dtype.itemsize))  # probably unchanged: check after
                         continue
                     submit((name, i), [(name, i)], part, arr.dtype.itemsize)
-            for dt in list(packs):
-                flush(dt)
-            # changed chunks went first, so their writes are under way while this thread checks the rest:
-            # an xxh3 pass each, cheaper here than a hand-off to a pool thread
+            # the changed chunks are copied out before this thread hashes packs and runs its xxh3 passes:
+            # those hold the GIL, and the pool's threads would wait a switch interval (5 ms) to go on
+            drain(0)
+            for slot, members, buf, itemsize in self._packs(small, entries):
+                submit(slot, [(n, 0) for n in members], memoryview(buf), itemsize)
             for name, i, part, itemsize in later:
                 fp, known = self._known(name, i, part)
                 if known is not None:
-                    entries[name].chunks[i] = known
+                    entries[name].chunks[i] = known  # type: ignore[union-attr]
                 else:
-                    fut = self._pool.submit(self._write_chunk, name, i, part, itemsize, claimed, claim_lock, fp)
-                    pending.append(([(name, i)], fut))
-                    drain(limit)
+                    submit((name, i), [(name, i)], part, itemsize, fp)
             drain(0)
         except BaseException:
             for _, fut in pending:
                 fut.cancel()
             cf.wait([f for _, f in pending])  # nothing may still write once the caller sees the error
+            for _, fut in pending:
+                if not fut.cancelled() and fut.exception() is None:
+                    publish = fut.result()[2]
+                    if publish is not None:
+                        publishing.append(publish)
+            cf.wait(publishing)
             raise
-        return entries, written
+        return entries, written, PendingWrites(publishing)  # type: ignore[return-value]
+
+    @staticmethod
+    def _packs(
+        small: list[tuple[str, np.ndarray]], entries: dict[str, TensorEntry | None]
+    ) -> Iterator[tuple[tuple[str, int], list[str], bytearray, int]]:
+        """Concatenate small tensors per dtype into pack buffers (<= CHUNK_BYTES each); fills their entries.
+
+        Yields (change-check slot, member names, bytes, itemsize) per pack. A pack's slot has a negative
+        index, which never names a real chunk, so its change check is its own."""
+        packs: dict[str, _Pack] = {}
+        done: dict[str, int] = {}
+
+        def flush(dt: str) -> tuple[tuple[str, int], list[str], bytearray, int]:
+            pack = packs.pop(dt)
+            k = done[dt] = done.get(dt, 0) + 1
+            return (f"pack:{dt}", -k), pack.members, pack.buf, pack.itemsize
+
+        for name, arr in small:
+            dt = dtype_name(arr.dtype)
+            raw = memoryview(arr.reshape(-1).view(np.uint8))
+            pack = packs.get(dt)
+            if pack is not None and len(pack.buf) + arr.nbytes > CHUNK_BYTES:
+                yield flush(dt)
+                pack = None
+            if pack is None:
+                pack = packs[dt] = _Pack(arr.dtype.itemsize)
+            digest = hash_bytes(raw)
+            offset = pack.offsets.get(digest)  # the same bytes twice in one pack are kept once
+            if offset is None:
+                offset = pack.offsets[digest] = len(pack.buf)
+                pack.buf += raw
+            entries[name] = TensorEntry(dt, tuple(arr.shape), [""], offset=offset, digest=digest)
+            pack.members.append(name)
+        for dt in list(packs):
+            yield flush(dt)
 
     # ---- reading ----------------------------------------------------------------------------------------
     def read_raw(self, chunk_id: str) -> bytes:

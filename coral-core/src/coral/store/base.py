@@ -26,6 +26,23 @@ def validate_key(key: str, what: str = "key") -> str:
     return key
 
 
+class PendingPut:
+    """An object written but not yet published: ``finish()`` makes it durable and visible, ``abort()`` drops it.
+
+    Splitting a put in two lets a writer release the caller's buffers as soon as the bytes are copied
+    out, and wait for the disk (fsync) later, overlapped with other work."""
+
+    def __init__(self, stored: bool = False) -> None:
+        self._stored = stored
+
+    def finish(self) -> bool:
+        """Publish the object; True when it was stored, False when it already existed."""
+        return self._stored
+
+    def abort(self) -> None:
+        """Drop an unpublished object (nothing to do once ``finish`` ran)."""
+
+
 class Store(ABC):
     """Abstract object store. Subclasses set ``scheme`` and implement the abstract methods."""
 
@@ -55,6 +72,11 @@ class Store(ABC):
     def put_parts(self, key: str, parts: "Sequence[bytes | memoryview]", *, overwrite: bool = False) -> bool:
         """``put`` of the concatenated ``parts``; backends may override to write them without joining."""
         return self.put(key, b"".join(bytes(p) if not isinstance(p, bytes) else p for p in parts), overwrite=overwrite)
+
+    def begin_put_parts(self, key: str, parts: "Sequence[bytes | memoryview]") -> PendingPut:
+        """Copy ``parts`` out now and publish them as ``key`` on ``finish()``; the buffers may change once it
+        returns. The default publishes at once; the local store defers its fsync and rename."""
+        return PendingPut(self.put_parts(key, parts))
 
     def get_into(self, key: str, start: int, out: memoryview) -> int:
         """Read up to ``len(out)`` bytes from ``start`` into ``out``; return the count (backends may avoid the copy)."""

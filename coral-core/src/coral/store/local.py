@@ -31,7 +31,7 @@ from ..errors import (
     ObjectNotFoundError,
     RefExistsError,
 )
-from .base import Store, validate_key
+from .base import PendingPut, Store, validate_key
 
 log = logging.getLogger(__name__)
 
@@ -128,6 +128,36 @@ def _temp_file(folder: Path, prefix: str) -> tuple[int, str]:
             continue
 
 
+def _discard(fd: int, tmp: str) -> None:
+    with contextlib.suppress(OSError):
+        os.unlink(tmp)
+    with contextlib.suppress(OSError):
+        os.close(fd)
+
+
+class _LocalPendingPut(PendingPut):
+    """A sealed temp file, written and flock-ed, waiting for its fsync and rename."""
+
+    def __init__(self, store: "LocalStore", fd: int, tmp: str, target: Path) -> None:
+        super().__init__(True)
+        self._args: tuple["LocalStore", int, str, Path] | None = (store, fd, tmp, target)
+        self._lock = threading.Lock()
+
+    def finish(self) -> bool:
+        with self._lock:
+            args, self._args = self._args, None
+        if args is not None:
+            store, fd, tmp, target = args
+            store._publish(fd, tmp, target)
+        return True
+
+    def abort(self) -> None:
+        with self._lock:
+            args, self._args = self._args, None
+        if args is not None:
+            _discard(args[1], args[2])
+
+
 def _fsync_dir(path: Path) -> None:
     fd = os.open(path, os.O_RDONLY)
     try:
@@ -179,6 +209,13 @@ class LocalStore(Store):
     def _write_atomic(
         self, target: Path, data: bytes | memoryview | Sequence[bytes | memoryview], *, seal: bool = False
     ) -> None:
+        fd, tmp = self._write_temp(target, data, seal=seal)
+        self._publish(fd, tmp, target)
+
+    def _write_temp(
+        self, target: Path, data: bytes | memoryview | Sequence[bytes | memoryview], *, seal: bool = False
+    ) -> tuple[int, str]:
+        """Write ``data`` (plus the seal) to a new temp file, held flock-ed; returns (fd, temp path)."""
         parts = [data] if isinstance(data, (bytes, bytearray, memoryview)) else list(data)
         if seal:
             parts.append(_seal(parts))
@@ -207,20 +244,25 @@ class LocalStore(Store):
                     view = memoryview(part).cast("B")
                     while view:  # unbuffered writes may be partial
                         view = view[fh.write(view) :]
-                if self.fsync:
-                    os.fsync(fd)
+        except BaseException as exc:
+            _discard(fd, tmp)
+            if isinstance(exc, OSError):
+                _raise_if_no_space(exc, target, self.root)
+            raise
+        return fd, tmp
+
+    def _publish(self, fd: int, tmp: str, target: Path) -> None:
+        """fsync the temp file, rename it to ``target`` and fsync the folder: durable, then visible."""
+        try:
+            if self.fsync:
+                os.fsync(fd)
             os.replace(tmp, target)
-        except OSError as exc:
-            with contextlib.suppress(OSError):
-                os.unlink(tmp)
-            _raise_if_no_space(exc, target, self.root)
+        except BaseException as exc:
+            _discard(fd, tmp)
+            if isinstance(exc, OSError):
+                _raise_if_no_space(exc, target, self.root)
             raise
-        except BaseException:
-            with contextlib.suppress(OSError):
-                os.unlink(tmp)
-            raise
-        finally:
-            os.close(fd)
+        os.close(fd)
         if self.fsync:
             _fsync_dir(target.parent)
 
@@ -233,11 +275,11 @@ class LocalStore(Store):
             missing.append(cur)
             cur = cur.parent
         folder.mkdir(parents=True, exist_ok=True)
-        chunks = self._objects / "chunks"
-        if chunks in missing:  # all 256 fan-out folders at once: later saves never pay a new folder's fsync
-            for i in range(256):
-                (chunks / f"{i:02x}").mkdir(exist_ok=True)
-            missing.extend(chunks / f"{i:02x}" for i in range(256))
+        for fanned in (self._objects / "chunks", self._objects / "commits"):
+            if fanned in missing:  # all 256 fan-out folders at once: later saves never pay a new folder's fsync
+                for i in range(256):
+                    (fanned / f"{i:02x}").mkdir(exist_ok=True)
+                missing.extend(fanned / f"{i:02x}" for i in range(256))
         if self.fsync:
             for parent in dict.fromkeys(made.parent for made in reversed(missing)):
                 _fsync_dir(parent)
@@ -256,6 +298,14 @@ class LocalStore(Store):
             return False
         self._write_atomic(target, list(parts), seal=True)
         return True
+
+    def begin_put_parts(self, key: str, parts: Sequence[bytes | memoryview]) -> PendingPut:
+        """Write the temp file now; ``finish()`` fsyncs and renames it (the slow part, run in parallel)."""
+        target = self._path(self._objects, key, "object key")
+        if target.exists():
+            return PendingPut(False)
+        fd, tmp = self._write_temp(target, list(parts), seal=True)
+        return _LocalPendingPut(self, fd, tmp, target)
 
     def get_into(self, key: str, start: int, out: memoryview) -> int:
         try:

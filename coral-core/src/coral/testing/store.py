@@ -80,6 +80,16 @@ class StoreContract:
         buf[10:30] = b"X" * 20  # the caller reuses its buffer: the stored object must not change
         assert store.get("k") == b"0123456789" * 2
 
+    def test_begin_put_parts_copies_now_and_is_readable_after_finish(self, store: Store) -> None:
+        buf = bytearray(b"abcdefgh" * 512)
+        pending = store.begin_put_parts("chunks/ab/two-phase", [b"head:", memoryview(buf)])
+        buf[:] = b"X" * len(buf)  # the caller may reuse its buffers once begin_put_parts returned
+        assert pending.finish() is True
+        assert store.get("chunks/ab/two-phase") == b"head:" + b"abcdefgh" * 512
+        again = store.begin_put_parts("chunks/ab/two-phase", [b"other"])
+        assert again.finish() is False  # an existing object is kept, like put()
+        assert store.get("chunks/ab/two-phase") == b"head:" + b"abcdefgh" * 512
+
     def test_put_existing_key_keeps_first_and_returns_false(self, store: Store) -> None:
         assert store.put("k", b"first") is True
         assert store.put("k", b"second") is False

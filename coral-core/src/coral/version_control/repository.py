@@ -34,7 +34,7 @@ from ..errors import (
     RefNotFoundError,
     RepositoryNotFoundError,
 )
-from ..objects.tensors import MAX_DELTA_DEPTH, ObjectStore, TensorEntry, chunk_key, pack_bytes
+from ..objects.tensors import MAX_DELTA_DEPTH, ObjectStore, PendingWrites, TensorEntry, chunk_key, pack_bytes
 from ..store.base import Store
 from ..store.local import LocalStore
 from ..store.registry import open_store
@@ -51,6 +51,18 @@ DEFAULT_BRANCH = "main"
 _HEX = re.compile(r"^[0-9a-f]{4,64}$")
 _COMMIT_ID = re.compile(r"^[0-9a-f]{64}$")
 _CAS_TRIES = 1000
+
+
+def _wait_all_pending(pending: list[PendingWrites]) -> None:
+    """Wait for every pending write; then raise the first failure."""
+    first: BaseException | None = None
+    for p in pending:
+        try:
+            p.wait()
+        except BaseException as exc:  # noqa: BLE001 - re-raised below, once all have ended
+            first = first or exc
+    if first is not None:
+        raise first
 
 
 class Repository:
@@ -370,31 +382,38 @@ class Repository:
         """Write ``weights`` and commit exactly them in one step, without touching the shared staging area.
 
         Holds the writers' lock from the first chunk to the ref update, so a concurrent ``gc`` can never
-        free a chunk of a commit being made. Used by the training layer (also from background threads).
+        free a chunk of a commit being made. Faster than ``stage_weights`` + ``commit``: the commit object is
+        written while the chunks are still being fsynced. Used by the training layer (also from background
+        threads).
         """
         if not isinstance(message, str):
             raise InvalidArgumentError("message", message, "must be a string")
         items = _normalize_weights(weights)
         with self.store.lock("gc", exclusive=False):
-            entries, _written = self.objects.write_tensors([(name, wt.data) for name, wt in items.items()])
+            entries, _written, pending = self.objects.write_tensors_deferred(
+                [(name, wt.data) for name, wt in items.items()]
+            )
             for name, entry in entries.items():
                 entry.layer_type = items[name].metadata.layer_type
-            return self._commit_tree(entries, message, dict(metadata or {}), None)
+            return self._commit_tree(entries, message, dict(metadata or {}), None, [pending], check_stored=False)
 
     def _commit_tree(
-        self, tree: dict[str, TensorEntry], message: str, metadata: dict[str, Any], extra_parents: list[str] | None
+        self,
+        tree: dict[str, TensorEntry],
+        message: str,
+        metadata: dict[str, Any],
+        extra_parents: list[str] | None,
+        pending: list[PendingWrites] | None = None,
+        check_stored: bool = True,
     ) -> str:
+        """Write the commit object, wait for the tree's chunks to be durable, then move the ref (CAS).
+
+        The commit object is written while ``pending`` chunks are still being fsynced: nothing names it
+        until the ref moves, and the ref moves only after every chunk and the commit are on disk."""
         branch = self.current_branch
         ref = f"heads/{branch}" if branch else "HEAD"
         with self.store.lock("gc", exclusive=False):
-            # a gc between stage_weights() and now may have freed staged chunks: never commit a dangling tree
-            for name, entry in tree.items():
-                for chunk in entry.chunks:
-                    if not self.store.has(chunk_key(chunk)):
-                        raise ObjectNotFoundError(
-                            f"staged chunk {chunk} of tensor {name!r} is no longer in the store (a gc ran "
-                            "between stage_weights() and commit()); stage the weights again"
-                        )
+            durable = False
             for _ in range(_CAS_TRIES):
                 head = self.store.get_ref(ref)
                 parents = [head] if head else []
@@ -408,11 +427,26 @@ class Repository:
                 raw = commit.to_bytes()
                 cid = blake3.blake3(raw).hexdigest()  # = commit.id, without serializing twice
                 self.store.put(commit_key(cid), raw)
+                if not durable:
+                    _wait_all_pending(pending or [])
+                    if check_stored:  # commit_weights held the writers' lock all along: nothing was freed
+                        self._check_tree_stored(tree)
+                    durable = True
                 if self.store.compare_and_swap(ref, head, cid):
                     self._last_commit = (cid, stamp)  # the next commit's parent: no need to read it back
                     return cid
                 time.sleep(0.001)
         raise RefConflictError(f"could not update {ref!r}: too many concurrent writers")
+
+    def _check_tree_stored(self, tree: dict[str, TensorEntry]) -> None:
+        """A gc between stage_weights() and commit() may have freed staged chunks: never commit a dangling tree."""
+        for name, entry in tree.items():
+            for chunk in entry.chunks:
+                if not self.store.has(chunk_key(chunk)):
+                    raise ObjectNotFoundError(
+                        f"staged chunk {chunk} of tensor {name!r} is no longer in the store (a gc ran "
+                        "between stage_weights() and commit()); stage the weights again"
+                    )
 
     def _parent_time(self, commit_id: str) -> float:
         if self._last_commit[0] == commit_id:
