@@ -1,7 +1,9 @@
 """The encoded-chunk format: a fixed header, an optional base id, then the codec's body.
 
 Header (32 bytes, little-endian): magic ``CRLC``, version, codec, element size, delta depth, decoded length
-(u64), plane mask (u32), 12 reserved bytes. Delta chunks follow it with the 32-byte base id.
+(u64), plane mask (u32), body offset (u32; 0: the body follows the header), 8 reserved bytes. Delta chunks
+follow it with the 32-byte base id. A raw chunk of a tensor that spans several chunks starts its body at
+``PAGE_ALIGN`` (zero padding between), so the chunks of a tensor can be mapped side by side into one array.
 """
 
 from __future__ import annotations
@@ -22,9 +24,10 @@ CODEC_PLANES = 1
 CODEC_DELTA_XOR = 2
 CODEC_DELTA_SUB = 3
 CODEC_NAMES = {CODEC_RAW: "raw", CODEC_PLANES: "planes+zstd", CODEC_DELTA_XOR: "delta-xor", CODEC_DELTA_SUB: "delta-sub"}
-_HEADER = struct.Struct("<4sBBBBQI12x")
+_HEADER = struct.Struct("<4sBBBBQII8x")
 HEADER_SIZE = _HEADER.size
 ID_BYTES = 32
+PAGE_ALIGN = 4096  # where a page-aligned raw body starts (4 KiB: 0.1% of a full chunk)
 
 
 @dataclass(frozen=True)
@@ -35,14 +38,20 @@ class ChunkHeader:
     length: int
     mask: int
     base: str | None  # hex id of the delta base
+    offset: int = 0  # where the body starts when not right after the header (page-aligned raw bodies)
 
     @property
     def size(self) -> int:
         return HEADER_SIZE + (ID_BYTES if self.base else 0)
 
+    @property
+    def body(self) -> int:
+        """Byte offset of the body in the object."""
+        return self.offset or self.size
 
-def _pack(codec: int, itemsize: int, depth: int, length: int, mask: int, base: str | None) -> bytes:
-    head = _HEADER.pack(MAGIC, VERSION, codec, itemsize, depth, length, mask)
+
+def _pack(codec: int, itemsize: int, depth: int, length: int, mask: int, base: str | None, offset: int = 0) -> bytes:
+    head = _HEADER.pack(MAGIC, VERSION, codec, itemsize, depth, length, mask, offset)
     return head + (bytes.fromhex(base) if base else b"")
 
 
@@ -50,17 +59,19 @@ def parse_header(blob: bytes | memoryview) -> ChunkHeader:
     """Parse and sanity-check a header; raises ValueError on anything malformed."""
     if len(blob) < HEADER_SIZE:
         raise ValueError("object shorter than a chunk header")
-    magic, version, codec, itemsize, depth, length, mask = _HEADER.unpack_from(blob, 0)
+    magic, version, codec, itemsize, depth, length, mask, offset = _HEADER.unpack_from(blob, 0)
     if magic != MAGIC or version != VERSION:
         raise ValueError("not a Coral chunk (bad magic or version)")
     if codec not in CODEC_NAMES or itemsize not in (1, 2, 4, 8, 16) or length % itemsize:
         raise ValueError("bad chunk header fields")
+    if offset and (codec != CODEC_RAW or offset != PAGE_ALIGN):
+        raise ValueError(f"bad body offset {offset}")
     base = None
     if codec in (CODEC_DELTA_XOR, CODEC_DELTA_SUB):
         if len(blob) < HEADER_SIZE + ID_BYTES:
             raise ValueError("truncated delta header")
         base = bytes(blob[HEADER_SIZE : HEADER_SIZE + ID_BYTES]).hex()
-    return ChunkHeader(codec, itemsize, depth, length, mask, base)
+    return ChunkHeader(codec, itemsize, depth, length, mask, base, offset)
 
 
 def _plane_size(itemsize: int) -> int:
@@ -84,9 +95,16 @@ _RAW_PROBE = 64 * 1024
 
 
 def encode_chunk_parts(
-    data: memoryview | bytes, itemsize: int, *, level: int = 1, compress: bool = True, min_saving: float = 0.0
+    data: memoryview | bytes,
+    itemsize: int,
+    *,
+    level: int = 1,
+    compress: bool = True,
+    min_saving: float = 0.0,
+    aligned: bool = False,
 ) -> list[bytes | memoryview]:
-    """``encode_chunk`` as parts to write in order: a raw chunk is ``[header, data]``, so it is never copied."""
+    """``encode_chunk`` as parts to write in order: a raw chunk is ``[header, data]``, so it is never copied
+    (``aligned``: a raw body starts at ``PAGE_ALIGN``, see ``raw_header``)."""
     length = len(data)
     if compress and length >= 64:
         estimates = None
@@ -96,20 +114,25 @@ def encode_chunk_parts(
             if length > 2 * _RAW_PROBE:
                 probe = compressor(level).compress(memoryview(data)[:_RAW_PROBE])
                 if len(probe) > 0.9 * _RAW_PROBE:
-                    return [raw_header(itemsize, length), data]
+                    return [raw_header(itemsize, length, aligned=aligned), data]
             # then a histogram of a small sample tells "saves half" from "saves a sixth"
             estimates = entropy_estimates(data, _plane_size(itemsize), give_up_above=1.0 - min_saving)
             kept = sum(e if e < _PAYS else 1.0 for e in estimates) / len(estimates)
             if kept > 1.0 - min_saving:
-                return [raw_header(itemsize, length), data]
+                return [raw_header(itemsize, length, aligned=aligned), data]
         mask, body = encode_planes(data, _plane_size(itemsize), level, estimates=estimates)
         if mask and len(body) < length:
             return [_pack(CODEC_PLANES, itemsize, 0, length, mask, None) + body]
-    return [raw_header(itemsize, length), data]
+    return [raw_header(itemsize, length, aligned=aligned), data]
 
 
-def raw_header(itemsize: int, length: int) -> bytes:
-    """The header of a raw chunk; the body is the data itself (lets callers write it without a copy)."""
+def raw_header(itemsize: int, length: int, *, aligned: bool = False) -> bytes:
+    """The header of a raw chunk; the body is the data itself (lets callers write it without a copy).
+
+    ``aligned``: pad the header with zeros to ``PAGE_ALIGN`` bytes, so the body can be memory-mapped at a
+    page boundary (used for the chunks of tensors that span several chunks)."""
+    if aligned:
+        return _pack(CODEC_RAW, itemsize, 0, length, 0, None, PAGE_ALIGN).ljust(PAGE_ALIGN, b"\0")
     return _pack(CODEC_RAW, itemsize, 0, length, 0, None)
 
 
@@ -173,7 +196,7 @@ def decode_chunk(
     ``out`` (uint8, the decoded length) receives the bytes when given, saving a copy.
     """
     head = parse_header(blob)
-    body = memoryview(blob)[head.size :]
+    body = memoryview(blob)[head.body :]
     if out is None:
         out = np.empty(head.length, dtype=np.uint8)
     elif out.dtype != np.uint8 or out.size != head.length:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import collections
 import concurrent.futures as cf
+import logging
 import os
 import threading
 from collections.abc import Iterable, Iterator
@@ -32,6 +33,9 @@ from ..codecs.planes import plane_estimates
 from ..core.dtypes import dtype_from_name, dtype_name, is_float
 from ..errors import CoralError, CorruptObjectError, InvalidArgumentError, ObjectNotFoundError
 from ..store.base import PendingPut, Store
+from . import mapping as _mapping
+
+log = logging.getLogger(__name__)
 
 CHUNK_BYTES = 4 * 1024 * 1024
 MAX_DELTA_DEPTH = 16  # bases a load may walk; repack keeps every chain within it
@@ -39,6 +43,7 @@ MAX_ELEMENTS = 1 << 40  # refuse absurd manifests before allocating
 WRITE_MIN_SAVING = 0.5  # a save compresses a chunk only when samples promise at least this fraction saved
 _MAX_CHAIN_WALK = 4096  # a read refuses longer (corrupt or cyclic) delta chains
 _SMALL_READ = 256 * 1024  # chunks up to this size are read whole in one request
+_MAP_MIN = 256 * 1024  # smaller tensors are read even when mapping is asked for: a mapping saves them nothing
 _MAX_FINGERPRINTS = 1 << 20  # change-check entries kept (one per chunk position)
 _MAX_PUBLISHING = 64  # written objects waiting for their fsync + rename in the pool (each holds a file open)
 _PROBE = 64  # leading bytes kept per entry: a mismatch there sends a chunk to be written first
@@ -46,6 +51,9 @@ _PROBE = 64  # leading bytes kept per entry: a mismatch there sends a chunk to b
 # per tensor would cost far more than its bytes. Small enough that a frozen tensor rewritten with a changed
 # neighbour costs little (and repack turns the older pack into a near-empty delta).
 PACK_MAX = 16 * 1024
+
+
+_FALLBACK_HEAD = ChunkHeader(-1, 1, 0, 0, 0, None)  # placeholder until a chunk's header is read
 
 
 def chunk_key(chunk_id: str) -> str:
@@ -229,6 +237,7 @@ class ObjectStore:
         claimed: set[str],
         lock: threading.Lock,
         fp: bytes | None = None,
+        aligned: bool = False,
     ) -> tuple[str, int, cf.Future[bool] | None]:
         """Hash the chunk and copy it into a new object; returns (id, bytes written, its pending publish).
 
@@ -251,14 +260,15 @@ class ObjectStore:
         stayed_raw = last is not None and last[3]
         if fresh and not self.store.has(key):
             if stayed_raw:  # its last version did not pay to compress: skip the sampling (repack may still)
-                parts: list[bytes | memoryview] = [raw_header(itemsize, len(view)), view]
+                parts: list[bytes | memoryview] = [raw_header(itemsize, len(view), aligned=aligned), view]
             else:
                 parts = encode_chunk_parts(
-                    view, itemsize, level=self.level, compress=self.compress, min_saving=self.write_min_saving
+                    view, itemsize, level=self.level, compress=self.compress, min_saving=self.write_min_saving,
+                    aligned=aligned,
                 )
             publish = self._publish(self.store.begin_put_parts(key, parts))
             written = sum(len(p) for p in parts)
-            stayed_raw = len(parts) == 2
+            stayed_raw = len(parts) == 2  # [header, the data itself]
         if xxhash.xxh3_128_digest(view) == fp:  # unchanged while it was hashed: safe to remember
             with self._fp_lock:
                 if len(self._fingerprints) > _MAX_FINGERPRINTS:
@@ -340,13 +350,15 @@ class ObjectStore:
 
         def submit(
             slot: tuple[str, int], targets: list[tuple[str, int]], part: memoryview, itemsize: int,
-            fp: bytes | None = None,
+            fp: bytes | None = None, aligned: bool = False,
         ) -> None:
-            fut = self._pool.submit(self._write_chunk, slot[0], slot[1], part, itemsize, claimed, claim_lock, fp)
+            fut = self._pool.submit(
+                self._write_chunk, slot[0], slot[1], part, itemsize, claimed, claim_lock, fp, aligned
+            )
             pending.append((targets, fut))
             drain(limit)
 
-        later: list[tuple[str, int, memoryview, int]] = []
+        later: list[tuple[str, int, memoryview, int, bool]] = []
         small: list[tuple[str, np.ndarray]] = []
         try:
             for name, array in items:
@@ -361,23 +373,24 @@ class ObjectStore:
                 if not nbytes:
                     continue
                 view = memoryview(arr.reshape(-1).view(np.uint8))
+                aligned = nchunks > 1  # raw bodies at page boundaries: the chunks can be mapped side by side
                 for i in range(nchunks):
                     part = view[i * CHUNK_BYTES : (i + 1) * CHUNK_BYTES]
                     if self._probe_matches(name, i, part):
-                        later.append((name, i, part, arr.dtype.itemsize))  # probably unchanged: check after
+                        later.append((name, i, part, arr.dtype.itemsize, aligned))  # probably unchanged: check after
                         continue
-                    submit((name, i), [(name, i)], part, arr.dtype.itemsize)
+                    submit((name, i), [(name, i)], part, arr.dtype.itemsize, None, aligned)
             # the changed chunks are copied out before this thread hashes packs and runs its xxh3 passes:
             # those hold the GIL, and the pool's threads would wait a switch interval (5 ms) to go on
             drain(0)
             for slot, members, buf, itemsize in self._packs(small, entries):
                 submit(slot, [(n, 0) for n in members], memoryview(buf), itemsize)
-            for name, i, part, itemsize in later:
+            for name, i, part, itemsize, aligned in later:
                 fp, known = self._known(name, i, part)
                 if known is not None:
                     entries[name].chunks[i] = known  # type: ignore[union-attr]
                 else:
-                    submit((name, i), [(name, i)], part, itemsize, fp)
+                    submit((name, i), [(name, i)], part, itemsize, fp, aligned)
             drain(0)
         except BaseException:
             for _, fut in pending:
@@ -515,13 +528,13 @@ class ObjectStore:
                 if head.length != dest.nbytes:
                     raise CorruptObjectError(chunk_id, f"chunk has {head.length} bytes, expected {dest.nbytes}", tensor)
                 try:
-                    got = self.store.get_into(key, HEADER_SIZE, memoryview(dest))
+                    got = self.store.get_into(key, head.body, memoryview(dest))
                     size = self.store.size(key)
                 except ObjectNotFoundError:
                     raise ObjectNotFoundError(_missing(chunk_id, tensor)) from None
                 except CorruptObjectError as exc:
                     raise _naming(exc, tensor) from None
-                if got != head.length or size != HEADER_SIZE + head.length:
+                if got != head.length or size != head.body + head.length:
                     raise CorruptObjectError(chunk_id, "cannot decode: raw body has the wrong length", tensor)
                 if hash_bytes(memoryview(dest)) != chunk_id:
                     raise CorruptObjectError(chunk_id, "content does not match its hash", tensor)
@@ -621,6 +634,106 @@ class ObjectStore:
         _wait_all(futures)
         return outs
 
+    def map_tensors(self, items: Iterable[tuple[str, TensorEntry]]) -> dict[str, np.ndarray]:
+        """``read_tensors``, but a tensor stored as raw chunks comes back mapped from the chunk files.
+
+        Its array's pages are the page cache's own (no copy in this process's memory; a write to the
+        array copies the page, never reaching the file). Every mapped chunk is BLAKE3-checked before this
+        returns, like every read. Chunks that are not raw (older, repacked checkpoints) are decoded into
+        their place; tensors with no raw chunk, small ones and packed ones are read as usual. Where mapping
+        is not available (not Linux, or a store without files) it is ``read_tensors``.
+        """
+        items = list(items)
+        if not _mapping.available():
+            return self.read_tensors(items)
+        outs: dict[str, np.ndarray] = {name: _EMPTY for name, _ in items}  # keeps the tree's order
+        rest: list[tuple[str, TensorEntry]] = []
+        futures: list[cf.Future[None]] = []
+        try:
+            for name, entry in items:
+                mapped = None
+                if not entry.packed and entry.nbytes >= _MAP_MIN:
+                    mapped = self._map_tensor(name, entry, futures)
+                if mapped is None:
+                    rest.append((name, entry))
+                else:
+                    outs[name] = mapped
+            outs.update(self.read_tensors(rest))
+        except BaseException:
+            cf.wait(futures)
+            raise
+        _wait_all(futures)
+        return outs
+
+    def _map_tensor(self, name: str, entry: TensorEntry, futures: list[cf.Future[None]]) -> np.ndarray | None:
+        """Map one tensor's raw chunks into one array (None when none can be mapped); the checks and the
+        decoding of unmappable chunks are queued on ``futures``."""
+        heads: list[tuple[str, int, ChunkHeader, int]] = []  # (id, fd, header, payload size)
+        region: _mapping.Region | None = None
+        try:
+            for cid in entry.chunks:
+                key = chunk_key(cid)
+                try:
+                    fd = self.store.open_file(key)
+                except ObjectNotFoundError:
+                    raise ObjectNotFoundError(_missing(cid, name)) from None
+                if fd is None:
+                    return None
+                heads.append((cid, fd, _FALLBACK_HEAD, 0))
+                try:
+                    head = parse_header(os.pread(fd, HEADER_SIZE + ID_BYTES, 0))
+                except ValueError as exc:
+                    raise CorruptObjectError(cid, f"cannot decode: {exc}", name) from None
+                heads[-1] = (cid, fd, head, self.store.size(key))
+            nbytes = entry.nbytes
+            spans = [(i * CHUNK_BYTES, min(CHUNK_BYTES, nbytes - i * CHUNK_BYTES)) for i in range(len(heads))]
+
+            def mappable(head: ChunkHeader, size: int, length: int, page_aligned: bool) -> bool:
+                return (
+                    head.codec == CODEC_RAW
+                    and head.length == length
+                    and size == head.body + head.length
+                    and (head.body % _mapping.PAGE == 0 or not page_aligned)
+                )
+
+            if len(heads) == 1 and mappable(heads[0][2], heads[0][3], nbytes, False):
+                cid, fd, head, _size = heads[0]  # one chunk: map the file from its start, the body at its offset
+                region = _mapping.Region(nbytes, lead=head.body)
+                region.map_file(0, fd, 0, head.body + head.length)
+                plan = [(cid, True)]
+            else:
+                plan = [(cid, mappable(head, size, span[1], True)) for (cid, _fd, head, size), span in zip(heads, spans)]
+                if not any(ok for _cid, ok in plan):
+                    return None  # nothing to map: a plain read is faster
+                region = _mapping.Region(nbytes)
+                for (cid, ok), (cid2, fd, head, _size), (at, length) in zip(plan, heads, spans):
+                    if ok:
+                        region.map_file(at, fd, head.body, length)
+                    else:
+                        region.map_anonymous(at, length)
+        except OSError as exc:
+            if isinstance(exc, CoralError):
+                raise
+            if region is not None:
+                region.release()
+            log.debug("mapping %s failed (%s): reading it instead", name, exc)
+            return None
+        except BaseException:
+            if region is not None:
+                region.release()
+            raise
+        finally:
+            for _cid, fd, _head, _size in heads:
+                os.close(fd)
+        flat = region.array()
+        for (cid, ok), (at, length) in zip(plan, spans):
+            view = flat[at : at + length]
+            if ok:
+                futures.append(self._pool.submit(_check_mapped, cid, view, name))
+            else:
+                futures.append(self._pool.submit(self._read_into, cid, view, name))
+        return flat.view(dtype_from_name(entry.dtype)).reshape(entry.shape)
+
     def verify_chunk(self, chunk_id: str) -> None:
         """Raise CorruptObjectError/ObjectNotFoundError unless the chunk decodes to its hash."""
         with self._cache_lock:
@@ -666,8 +779,8 @@ class ObjectStore:
         was_raw = old_head.codec == CODEC_RAW
         if base_id is None and (not was_raw or not self.compress):
             return 0
-        if was_raw and len(old) == old_head.size + old_head.length:
-            data = np.frombuffer(old, dtype=np.uint8, offset=old_head.size)  # no copy
+        if was_raw and len(old) == old_head.body + old_head.length:
+            data = np.frombuffer(old, dtype=np.uint8, offset=old_head.body)  # no copy
             if hash_bytes(memoryview(data)) != chunk_id:
                 raise CorruptObjectError(chunk_id, "content does not match its hash")
         else:
@@ -722,6 +835,11 @@ def _empty(shape: tuple[int, ...], dt: np.dtype) -> np.ndarray:
     raw = np.empty(n + _HUGE_PAGE, dtype=np.uint8)
     off = (-raw.ctypes.data) % _HUGE_PAGE
     return raw[off : off + n].view(dt).reshape(shape)
+
+
+def _check_mapped(chunk_id: str, view: np.ndarray, tensor: str) -> None:
+    if hash_bytes(memoryview(view)) != chunk_id:
+        raise CorruptObjectError(chunk_id, "content does not match its hash", tensor)
 
 
 def _naming(exc: CorruptObjectError, tensor: str | None) -> CorruptObjectError:

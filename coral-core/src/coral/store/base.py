@@ -84,6 +84,15 @@ class Store(ABC):
         out[: len(data)] = data
         return len(data)
 
+    def open_file(self, key: str) -> int | None:
+        """A read-only file descriptor of the object's file, for memory mapping (the caller closes it);
+        None when this backend keeps no files. Raises ObjectNotFoundError when absent."""
+        if not self.has(key):
+            from ..errors import ObjectNotFoundError
+
+            raise ObjectNotFoundError(f"object {key!r} not found")
+        return None
+
     @abstractmethod
     def has(self, key: str) -> bool:
         """True when ``key`` exists."""

@@ -327,6 +327,12 @@ class LocalStore(Store):
         finally:
             os.close(fd)
 
+    def open_file(self, key: str) -> int | None:
+        try:
+            return os.open(self._path(self._objects, key, "object key"), os.O_RDONLY | os.O_NOFOLLOW)
+        except (FileNotFoundError, NotADirectoryError):
+            raise ObjectNotFoundError(f"object {key!r} not found in {self.root}") from None
+
     def get(self, key: str) -> bytes:
         try:
             fh = open(self._path(self._objects, key, "object key"), "rb")

@@ -510,9 +510,21 @@ class Repository:
             metadata=meta, loader=lambda: _allocating({name: entry}, lambda: self.objects.read_tensor(name, entry))
         )
 
-    def load_arrays(self, ref: str | None = None, names: Iterable[str] | None = None) -> dict[str, np.ndarray]:
-        """Eagerly read tensors of a commit as numpy arrays (all their chunks are read in parallel)."""
+    def load_arrays(
+        self, ref: str | None = None, names: Iterable[str] | None = None, *, mmap: bool = False
+    ) -> dict[str, np.ndarray]:
+        """Eagerly read tensors of a commit as numpy arrays (all their chunks are read in parallel).
+
+        ``mmap=True``: tensors stored as raw chunks (the newest checkpoint's) are mapped from the chunk
+        files instead of copied: their pages are the page cache's, shared with other processes loading
+        the same checkpoint, and a write to the array stays private to it. Every chunk is still
+        BLAKE3-checked before this returns. Falls back to reading where mapping is not available.
+        """
+        if not isinstance(mmap, bool):
+            raise InvalidArgumentError("mmap", mmap, "must be True or False")
         tree = self._selected_tree(ref, names)
+        if mmap:
+            return _allocating(tree, lambda: self.objects.map_tensors(tree.items()))
         return _allocating(tree, lambda: self.objects.read_tensors(tree.items()))
 
     # ---- diff / merge ------------------------------------------------------------------------------------
