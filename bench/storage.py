@@ -196,7 +196,7 @@ def run_training(args: argparse.Namespace, work: Path, table: Table) -> dict[str
     )
     table.add(
         "insave",
-        "save during training (stage + commit, fsynced) vs durable torch.save, median over checkpoints",
+        "save during training (commit_weights, fsynced) vs durable torch.save, median over checkpoints",
         "info",
         f"{statistics.median([t / c for t, c in zip(torch_saves, saves)]):.2f}x",
         None,
