@@ -12,8 +12,7 @@ from coral import Repository
 from coral.codecs import parse_header
 from coral.codecs.chunk import CODEC_PLANES, PAGE_ALIGN, _pack, raw_header
 from coral.errors import CorruptObjectError, InvalidArgumentError
-from coral.objects import CHUNK_BYTES, chunk_key
-from coral.objects import mapping
+from coral.objects import CHUNK_BYTES, chunk_key, mapping
 
 linux_only = pytest.mark.skipif(not mapping.available(), reason="chunk mapping needs Linux")
 

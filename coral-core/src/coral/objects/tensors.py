@@ -26,8 +26,7 @@ import numpy as np
 import xxhash
 
 from ..codecs import CODEC_RAW, decode_chunk, encode_chunk, encode_chunk_parts, encode_delta, parse_header
-from ..codecs.chunk import raw_header
-from ..codecs.chunk import HEADER_SIZE, ID_BYTES, ChunkHeader
+from ..codecs.chunk import HEADER_SIZE, ID_BYTES, ChunkHeader, raw_header
 from ..codecs.planes import _SAMPLE as _SAMPLE_BYTES
 from ..codecs.planes import plane_estimates
 from ..core.dtypes import dtype_from_name, dtype_name, is_float

@@ -10,7 +10,7 @@ from __future__ import annotations
 import contextlib
 import re
 from abc import ABC, abstractmethod
-from typing import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 
 from ..errors import InvalidNameError
 
@@ -49,7 +49,7 @@ class Store(ABC):
     scheme: str = ""
 
     @classmethod
-    def from_url(cls, url: str) -> "Store":
+    def from_url(cls, url: str) -> Store:
         """Build a store from a URL of this backend's scheme."""
         raise NotImplementedError(f"{cls.__name__} cannot be opened from a URL")
 
@@ -69,11 +69,11 @@ class Store(ABC):
         """Return ``length`` bytes from ``start`` (fewer at the end); backends may override to avoid a full read."""
         return self.get(key)[start : start + length]
 
-    def put_parts(self, key: str, parts: "Sequence[bytes | memoryview]", *, overwrite: bool = False) -> bool:
+    def put_parts(self, key: str, parts: Sequence[bytes | memoryview], *, overwrite: bool = False) -> bool:
         """``put`` of the concatenated ``parts``; backends may override to write them without joining."""
         return self.put(key, b"".join(bytes(p) if not isinstance(p, bytes) else p for p in parts), overwrite=overwrite)
 
-    def begin_put_parts(self, key: str, parts: "Sequence[bytes | memoryview]") -> PendingPut:
+    def begin_put_parts(self, key: str, parts: Sequence[bytes | memoryview]) -> PendingPut:
         """Copy ``parts`` out now and publish them as ``key`` on ``finish()``; the buffers may change once it
         returns. The default publishes at once; the local store defers its fsync and rename."""
         return PendingPut(self.put_parts(key, parts))

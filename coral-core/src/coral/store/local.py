@@ -10,16 +10,16 @@ from __future__ import annotations
 import contextlib
 import errno
 import fcntl
+import itertools
 import logging
 import os
-import itertools
 import re
 import stat
 import struct
 import threading
 import time
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
-from typing import Iterable, Iterator, Sequence
 
 import numpy as np
 
@@ -138,9 +138,9 @@ def _discard(fd: int, tmp: str) -> None:
 class _LocalPendingPut(PendingPut):
     """A sealed temp file, written and flock-ed, waiting for its fsync and rename."""
 
-    def __init__(self, store: "LocalStore", fd: int, tmp: str, target: Path) -> None:
+    def __init__(self, store: LocalStore, fd: int, tmp: str, target: Path) -> None:
         super().__init__(True)
-        self._args: tuple["LocalStore", int, str, Path] | None = (store, fd, tmp, target)
+        self._args: tuple[LocalStore, int, str, Path] | None = (store, fd, tmp, target)
         self._lock = threading.Lock()
 
     def finish(self) -> bool:
@@ -187,8 +187,8 @@ class LocalStore(Store):
         self._object_dirs: set[Path] = set()  # object folders known to exist inside the store
 
     @classmethod
-    def from_url(cls, url: str) -> "LocalStore":
-        path = url[len("file://") :] if url.startswith("file://") else url
+    def from_url(cls, url: str) -> LocalStore:
+        path = url.removeprefix("file://")
         return cls(path)
 
     def describe(self) -> str:
