@@ -25,7 +25,7 @@ import numpy as np
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
-MB = 1024 * 1024
+MB = 1024 * 1024  # sizes print in MiB; speeds in GB/s (10**9 bytes per second)
 
 
 # ---- reporting ---------------------------------------------------------------------------------------------
@@ -169,11 +169,11 @@ def run_training(args: argparse.Namespace, work: Path, table: Table) -> dict[str
     table.add(
         "full",
         f"{n} fp32 checkpoints {args.every} steps apart, weights + Adam moments ({n_params / 1e6:.1f}M params, "
-        f"{state_mb:.0f} MB each)",
+        f"{state_mb:.0f} MiB each)",
         "<= 78% of raw",
         pct(stored_full / raw_full),
         stored_full / raw_full <= 0.78,
-        f"{stored_full / MB:.0f} MB stored for {raw_full / MB:.0f} MB raw",
+        f"{stored_full / MB:.0f} MiB stored for {raw_full / MB:.0f} MiB raw",
     )
     kinds = stored_by_kind(
         full, commits, lambda k: k.rsplit("/", 1)[-1] if k.startswith("optim/") else "weights"
@@ -192,7 +192,7 @@ def run_training(args: argparse.Namespace, work: Path, table: Table) -> dict[str
         "<= 62% of raw",
         pct(stored_bf16 / raw_bf16),
         stored_bf16 / raw_bf16 <= 0.62,
-        f"{stored_bf16 / MB:.0f} MB stored for {raw_bf16 / MB:.0f} MB raw",
+        f"{stored_bf16 / MB:.0f} MiB stored for {raw_bf16 / MB:.0f} MiB raw",
     )
     table.add(
         "insave",
@@ -238,7 +238,7 @@ def run_constant_lr(args: argparse.Namespace, work: Path, table: Table) -> None:
         "info",
         pct(stored / raw),
         None,
-        f"{stored / MB:.0f} MB stored for {raw / MB:.0f} MB raw: weights move the most between checkpoints here",
+        f"{stored / MB:.0f} MiB stored for {raw / MB:.0f} MiB raw: weights move the most between checkpoints here",
     )
     shutil.rmtree(work / "constant", ignore_errors=True)
 
@@ -434,7 +434,7 @@ def run_finetune(args: argparse.Namespace, work: Path, table: Table, ctx: dict[s
         "<= 20% of raw",
         pct(stored / raw),
         stored / raw <= 0.20,
-        f"{stored / MB:.0f} MB stored for {raw / MB:.0f} MB raw",
+        f"{stored / MB:.0f} MiB stored for {raw / MB:.0f} MiB raw",
     )
     ratio = statistics.median(pairs)
     table.add(
@@ -491,7 +491,7 @@ def run_history(args: argparse.Namespace, work: Path, table: Table) -> None:
     old = statistics.median(read(oldest) for _ in range(5))
     table.add(
         "read1",
-        f"read one 4 MB tensor from a repository of {args.commits} commits (open + resolve + read + verify)",
+        f"read one 4 MiB tensor from a repository of {args.commits} commits (open + resolve + read + verify)",
         "< 20 ms",
         f"{head * 1e3:.1f} ms",
         head < 0.020,
@@ -513,8 +513,8 @@ def run_rss(args: argparse.Namespace, work: Path, table: Table) -> None:
     table.add(
         "rss",
         f"peak RSS while saving a {state / 2**30:.1f} GiB state",
-        "<= state + 512 MB",
-        f"state + {(peak - state) / MB:.0f} MB",
+        "<= state + 512 MiB (the issue: 512 MB)",
+        f"state + {(peak - state) / MB:.0f} MiB",
         peak <= state + 512 * MB,
         f"peak {peak / 2**30:.2f} GiB; before the save {child['before_rss'] / 2**30:.2f} GiB (state + interpreter); "
         f"save took {child['save_s']:.1f}s ({state / child['save_s'] / 1e9:.2f} GB/s)",

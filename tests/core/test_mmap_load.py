@@ -111,6 +111,28 @@ def test_a_flipped_byte_in_a_mapped_chunk_is_named(tmp_path):
 
 
 @linux_only
+@pytest.mark.parametrize("where", ["reserved-header-byte", "padding", "seal-sum", "single-chunk-header"])
+def test_damage_outside_the_tensor_bytes_is_named_too(tmp_path, where):
+    """The mapped body hashes fine, but the store's seal covers the header and padding: fsck and plain
+    loads report such damage, so a mapped load must as well."""
+    rng = np.random.default_rng(8)
+    state = {"multi": rng.standard_normal(2 * CHUNK_BYTES // 4).astype(np.float32),
+             "single": rng.standard_normal(300_000).astype(np.float32)}
+    with Repository(tmp_path, init=True) as repo:
+        cid = repo.commit_weights(state, "one")
+        tensor = "single" if where == "single-chunk-header" else "multi"
+        victim = repo.get_commit(cid).tree[tensor].chunks[0]
+        path = repo.store.root / "objects" / chunk_key(victim)
+        data = bytearray(path.read_bytes())
+        at = {"reserved-header-byte": 27, "padding": 2000, "seal-sum": len(data) - 3, "single-chunk-header": 26}[where]
+        data[at] ^= 0x10
+        path.write_bytes(bytes(data))
+        with pytest.raises(CorruptObjectError, match=victim[2:]) as info:
+            repo.load_arrays(cid, mmap=True)
+        assert tensor in str(info.value)
+
+
+@linux_only
 def test_a_truncated_chunk_is_not_mapped_and_is_named(tmp_path):
     w = np.random.default_rng(4).standard_normal(2 * CHUNK_BYTES // 4).astype(np.float32)
     with Repository(tmp_path, init=True) as repo:

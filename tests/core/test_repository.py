@@ -412,3 +412,14 @@ def test_names_with_a_trailing_newline_are_refused(tmp_path):
         with pytest.raises(InvalidNameError):
             repo.tag_version(bad)
     assert repo.list_branches() == ["main"]
+
+
+def test_commit_weights_of_nothing_is_refused_unless_asked_for(tmp_path):
+    from coral.errors import InvalidArgumentError
+
+    with Repository(tmp_path, init=True) as repo:
+        with pytest.raises(InvalidArgumentError, match="weights"):
+            repo.commit_weights({}, "empty")
+        assert repo.head_commit() is None
+        cid = repo.commit_weights({}, "empty on purpose", allow_empty=True)
+        assert repo.get_commit(cid).tree == {}

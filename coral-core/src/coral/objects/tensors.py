@@ -696,20 +696,28 @@ class ObjectStore:
                 )
 
             if len(heads) == 1 and mappable(heads[0][2], heads[0][3], nbytes, False):
-                cid, fd, head, _size = heads[0]  # one chunk: map the file from its start, the body at its offset
+                _cid, fd, head, _size = heads[0]  # one chunk: map the file from its start, the body at its offset
                 region = _mapping.Region(nbytes, lead=head.body)
                 region.map_file(0, fd, 0, head.body + head.length)
-                plan = [(cid, True)]
+                ok = [True]
             else:
-                plan = [(cid, mappable(head, size, span[1], True)) for (cid, _fd, head, size), span in zip(heads, spans)]
-                if not any(ok for _cid, ok in plan):
+                ok = [mappable(head, size, span[1], True) for (_cid, _fd, head, size), span in zip(heads, spans)]
+                if not any(ok):
                     return None  # nothing to map: a plain read is faster
                 region = _mapping.Region(nbytes)
-                for (cid, ok), (cid2, fd, head, _size), (at, length) in zip(plan, heads, spans):
-                    if ok:
+                for mapped, (_cid, fd, head, _size), (at, length) in zip(ok, heads, spans):
+                    if mapped:
                         region.map_file(at, fd, head.body, length)
                     else:
                         region.map_anonymous(at, length)
+            # what the store's own integrity record covers besides the body: the header (and its padding)
+            try:
+                seals = [
+                    (os.pread(fd, head.body, 0), self.store.payload_check(chunk_key(cid), fd)) if mapped else None
+                    for mapped, (cid, fd, head, _size) in zip(ok, heads)
+                ]
+            except CorruptObjectError as exc:
+                raise _naming(exc, name) from None
         except OSError as exc:
             if isinstance(exc, CoralError):
                 raise
@@ -725,10 +733,10 @@ class ObjectStore:
             for _cid, fd, _head, _size in heads:
                 os.close(fd)
         flat = region.array()
-        for (cid, ok), (at, length) in zip(plan, spans):
+        for (cid, _fd, _head, _size), seal, (at, length) in zip(heads, seals, spans):
             view = flat[at : at + length]
-            if ok:
-                futures.append(self._pool.submit(_check_mapped, cid, view, name))
+            if seal is not None:
+                futures.append(self._pool.submit(_check_mapped, cid, view, name, *seal))
             else:
                 futures.append(self._pool.submit(self._read_into, cid, view, name))
         return flat.view(dtype_from_name(entry.dtype)).reshape(entry.shape)
@@ -836,9 +844,17 @@ def _empty(shape: tuple[int, ...], dt: np.dtype) -> np.ndarray:
     return raw[off : off + n].view(dt).reshape(shape)
 
 
-def _check_mapped(chunk_id: str, view: np.ndarray, tensor: str) -> None:
+def _check_mapped(
+    chunk_id: str, view: np.ndarray, tensor: str, prefix: bytes, check: Any
+) -> None:
+    """A mapped chunk's checks: BLAKE3 of its body, and the store's seal over header + body when it keeps one."""
     if hash_bytes(memoryview(view)) != chunk_id:
         raise CorruptObjectError(chunk_id, "content does not match its hash", tensor)
+    if check is not None:
+        try:
+            check([prefix, memoryview(view)])
+        except CorruptObjectError as exc:
+            raise _naming(exc, tensor) from None
 
 
 def _naming(exc: CorruptObjectError, tensor: str | None) -> CorruptObjectError:

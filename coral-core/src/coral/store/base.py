@@ -10,7 +10,7 @@ from __future__ import annotations
 import contextlib
 import re
 from abc import ABC, abstractmethod
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 
 from ..errors import InvalidNameError
 
@@ -91,6 +91,12 @@ class Store(ABC):
             from ..errors import ObjectNotFoundError
 
             raise ObjectNotFoundError(f"object {key!r} not found")
+        return None
+
+    def payload_check(self, key: str, fd: int) -> Callable[[Sequence[bytes | memoryview]], None] | None:
+        """For an object opened with ``open_file``: read the backend's own integrity record now, and return a
+        function that checks the object's whole payload (given in parts) against it, raising
+        ``CorruptObjectError``; None when the backend keeps no such record."""
         return None
 
     @abstractmethod

@@ -18,7 +18,7 @@ import stat
 import struct
 import threading
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -332,6 +332,16 @@ class LocalStore(Store):
             return os.open(self._path(self._objects, key, "object key"), os.O_RDONLY | os.O_NOFOLLOW)
         except (FileNotFoundError, NotADirectoryError):
             raise ObjectNotFoundError(f"object {key!r} not found in {self.root}") from None
+
+    def payload_check(self, key: str, fd: int) -> Callable[[Sequence[bytes | memoryview]], None] | None:
+        length, total = _read_seal(fd, key)
+
+        def check(parts: Sequence[bytes | memoryview]) -> None:
+            if sum(memoryview(p).nbytes for p in parts) != length:
+                raise CorruptObjectError(_object_name(key), "integrity seal is damaged (truncated, extended or edited)")
+            _check_sum(key, total, parts)
+
+        return check
 
     def get(self, key: str) -> bytes:
         try:

@@ -378,6 +378,8 @@ class Repository:
         weights: Mapping[str, Any] | Iterable[WeightTensor],
         message: str,
         metadata: Mapping[str, Any] | None = None,
+        *,
+        allow_empty: bool = False,
     ) -> str:
         """Write ``weights`` and commit exactly them in one step, without touching the shared staging area.
 
@@ -389,6 +391,8 @@ class Repository:
         if not isinstance(message, str):
             raise InvalidArgumentError("message", message, "must be a string")
         items = _normalize_weights(weights)
+        if not items and not allow_empty:
+            raise InvalidArgumentError("weights", weights, "holds no tensors: nothing to commit (allow_empty=True)")
         with self.store.lock("gc", exclusive=False):
             entries, _written, pending = self.objects.write_tensors_deferred(
                 [(name, wt.data) for name, wt in items.items()]
