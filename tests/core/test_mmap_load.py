@@ -95,36 +95,31 @@ def test_writing_to_a_mapped_array_never_reaches_the_repository(tmp_path):
         assert repo.fsck()["ok"]
 
 
-@linux_only
-def test_a_flipped_byte_in_a_mapped_chunk_is_named(tmp_path):
-    w = np.random.default_rng(3).standard_normal(2 * CHUNK_BYTES // 4).astype(np.float32)
-    with Repository(tmp_path, init=True) as repo:
-        cid = repo.commit_weights({"layer.weight": w}, "one")
-        victim = repo.get_commit(cid).tree["layer.weight"].chunks[1]
-        path = repo.store.root / "objects" / chunk_key(victim)
-        data = bytearray(path.read_bytes())
-        data[PAGE_ALIGN + 1000] ^= 0x01
-        path.write_bytes(bytes(data))
-        with pytest.raises(CorruptObjectError, match=victim) as info:
-            repo.load_arrays(cid, mmap=True)
-        assert "layer.weight" in str(info.value)
+_FLIPS = {  # where: (tensor, chunk index, byte offset in the file; negative from the end)
+    "body": ("multi", 1, PAGE_ALIGN + 1000),
+    "reserved-header-byte": ("multi", 0, 27),
+    "padding": ("multi", 0, 2000),
+    "seal-sum": ("multi", 0, -3),
+    "single-chunk-header": ("single", 0, 26),
+}
 
 
 @linux_only
-@pytest.mark.parametrize("where", ["reserved-header-byte", "padding", "seal-sum", "single-chunk-header"])
-def test_damage_outside_the_tensor_bytes_is_named_too(tmp_path, where):
-    """The mapped body hashes fine, but the store's seal covers the header and padding: fsck and plain
-    loads report such damage, so a mapped load must as well."""
+@pytest.mark.parametrize("where", list(_FLIPS))
+def test_a_flipped_byte_anywhere_in_a_mapped_chunk_is_named(tmp_path, where):
+    """The body is BLAKE3-checked through the mapping; the store's seal covers the header and padding too,
+    so damage that fsck and plain loads report is reported by a mapped load as well."""
     rng = np.random.default_rng(8)
-    state = {"multi": rng.standard_normal(2 * CHUNK_BYTES // 4).astype(np.float32),
-             "single": rng.standard_normal(300_000).astype(np.float32)}
+    state = {
+        "multi": rng.standard_normal(2 * CHUNK_BYTES // 4).astype(np.float32),
+        "single": rng.standard_normal(300_000).astype(np.float32),
+    }
+    tensor, index, at = _FLIPS[where]
     with Repository(tmp_path, init=True) as repo:
         cid = repo.commit_weights(state, "one")
-        tensor = "single" if where == "single-chunk-header" else "multi"
-        victim = repo.get_commit(cid).tree[tensor].chunks[0]
+        victim = repo.get_commit(cid).tree[tensor].chunks[index]
         path = repo.store.root / "objects" / chunk_key(victim)
         data = bytearray(path.read_bytes())
-        at = {"reserved-header-byte": 27, "padding": 2000, "seal-sum": len(data) - 3, "single-chunk-header": 26}[where]
         data[at] ^= 0x10
         path.write_bytes(bytes(data))
         with pytest.raises(CorruptObjectError, match=victim[2:]) as info:
