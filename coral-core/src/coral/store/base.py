@@ -86,11 +86,7 @@ class Store(ABC):
 
     def open_file(self, key: str) -> int | None:
         """A read-only file descriptor of the object's file, for memory mapping (the caller closes it);
-        None when this backend keeps no files. Raises ObjectNotFoundError when absent."""
-        if not self.has(key):
-            from ..errors import ObjectNotFoundError
-
-            raise ObjectNotFoundError(f"object {key!r} not found")
+        None when this backend keeps no files (the default). Raises ObjectNotFoundError when absent."""
         return None
 
     def payload_check(self, key: str, fd: int) -> Callable[[Sequence[bytes | memoryview]], None] | None:
