@@ -88,9 +88,9 @@ def test_a_failed_publish_leaves_the_branch_where_it_was(tmp_path, monkeypatch):
 
 
 def test_saves_beyond_the_publish_queue_bound_finish_inline(tmp_path, monkeypatch):
-    from coral.objects import tensors
+    from coral.objects import writer
 
-    monkeypatch.setattr(tensors, "_MAX_PUBLISHING", 1)
+    monkeypatch.setattr(writer, "MAX_PUBLISHING", 1)
     state = {f"w{i}": np.full(300_000, i, np.float32) for i in range(12)}  # 12 chunks, one queue slot
     with Repository(tmp_path, init=True) as repo:
         cid = repo.commit_weights(state, "many")

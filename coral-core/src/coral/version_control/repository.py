@@ -708,7 +708,7 @@ class Repository:
             if isinstance(self.store, LocalStore):  # crash leftovers only: live writers hold theirs locked
                 temp, temp_bytes = self.store.remove_temp_files()
                 freed += temp_bytes
-        self.objects._cache.clear()
+        self.objects.clear_cache()
         return {"objects_removed": removed, "bytes_freed": freed, "temp_files_removed": temp}
 
     def fsck(self) -> dict[str, Any]:
@@ -936,7 +936,7 @@ class Repository:
                 # chunks no other task's base depends on are re-encoded in parallel; the rest one by one
                 parallel = [t for co, t in tasks.items() if co not in in_chains]
                 serial = [t for co, t in tasks.items() if co in in_chains]
-                gains = list(self.objects._pool.map(run, parallel)) + [run(t) for t in serial]
+                gains = self.objects.parallel_map(run, parallel) + [run(t) for t in serial]
                 done += sum(1 for g in gains if g)
                 saved += sum(gains)
         return {"chunks": done, "bytes_saved": saved}
