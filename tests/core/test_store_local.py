@@ -15,7 +15,7 @@ import pytest
 from coral import Repository
 from coral.errors import InsufficientSpaceError
 from coral.objects import chunk_key
-from coral.store import LocalStore, local
+from coral.store import LocalStore, atomicfile, local
 
 
 def test_on_disk_layout(tmp_path):
@@ -149,8 +149,8 @@ def test_killed_save_leaves_previous_commits_loadable(tmp_path, delay):
 def test_new_object_folders_are_fsynced_into_their_parents(tmp_path, monkeypatch):
     store = LocalStore(tmp_path / "s")
     synced: list[str] = []
-    real = local._fsync_dir
-    monkeypatch.setattr(local, "_fsync_dir", lambda p: (synced.append(str(p)), real(p)))
+    real = atomicfile.fsync_dir
+    monkeypatch.setattr(atomicfile, "fsync_dir", lambda p: (synced.append(str(p)), real(p)))
     store.put("chunks/ab/cdef", b"x")
     objects = tmp_path / "s" / "objects"
     # the object's folder (its entry), the new "ab" folder (in "chunks") and the new "chunks" folder

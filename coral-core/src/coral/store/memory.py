@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import contextlib
 import threading
-from typing import ClassVar, Iterator
+from collections.abc import Iterator
+from typing import ClassVar
 
 from ..errors import LockTimeoutError, ObjectNotFoundError
 from .base import Store, validate_key
@@ -14,7 +15,7 @@ class MemoryStore(Store):
     """Objects and refs in dicts. Stores opened with the same ``memory://name`` share their contents."""
 
     scheme = "memory"
-    _named: ClassVar[dict[str, "MemoryStore"]] = {}
+    _named: ClassVar[dict[str, MemoryStore]] = {}
     _named_lock: ClassVar[threading.Lock] = threading.Lock()
 
     def __init__(self) -> None:
@@ -24,7 +25,7 @@ class MemoryStore(Store):
         self._locks: dict[str, threading.RLock] = {}
 
     @classmethod
-    def from_url(cls, url: str) -> "MemoryStore":
+    def from_url(cls, url: str) -> MemoryStore:
         name = url.split("://", 1)[1] if "://" in url else url
         with cls._named_lock:
             if name not in cls._named:
