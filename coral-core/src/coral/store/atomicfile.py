@@ -12,12 +12,14 @@ from __future__ import annotations
 
 import contextlib
 import itertools
+import logging
 import os
 import threading
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import BinaryIO
 
+log = logging.getLogger(__name__)
 _counter = itertools.count()
 
 Parts = Sequence[bytes | bytearray | memoryview]
@@ -59,9 +61,14 @@ def discard(fd: int, tmp: str) -> None:
         os.close(fd)
 
 
-def publish(fd: int, tmp: str, target: str | os.PathLike[str], *, fsync: bool = True) -> None:
+def publish(
+    fd: int, tmp: str, target: str | os.PathLike[str], *, fsync: bool = True, strict_folder: bool = True
+) -> None:
     """fsync the temp file, rename it to ``target``, close it and fsync the folder: durable, then visible.
-    On a failure before the rename the temp file is removed and the error re-raised."""
+
+    On a failure before the rename the temp file is removed and the error re-raised. A folder fsync that
+    fails raises too, unless ``strict_folder=False`` (files outside a store: some network and FUSE file
+    systems refuse to fsync folders), where it is logged."""
     try:
         if fsync:
             os.fsync(fd)
@@ -71,10 +78,17 @@ def publish(fd: int, tmp: str, target: str | os.PathLike[str], *, fsync: bool = 
         raise
     os.close(fd)
     if fsync:
-        fsync_dir(os.path.dirname(os.fspath(target)) or ".")
+        folder = os.path.dirname(os.fspath(target)) or "."
+        try:
+            fsync_dir(folder)
+        except OSError as exc:
+            if strict_folder:
+                raise
+            log.debug("could not fsync folder %s: %s", folder, exc)
 
 
 def _temp_beside(target: Path) -> tuple[int, str]:
+    """A temp file in ``target``'s folder (so the rename stays on one filesystem), mode 0666 less the umask."""
     return temp_file(target.parent, f".{target.name}.", ".tmp", 0o666)
 
 
@@ -90,7 +104,7 @@ def atomic_write(
     except BaseException:
         discard(fd, tmp)
         raise
-    publish(fd, tmp, target, fsync=fsync)
+    publish(fd, tmp, target, fsync=fsync, strict_folder=False)
     return target
 
 
@@ -106,4 +120,4 @@ def atomic_open(path: str | os.PathLike[str], *, fsync: bool = True) -> Iterator
     except BaseException:
         discard(fd, tmp)
         raise
-    publish(fd, tmp, target, fsync=fsync)
+    publish(fd, tmp, target, fsync=fsync, strict_folder=False)
