@@ -17,7 +17,7 @@ import concurrent.futures as cf
 import logging
 import os
 import threading
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -210,6 +210,16 @@ class ObjectStore:
 
     def close(self) -> None:
         self._pool.shutdown(wait=True)
+
+    def clear_cache(self) -> None:
+        """Forget every decoded chunk held in memory (after gc, whose deletions may make entries stale)."""
+        with self._cache_lock:
+            self._cache.clear()
+            self._cache_bytes = 0
+
+    def parallel_map(self, fn: Callable[[Any], Any], items: Iterable[Any]) -> list[Any]:
+        """``[fn(x) for x in items]`` run on the shared I/O thread pool, in order."""
+        return list(self._pool.map(fn, items))
 
     # ---- writing ----------------------------------------------------------------------------------------
     def _known(self, name: str, idx: int, view: memoryview) -> tuple[bytes, str | None]:
