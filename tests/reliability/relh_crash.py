@@ -237,7 +237,7 @@ def build_maint_template(path: Path, op: str, seed: int, size: str, commits: int
                 r.stage_weights(flat_content(900 + k, seed, size))
                 r.commit(f"exp {k}")
             r.switch("main")
-            r.delete_branch("exp")
+            r.delete_branch("exp", force=True)  # its commits are meant to become unreachable
     by_step = {s: h for h, s in steps.items()}
     prune_steps = [2, 3, 7, commits - 5, commits - 4]
     targets: list[str] = []

@@ -47,6 +47,10 @@ class RefExistsError(CoralError):
     """A branch, tag or release with that name already exists."""
 
 
+class UnmergedBranchError(CoralError):
+    """``delete_branch`` without ``force`` on a branch whose head no other branch or tag reaches (git's -d)."""
+
+
 class RefConflictError(CoralError):
     """A compare-and-swap on a ref failed because another writer moved it first."""
 

@@ -12,9 +12,10 @@ from .output import Output, human_time, iso_time, short
 
 
 def run_branch(repo: Repository, args: argparse.Namespace, out: Output) -> int:
-    if args.delete:
-        repo.delete_branch(args.delete)
-        out.line(f"Deleted branch {args.delete}")
+    doomed = args.delete or getattr(args, "force_delete", None)
+    if doomed:
+        repo.delete_branch(doomed, force=bool(getattr(args, "force_delete", None)))
+        out.line(f"Deleted branch {doomed}")
         return 0
     if args.name:
         target = repo.create_branch(args.name, args.start)

@@ -71,10 +71,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("b", nargs="?", help="default HEAD")
     _json_flag(p)
 
-    p = sub.add_parser("branch", help="list, create (NAME [START]) or delete (-d NAME) branches")
+    p = sub.add_parser("branch", help="list, create (NAME [START]) or delete (-d NAME, -D NAME) branches")
     p.add_argument("name", nargs="?")
     p.add_argument("start", nargs="?", help="commit the new branch starts at (default HEAD)")
-    p.add_argument("-d", "--delete", metavar="NAME")
+    dele = p.add_mutually_exclusive_group()
+    dele.add_argument("-d", "--delete", metavar="NAME", help="delete a branch another branch or tag reaches")
+    dele.add_argument("-D", dest="force_delete", metavar="NAME", help="delete a branch even if its commits are lost")
     _json_flag(p)
 
     p = sub.add_parser("checkout", help="switch to a branch, or detach HEAD at a tag or commit")
