@@ -72,6 +72,22 @@ class CorruptObjectError(CoralError):
         super().__init__(f"corrupt object {object_id}{where}: {reason}")
 
 
+class CorruptRefError(CorruptObjectError):
+    """A branch, tag or HEAD holds something that is not a commit id of an existing commit (a disk error, a bad
+    hand edit): readers refuse it and nothing is written on top of it."""
+
+    def __init__(self, ref: str, content: str, reason: str = "not the id of an existing commit") -> None:
+        self.ref = ref
+        self.content = content
+        self.object_id = f"ref {ref}"
+        self.tensor = None
+        CoralError.__init__(
+            self,
+            f"damaged ref {ref}: holds {content[:80]!r} ({reason}); nothing was written. "
+            "`coral fsck` shows its last good value from the reflog and the command that restores it",
+        )
+
+
 class PrunedCommitError(CoralError):
     """The commit exists but its weights were freed by retention (`prune`)."""
 

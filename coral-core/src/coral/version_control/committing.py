@@ -42,16 +42,19 @@ def commit_tree(
     extra_parents: list[str] | None,
     pending: list[PendingWrites] | None = None,
     check_stored: bool = True,
+    reason: str = "commit",
 ) -> str:
     """Write the commit object, wait for the tree's chunks to be durable, then move the ref (CAS).
 
     The commit object is written while ``pending`` chunks are still being fsynced: nothing names it
-    until the ref moves, and the ref moves only after every chunk and the commit are on disk."""
+    until the ref moves, and the ref moves only after every chunk and the commit are on disk. A damaged ref
+    raises CorruptRefError before anything is written; the reflog entry is written with the commit object."""
     ref = refs.head_ref()
+    first_line = message.splitlines()[0] if message else ""
     with store.lock("gc", exclusive=False):
         durable = False
         for _ in range(CAS_TRIES):
-            head = store.get_ref(ref)
+            expected, head = refs.read(ref)
             parents = [head] if head else []
             for p in extra_parents or []:
                 if p not in parents:
@@ -68,7 +71,7 @@ def commit_tree(
                 if check_stored:  # commit_weights held the writers' lock all along: nothing was freed
                     check_tree_stored(store, tree)
                 durable = True
-            if store.compare_and_swap(ref, head, cid):
+            if refs.update(ref, expected, cid, head, cid, f"{reason}: {first_line}"):
                 history.note_commit(cid, stamp)  # the next commit's parent: no need to read it back
                 return cid
             time.sleep(0.001)

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import json
+import time
 from collections.abc import Iterable
+from datetime import UTC, datetime
 from typing import Any
 
 from ..errors import CoralError, CorruptObjectError, ObjectNotFoundError, RefNotFoundError
@@ -10,8 +13,8 @@ from ..objects.tensors import ObjectStore, chunk_key, pack_bytes
 from ..store.base import Store
 from .commit import commit_key
 from .history import History, is_commit_id
-from .names import validate_ref_name
-from .refs import SYMBOLIC, Refs, parse_tag
+from .reflog import DEFAULT_EXPIRE_DAYS, parse_expire
+from .refs import Refs, parse_tag
 
 
 class Maintenance:
@@ -46,6 +49,50 @@ class Maintenance:
                 continue
         return seen
 
+    def _walk(self, starts: Iterable[str], seen: set[str]) -> set[str]:
+        """Add to ``seen`` every commit reachable from ``starts`` that can be read (reflog reach: best effort)."""
+        frontier = [c for c in starts if c not in seen]
+        while frontier:
+            c = frontier.pop()
+            if c in seen or not self.history.exists(c):
+                continue
+            try:
+                parents = self.history.read_commit(c).parents
+            except CoralError:
+                continue
+            seen.add(c)
+            frontier.extend(parents)
+        return seen
+
+    def expire_cutoff(self, expire: str | float | None) -> float | None:
+        """The time before which reflog entries expire: ``expire`` or the config's ``reflog_expire`` (30d)."""
+        if expire is None:
+            try:
+                expire = json.loads(self.store.get_ref("config") or "{}").get("reflog_expire")
+            except (ValueError, AttributeError):
+                expire = None
+        seconds = parse_expire(expire if expire is not None else f"{DEFAULT_EXPIRE_DAYS:g}d")
+        return None if seconds is None else time.time() - seconds
+
+    def reflog_roots(self, cutoff: float | None) -> set[str]:
+        """Commits named by reflog entries newer than ``cutoff`` (old and new values: a reset is undoable)."""
+        roots: set[str] = set()
+        for ref in self.refs.reflog.refs():
+            for e in self.refs.reflog.entries(ref, self.refs.value_for_log(ref)):
+                if cutoff is None or e.time >= cutoff:
+                    roots.update(v for v in (e.old, e.new, e.commit) if v is not None and is_commit_id(v))
+        return roots
+
+    def expire_reflog(self, cutoff: float) -> int:
+        """Delete reflog entries older than ``cutoff``, oldest first, keeping each existing ref's newest entry."""
+        keep = set()
+        for ref in self.refs.reflog.refs():
+            if self.store.get_ref(ref) is not None:
+                chain = self.refs.reflog.entries(ref, self.refs.value_for_log(ref))
+                if chain:
+                    keep.add(chain[0].key)
+        return self.refs.reflog.expire(cutoff, keep)
+
     def live_chunks(self, commits: Iterable[str]) -> set[str]:
         """Chunks the unpruned ``commits`` need, with the delta bases those chunks decode from."""
         live: set[str] = set()
@@ -66,13 +113,17 @@ class Maintenance:
                 frontier.append(base)
         return live
 
-    def gc(self, staged: set[str]) -> dict[str, int]:
-        """Delete unreachable commits, chunks no live commit needs (keeping delta bases and ``staged``
-        chunks), and temp files of crashed writers."""
+    def gc(self, staged: set[str], expire_reflog: str | float | None = None) -> dict[str, int]:
+        """Delete unreachable commits (the reflog reaches some within its expiry time), chunks no live commit
+        needs (keeping delta bases and ``staged`` chunks), expired reflog entries and crashed writers' temp files."""
         self.history.clear_cache()
-        removed = freed = 0
+        removed = freed = expired = 0
+        cutoff = self.expire_cutoff(expire_reflog)
         with self.store.lock("gc", exclusive=True):
-            reachable = self.reachable(strict=True)
+            reachable = self.reachable(strict=True)  # a damaged ref raises here, before anything is deleted
+            if cutoff is not None:
+                expired = self.expire_reflog(cutoff)
+            self._walk(self.reflog_roots(cutoff), reachable)
             live = self.live_chunks(reachable)
             live.update(staged)  # staged here, not yet committed
             live.update(self.store.staged_elsewhere())  # staged by live writers in other processes
@@ -95,7 +146,10 @@ class Maintenance:
             temp, temp_bytes = self.store.remove_temp_files()
             freed += temp_bytes
         self.objects.clear_cache()
-        return {"objects_removed": removed, "bytes_freed": freed, "temp_files_removed": temp}
+        return {
+            "objects_removed": removed, "bytes_freed": freed, "temp_files_removed": temp,
+            "reflog_entries_expired": expired,
+        }
 
     def fsck(self) -> dict[str, Any]:
         """Verify every reachable commit and every chunk a live commit needs; report damage by name."""
@@ -104,20 +158,9 @@ class Maintenance:
         checked = 0
         reachable: set[str] = set()
         frontier = list(self.refs.targets())
-        for name, value in self.store.list_refs("heads/").items():
-            if not is_commit_id(value) or not self.store.has(commit_key(value)):
-                errors.append(f"branch {name[6:]!r} points at missing commit {value[:80]!r}")
-        for name, value in self.store.list_refs("tags/").items():
-            try:
-                parse_tag(name, value)
-            except CorruptObjectError as exc:
-                errors.append(f"tag {name[5:]!r}: {exc}")
-        head = self.refs.head()
-        if head.startswith(SYMBOLIC):
-            try:
-                validate_ref_name(head[len(SYMBOLIC) :], "HEAD branch")
-            except CoralError as exc:
-                errors.append(f"HEAD: {exc}")
+        damaged = self.damaged_refs()
+        errors += [d["message"] for d in damaged]
+        frontier = [c for c in frontier if is_commit_id(c)]  # damaged values are named above, not walked
         bad_chunks: dict[str, str] = {}
         while frontier:
             c = frontier.pop()
@@ -149,6 +192,9 @@ class Maintenance:
                         end = entry.offset + entry.nbytes
                         if end > self.objects.header(chunk).length:
                             errors.append(f"commit {c[:12]} tensor {tname!r}: bytes up to {end} lie outside its pack")
+        ref_commits = len(reachable)
+        if not errors:  # what the reflog still reaches is kept by gc, so it is not "unreferenced"
+            reachable = self._walk(self.reflog_roots(self.expire_cutoff(None)), reachable)
         live = self.live_chunks(reachable) if not errors else set()
         unreferenced = []
         if not errors:
@@ -161,11 +207,59 @@ class Maintenance:
         return {
             "ok": not errors,
             "errors": sorted(set(errors)),
-            "commits": len(reachable),
+            "damaged_refs": damaged,
+            "commits": ref_commits,
             "chunks_checked": checked,
             "unreferenced_objects": len(unreferenced),
             "temp_files": len(self.store.temp_files()),
         }
+
+    def damaged_refs(self) -> list[dict[str, Any]]:
+        """Each damaged branch, tag or HEAD with its content, its last good value from the reflog and the
+        command that restores it."""
+        out = []
+        names = [*self.store.list_refs("heads/"), *self.store.list_refs("tags/"), "HEAD"]
+        for ref in names:
+            raw = self.store.get_ref(ref)
+            if raw is None:
+                continue
+            try:
+                if ref.startswith("tags/"):
+                    parse_tag(ref, raw)
+                    continue
+                self.refs.read(ref)
+                continue
+            except CorruptObjectError:
+                pass
+            good = None
+            for e in self.refs.reflog.entries(ref, self.refs.value_for_log(ref)):
+                value = e.commit if ref == "HEAD" else e.new
+                if value is not None and self.history.exists(value):
+                    good = (value, e)
+                    break
+            name = ref.split("/", 1)[1] if "/" in ref else ref
+            if good is None:
+                fix = f"coral log --all, then coral branch --force {name} COMMIT" if ref != "HEAD" else (
+                    "coral checkout BRANCH")
+                last = "no good value in its reflog"
+            else:
+                value, e = good
+                when = datetime.fromtimestamp(e.time, UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+                last = f"last good value {value} ({when}, {e.reason})"
+                if ref.startswith("heads/"):
+                    fix = f"coral branch --force {name} {value}"
+                elif ref.startswith("tags/"):
+                    fix = f"coral tag -d {name} && coral tag {name} --commit {value}"
+                else:
+                    fix = f"coral checkout {e.new if e.new and not e.new.startswith('ref: ') else value}"
+                    fix = fix.replace("ref: heads/", "")
+            kind = "branch" if ref.startswith("heads/") else "tag" if ref.startswith("tags/") else "HEAD"
+            label = f"{kind} {name!r}" if kind != "HEAD" else "HEAD"
+            out.append({
+                "ref": ref, "content": raw[:200], "last_good": good[0] if good else None, "restore": fix,
+                "message": f"{label} is damaged (holds {raw[:80]!r}); {last}; restore with: {fix}",
+            })
+        return out
 
     def stats(self) -> dict[str, Any]:
         """Logical bytes (every live commit's tensors), unique bytes after dedup, stored bytes on disk."""

@@ -125,6 +125,16 @@ class Repository:
         """Create branch ``name`` at ``start`` (default HEAD); returns its commit hash."""
         return self.refs.create_branch(name, start)
 
+    def reset_branch(self, name: str, commit: str) -> str:
+        """Point branch ``name`` at ``commit`` (any ref, e.g. ``main@{1}``), creating it if missing; repairs a
+        damaged branch. Logged in the reflog like every update; returns the commit hash."""
+        return self.refs.reset_branch(name, commit)
+
+    def reflog(self, ref: str = "HEAD") -> list[dict[str, Any]]:
+        """The updates of ``ref`` (branch, tag or ``HEAD``), newest first: ``{"ref", "old", "new", "time",
+        "reason", "commit"}``. ``REF@{N}`` resolves to entry N's commit, as in git."""
+        return [e.as_dict() for e in self.refs.log_of(ref)]
+
     def delete_branch(self, name: str, force: bool = False) -> None:
         """Delete branch ``name`` (git's ``-d``): refused with UnmergedBranchError when no other branch or tag
         reaches its head; ``force=True`` (git's ``-D``) deletes it anyway."""
@@ -211,7 +221,10 @@ class Repository:
         if not self.staging.entries and not allow_empty:
             raise CoralError("nothing staged: call stage_weights(weights) before commit()")
         tree = dict(self.staging.entries)
-        commit_id = commit_tree(self.store, self.refs, self.history, tree, message, dict(metadata or {}), parents)
+        reason = "commit (merge)" if parents else "commit"
+        commit_id = commit_tree(
+            self.store, self.refs, self.history, tree, message, dict(metadata or {}), parents, reason=reason
+        )
         self.staging.clear()
         return commit_id
 
@@ -235,6 +248,7 @@ class Repository:
         items = normalize_weights(weights)
         if not items and not allow_empty:
             raise InvalidArgumentError("weights", weights, "holds no tensors: nothing to commit (allow_empty=True)")
+        self.refs.read(self.refs.head_ref())  # a damaged ref: refuse before any chunk is written
         with self.store.lock("gc", exclusive=False):
             entries, _written, pending = self.objects.write_tensors_deferred(
                 [(name, wt.data) for name, wt in items.items()]
@@ -337,9 +351,13 @@ class Repository:
         """Free a commit's weights but keep the commit (log shows it as pruned). Run ``gc`` to reclaim space."""
         return self.maintenance.prune(self.resolve(commit))
 
-    def gc(self) -> dict[str, int]:
-        """Delete unreachable commits, chunks no live commit needs (keeping delta bases), and temp files."""
-        return self.maintenance.gc(self.staging.chunks())
+    def gc(self, expire_reflog: str | float | None = None) -> dict[str, int]:
+        """Delete unreachable commits, chunks no live commit needs (keeping delta bases), and temp files.
+
+        Commits the reflog reached within ``expire_reflog`` (default: the config's ``reflog_expire``, else
+        30 days; ``"now"`` keeps none) stay, so a mistaken reset or delete can be undone; older reflog entries
+        are deleted, oldest first. A damaged ref stops gc before it deletes anything."""
+        return self.maintenance.gc(self.staging.chunks(), expire_reflog)
 
     def fsck(self) -> dict[str, Any]:
         """Verify every reachable commit and every chunk a live commit needs; report damage by name."""
