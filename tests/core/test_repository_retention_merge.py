@@ -144,9 +144,9 @@ def test_gc_removes_unreachable_commits_and_their_chunks_but_keeps_tagged_ones(r
     tagged = drifting_history(repo, 1, seed=2)[0][0]
     repo.tag_version("keep-me", commit_ref=tagged)
     repo.switch("main")
-    repo.delete_branch("tagged-only")
+    repo.delete_branch("tagged-only")  # its head is tagged: reachable, -d is enough
     repo.delete_branch("kept")
-    repo.delete_branch("doomed")
+    repo.delete_branch("doomed", force=True)
     assert repo.fsck()["unreferenced_objects"] >= 1
     stray = repo.store.root / "tmp" / ".put-leftover"
     stray.write_bytes(b"partial write of a killed process")

@@ -12,10 +12,19 @@ from .output import Output, human_time, iso_time, short
 
 
 def run_branch(repo: Repository, args: argparse.Namespace, out: Output) -> int:
-    if args.delete:
-        repo.delete_branch(args.delete)
-        out.line(f"Deleted branch {args.delete}")
+    doomed = args.delete or getattr(args, "force_delete", None)
+    if doomed:
+        repo.delete_branch(doomed, force=bool(getattr(args, "force_delete", None)))
+        out.line(f"Deleted branch {doomed}")
         return 0
+    if args.name and args.force:
+        if args.start is None:
+            raise InvalidArgumentError("start", None, "branch --force NAME COMMIT needs the COMMIT to move NAME to")
+        target = repo.reset_branch(args.name, args.start)
+        out.line(f"Branch {args.name} now at {short(target)}")
+        return 0
+    if args.force:
+        raise InvalidArgumentError("--force", True, "use: coral branch --force NAME COMMIT")
     if args.name:
         target = repo.create_branch(args.name, args.start)
         out.line(f"Created branch {args.name} at {short(target)}")
@@ -122,4 +131,21 @@ def run_merge(repo: Repository, args: argparse.Namespace, out: Output) -> int:
     on_conflict = "ours" if args.ours else "theirs" if args.theirs else None
     commit = repo.merge(args.ref, args.strategy, weights, args.message, on_conflict=on_conflict)
     out.line(f"Merged {args.ref} into {repo.current_branch or 'HEAD'} ({args.strategy}): {short(commit)}")
+    return 0
+
+
+def run_reflog(repo: Repository, args: argparse.Namespace, out: Output) -> int:
+    """One line per update of REF, newest first: ``REF@{N}``, the value it got, when, and why."""
+    entries = repo.reflog(args.ref)
+    if out.json_mode:
+        out.json([{**e, "selector": f"{args.ref}@{{{i}}}", "iso_time": iso_time(e["time"])} for i, e in
+                  enumerate(entries)])
+        return 0
+    if not entries:
+        out.line(f"No reflog entries for {args.ref}")
+        return 0
+    for i, e in enumerate(entries):
+        value = e["commit"] if e["ref"] == "HEAD" else e["new"]
+        shown = short(value) if value else "(deleted)"
+        out.line(f"{shown} {args.ref}@{{{i}}} {human_time(e['time'])}: {e['reason']}")
     return 0

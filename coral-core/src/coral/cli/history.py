@@ -39,7 +39,7 @@ def collect(repo: Repository, starts: Iterable[str]) -> dict[str, CommitInfo]:
 
 def all_starts(repo: Repository) -> list[str]:
     """Commits every branch, tag and a detached HEAD point at."""
-    starts = list(repo.store.list_refs("heads/").values())
+    starts = [repo.resolve(b) for b in repo.list_branches()]  # validated: a damaged branch is refused
     starts += [t["commit"] for t in repo.list_tags()]
     head = repo.head_commit()
     if head:
@@ -77,7 +77,7 @@ def decorations(repo: Repository) -> dict[str, list[str]]:
         out.setdefault(head, []).append("HEAD")
     for ref, target in sorted(repo.store.list_refs("heads/").items()):
         name = ref[len("heads/") :]
-        out.setdefault(target, []).append(f"HEAD -> {name}" if name == current else name)
+        out.setdefault(target.strip(), []).append(f"HEAD -> {name}" if name == current else name)
     for tag in sorted(repo.list_tags(), key=lambda t: t["name"]):
         out.setdefault(tag["commit"], []).append(f"tag: {tag['name']}")
     for labels in out.values():

@@ -116,6 +116,16 @@ class Store(ABC):
         ``CorruptObjectError``; None when the backend keeps no such record."""
         return None
 
+    def temp_files(self) -> list[str]:
+        """Leftover temp files of interrupted writes (crash leftovers no live writer holds), for ``fsck``.
+        Backends without temp files keep this default: none."""
+        return []
+
+    def remove_temp_files(self) -> tuple[int, int]:
+        """Delete the leftovers ``temp_files`` lists; returns (count, bytes). Called by ``gc`` under its
+        exclusive lock. Backends without temp files keep this default: (0, 0)."""
+        return 0, 0
+
     @abstractmethod
     def has(self, key: str) -> bool:
         """True when ``key`` exists."""
