@@ -61,14 +61,15 @@ def test_merge_ties_with_per_tensor_side_and_show_prints_the_record(repo_path, c
 
 
 def test_merge_dare_with_seed_is_repeatable_and_an_unseeded_one_prints_its_seed(repo_path, capsys):
-    code, out, err = cli(capsys, "-C", repo_path, "merge", "dev", "--strategy", "dare", "--density", "0.5", "--seed", "3")
+    dare = ["merge", "dev", "--strategy", "dare", "--density", "0.5"]
+    code, out, err = cli(capsys, "-C", repo_path, *dare, "--seed", "3")
     assert code == 0 and "--seed" not in out, err
     with Repository(repo_path) as repo:
         first = repo.load_arrays("HEAD")["w"]
         assert repo.get_commit("HEAD").metadata["merge"]["seed"] == 3
         repo.create_branch("b2", "HEAD~1")
     cli(capsys, "-C", repo_path, "checkout", "b2")
-    code, out, _ = cli(capsys, "-C", repo_path, "merge", "dev", "--strategy", "dare", "--density", "0.5", "--seed", "3")
+    code, out, _ = cli(capsys, "-C", repo_path, *dare, "--seed", "3")
     with Repository(repo_path) as repo:
         assert repo.load_arrays("HEAD")["w"].tobytes() == first.tobytes()
         repo.create_branch("b3", "HEAD~1")

@@ -3,9 +3,9 @@ worse, committed with the ingredients as parents; bad input refused before anyth
 
 from __future__ import annotations
 
+import coral
 import numpy as np
 import pytest
-import coral
 from coral import Repository, greedy_soup
 from coral.errors import InvalidArgumentError, MergeConflictError
 

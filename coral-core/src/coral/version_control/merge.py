@@ -11,8 +11,9 @@ import hashlib
 import logging
 import math
 import secrets
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Mapping, Sequence
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -65,7 +66,7 @@ class MergeOptions:
         t: float | None = None,
         per_tensor: Mapping[str, str] | None = None,
         on_conflict: str | None = None,
-    ) -> "MergeOptions":
+    ) -> MergeOptions:
         """Validate every parameter (one clear error naming it); a random strategy without ``seed`` gets a
         fresh one, so that the recorded seed always reproduces the merge."""
         if strategy not in STRATEGIES:
@@ -157,7 +158,9 @@ def _check_weights(weights: Sequence[float] | None, needs_positive: bool) -> tup
         raise InvalidArgumentError("weights", weights, "expected two finite numbers [w_ours, w_theirs]")
     w = (float(weights[0]), float(weights[1]))
     if needs_positive and (min(w) < 0 or max(w) == 0):
-        raise InvalidArgumentError("weights", weights, "ties/dare_ties average by weight: use non-negative weights, not both 0")
+        raise InvalidArgumentError(
+            "weights", weights, "ties/dare_ties average by weight: use non-negative weights, not both 0"
+        )
     return w
 
 
@@ -165,11 +168,13 @@ def _check_per_tensor(per_tensor: Mapping[str, str] | None) -> tuple[tuple[str, 
     if per_tensor is None:
         return ()
     if not isinstance(per_tensor, Mapping):
-        raise InvalidArgumentError("per_tensor", per_tensor, "expected a mapping {glob: strategy | 'ours' | 'theirs'}")
+        raise InvalidArgumentError(
+            "per_tensor", per_tensor, "expected a mapping {glob: strategy | 'ours' | 'theirs'}"
+        )
     pairs = []
     for pattern, choice in per_tensor.items():
         if not isinstance(pattern, str) or not pattern:
-            raise InvalidArgumentError("per_tensor", pattern, "patterns must be non-empty glob strings such as 'embed*'")
+            raise InvalidArgumentError("per_tensor", pattern, "patterns must be non-empty globs such as 'embed*'")
         if choice not in STRATEGIES:
             raise InvalidArgumentError(
                 f"per_tensor[{pattern!r}]", choice, f"choose one of {', '.join(STRATEGIES)}"
@@ -318,7 +323,7 @@ def merge_weights(
 
 
 def merge_into_head(
-    repo: "Repository",
+    repo: Repository,
     other: str,
     strategy: str = "average",
     weights: Sequence[float] | None = None,

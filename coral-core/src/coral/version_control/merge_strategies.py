@@ -51,10 +51,10 @@ def trim(task: np.ndarray, density: float) -> np.ndarray:
 def disjoint_mean(tasks: list[np.ndarray], weights: list[float]) -> np.ndarray:
     """TIES sign election and disjoint merge: the sign of ``sum(w_i * task_i)`` wins per entry, and the entry
     becomes the weighted mean of the non-zero task values that have that sign (0 where none has)."""
-    elected = np.sign(sum(w * t for w, t in zip(weights, tasks)))
+    elected = np.sign(sum(w * t for w, t in zip(weights, tasks, strict=True)))
     num = np.zeros_like(tasks[0])
     den = np.zeros_like(tasks[0])
-    for w, t in zip(weights, tasks):
+    for w, t in zip(weights, tasks, strict=True):
         agree = (t != 0) & (np.sign(t) == elected)
         num += np.where(agree, w * t, 0.0)
         den += np.where(agree, w, 0.0)

@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import logging
 import math
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -49,7 +50,7 @@ def recorded_metric(metadata: Mapping[str, Any], metric: str) -> float | None:
 
 
 def greedy_soup(
-    repo: "Repository",
+    repo: Repository,
     candidates: Sequence[str],
     evaluate: Evaluate,
     *,
