@@ -131,6 +131,9 @@ def greedy_soup(
             {"merge": record},
             parents=ingredients,
         )
+        if repo.current_branch is None:
+            log.warning("HEAD is detached: soup commit %s is on no branch and will be lost on the next checkout; "
+                        "keep it with `coral branch NAME %s`", commit_id[:8], commit_id[:8])
     return SoupResult(commit_id, ingredients, rejected, best, scores, soup)
 
 
