@@ -288,7 +288,7 @@ def clashing(tmp_path):
         ({"per_tensor": ["h=ours"]}, InvalidArgumentError, ["per_tensor", "mapping"]),
         ({"per_tensor": {"": "ours"}}, InvalidArgumentError, ["per_tensor", "glob"]),
         ({"per_tensor": {"h": "ties"}}, InvalidArgumentError, ["density", "ties needs"]),
-        ({"strategy": "ties", "density": 0.5}, InvalidArgumentError, ["c is complex64", "per_tensor"]),
+        ({"strategy": "ties", "density": 0.5}, InvalidArgumentError, ["strategy='ties'", "c is complex64", "side"]),
         ({"on_conflict": "both"}, InvalidArgumentError, ["on_conflict"]),
     ],
 )

@@ -232,14 +232,16 @@ def merge_tensors(
             result.weights[name] = a if int_side == "ours" else b
             result.non_float[name] = int_side
         elif choice in _REAL_ONLY and a.metadata.dtype.startswith("complex"):
-            bad[name] = f"{a.metadata.dtype} (map it to ours/theirs with per_tensor)"
+            bad[name] = choice
         elif choice in NEEDS_BASE and _base_problem(name, a, base) is not None:
             conflicts[name] = _base_problem(name, a, base) or ""
         else:
             plan[name] = choice
     if bad:
-        what = ", ".join(f"{n} is {why}" for n, why in bad.items())
-        raise InvalidArgumentError("strategy", options.strategy, f"needs real floating-point tensors: {what}")
+        what = ", ".join(f"{n} is {ours[n].metadata.dtype}" for n in bad)
+        raise InvalidArgumentError(
+            "strategy", next(iter(bad.values())), f"needs real floating-point tensors: {what} (map to a side)"
+        )
     if conflicts:
         if options.on_conflict is None:
             raise MergeConflictError(conflicts)

@@ -608,6 +608,7 @@ class Repository:
             on_conflict=on_conflict, density=density, seed=seed, t=t, per_tensor=per_tensor,
         )
 
+    # ---- retention, gc, fsck, stats ----------------------------------------------------------------------
     def prune(self, commit: str) -> str:
         """Free a commit's weights but keep the commit (log shows it as pruned). Run ``gc`` to reclaim space."""
         cid = self.resolve(commit)
