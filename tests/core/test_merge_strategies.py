@@ -357,3 +357,11 @@ def test_merge_on_a_detached_head_warns_that_it_would_be_lost(tmp_path, caplog):
         merged = repo.merge("other")
     assert repo.current_branch is None and repo.head_commit() == merged
     assert any("detached" in r.message and "lost" in r.message and merged[:8] in r.message for r in caplog.records)
+
+
+def test_merge_refuses_while_tensors_are_staged(tmp_path):
+    repo, _, c_ours, _ = forked(tmp_path, BASE, OURS, THEIRS)
+    repo.stage_weights({"w": arr(0, 0)})
+    with pytest.raises(CoralError, match="staged"):
+        repo.merge("other")
+    assert repo.head_commit() == c_ours

@@ -346,6 +346,11 @@ def merge_into_head(
     ours_id = repo.head_commit()
     if ours_id is None:
         raise RefNotFoundError("cannot merge into an empty branch")
+    if repo.staged:  # the merge commit would silently carry them
+        raise CoralError(
+            f"{len(repo.staged)} tensor(s) are staged ({', '.join(sorted(repo.staged)[:3])}...): commit them "
+            "before merging"
+        )
     theirs_id = repo.resolve(other)
     if theirs_id == ours_id or repo.merge_base(ours_id, theirs_id) == theirs_id:
         log.info("merge: %s is already contained in HEAD; already up to date", other)

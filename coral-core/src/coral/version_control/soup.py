@@ -16,7 +16,7 @@ import numpy as np
 
 from ..core.dtypes import is_float
 from ..core.weight_tensor import WeightMetadata, WeightTensor
-from ..errors import InvalidArgumentError, MergeConflictError
+from ..errors import CoralError, InvalidArgumentError, MergeConflictError
 
 if TYPE_CHECKING:
     from .repository import Repository
@@ -67,6 +67,8 @@ def greedy_soup(
         raise InvalidArgumentError("candidates", candidates, "expected a non-empty list of commit refs")
     if not callable(evaluate):
         raise InvalidArgumentError("evaluate", evaluate, "expected a callable weights -> score")
+    if commit and repo.staged:  # the soup commit would silently carry them
+        raise CoralError(f"{len(repo.staged)} tensor(s) are staged: commit them before making a soup")
     ids = list(dict.fromkeys(repo.resolve(c) for c in candidates))
     if metric is not None:
         values = {}
