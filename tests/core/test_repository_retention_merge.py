@@ -272,7 +272,7 @@ def test_merge_conflicts_resolved_by_picking_a_side(forked, side):
 def test_merge_argument_errors(forked):
     repo, *_ = forked
     with pytest.raises(InvalidArgumentError, match="strategy"):
-        repo.merge("other", strategy="ties")
+        repo.merge("other", strategy="median")
     with pytest.raises(InvalidArgumentError, match="weights"):
         repo.merge("other", strategy="weighted")
     with pytest.raises(InvalidArgumentError, match="on_conflict"):

@@ -97,8 +97,15 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("merge", help="merge REF into the current branch in weight space")
     p.add_argument("ref")
-    p.add_argument("--strategy", choices=STRATEGIES, default="average")
-    p.add_argument("--weights", metavar="A,B", help="w_ours,w_theirs for weighted / task_arithmetic")
+    p.add_argument("--strategy", choices=STRATEGIES, default="average", help="how float tensors combine")
+    p.add_argument("--weights", metavar="A,B", help="w_ours,w_theirs (weighted, task_arithmetic, ties, dare*)")
+    p.add_argument("--density", type=float, metavar="D", help="fraction of each task vector kept, in (0, 1]")
+    p.add_argument("--seed", type=int, metavar="N", help="random seed of dare / dare_ties (recorded)")
+    p.add_argument("--t", type=float, metavar="T", help="slerp position in [0, 1] (0 = ours, 1 = theirs)")
+    p.add_argument(
+        "--per-tensor", action="append", metavar="GLOB=CHOICE", help="strategy, ours or theirs for tensors "
+        "matching GLOB (repeatable, first match wins)",
+    )
     side = p.add_mutually_exclusive_group()
     side.add_argument("--ours", action="store_true", help="on conflict keep our tensor")
     side.add_argument("--theirs", action="store_true", help="on conflict take theirs")

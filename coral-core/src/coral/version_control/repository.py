@@ -320,31 +320,21 @@ class Repository:
         message: str | None = None,
         *,
         on_conflict: str | None = None,
+        density: float | None = None,
+        seed: int | None = None,
+        t: float | None = None,
+        per_tensor: Mapping[str, str] | None = None,
     ) -> str:
         """Merge ``other`` into the current branch in weight space; returns the two-parent merge commit.
 
-        ``strategy``: ``average``, ``weighted`` (``weights=[w_ours, w_theirs]``) or ``task_arithmetic``
-        (base + w_ours*(ours-base) + w_theirs*(theirs-base), weights default [1, 1]). Tensors missing on one
-        side or with different shapes raise MergeConflictError unless ``on_conflict`` is ``ours``/``theirs``.
+        ``strategy``: one of ``merge.STRATEGIES`` (average, weighted, task_arithmetic, ties, dare, dare_ties,
+        slerp, ours, theirs); ``per_tensor`` maps tensor-name globs to a strategy or a side. Every check runs
+        before anything is written; see docs/merging.md. Returns HEAD when ``other`` is already merged.
         """
-        ours_id = self.head_commit()
-        if ours_id is None:
-            raise RefNotFoundError("cannot merge into an empty branch")
-        theirs_id = self.resolve(other)
-        if theirs_id == ours_id or self.history.is_ancestor(theirs_id, ours_id):
-            log.info("merge: %s is already contained in HEAD; nothing to merge", other)
-            return ours_id  # already up to date, as git says
-        base_id = self.merge_base(ours_id, theirs_id) if strategy == "task_arithmetic" else None
-        if strategy == "task_arithmetic" and base_id is None:
-            raise CoralError(f"no common ancestor of HEAD and {other!r}: task_arithmetic needs one")
-        ours = self.get_weights(ours_id)
-        theirs = self.get_weights(theirs_id)
-        base = self.get_weights(base_id) if base_id else None
-        merged = _merge.merge_weights(ours, theirs, strategy, weights, base, on_conflict)
-        self.stage_weights(merged)
-        msg = message or f"Merge {other} into {self.current_branch or 'HEAD'} ({strategy})"
-        meta = {"merge": {"strategy": strategy, "weights": list(weights) if weights else None, "other": theirs_id}}
-        return self.commit(msg, meta, parents=[theirs_id])
+        return _merge.merge_into_head(
+            self, other, strategy, weights, message,
+            on_conflict=on_conflict, density=density, seed=seed, t=t, per_tensor=per_tensor,
+        )
 
     # ---- retention, gc, fsck, stats, repack --------------------------------------------------------------
     def prune(self, commit: str) -> str:
