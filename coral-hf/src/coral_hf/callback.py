@@ -87,6 +87,7 @@ class CoralTrainerCallback(TrainerCallback, CallbackSetup):
         self._eval_metrics: dict[str, Any] = {}
         self._eval_step = -1
         self._warned_metric = False
+        self._warned_no_eval = False
 
     # ---- Trainer events ----------------------------------------------------------------------------------
     def on_train_begin(
@@ -96,6 +97,7 @@ class CoralTrainerCallback(TrainerCallback, CallbackSetup):
         self._pending = None
         self._eval_metrics, self._eval_step = {}, -1
         self._last_saved_step = state.global_step  # a resumed run does not re-save the step it resumed from
+        self._warn_if_never_evaluated(args)
         if state.is_world_process_zero and self.branch is not None:
             use_branch(self.repo, self.branch)
         model = _unwrap(kwargs.get("model"))
@@ -188,6 +190,18 @@ class CoralTrainerCallback(TrainerCallback, CallbackSetup):
             self.manager.wait()
         finally:
             self._training = False
+
+    def _warn_if_never_evaluated(self, args: TrainingArguments) -> None:
+        """``save_on_best`` needs evaluations: say so once when the Trainer is set to run none."""
+        strategy = getattr(args, "eval_strategy", None) or getattr(args, "evaluation_strategy", None)
+        if self.save_on_best is None or self._warned_no_eval or str(getattr(strategy, "value", strategy)) != "no":
+            return
+        self._warned_no_eval = True
+        log.warning(
+            "CoralTrainerCallback(save_on_best=%r) will never save on the metric: TrainingArguments has "
+            "eval_strategy='no'; set eval_strategy='steps' or 'epoch' (and an eval_dataset)",
+            self.save_on_best,
+        )
 
     # ---- saving ------------------------------------------------------------------------------------------
     def _save_or_wait_for_eval(

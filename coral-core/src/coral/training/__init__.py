@@ -1,5 +1,6 @@
 """Framework-free checkpointing for training loops: when to save, what to keep, how to resume exactly."""
 
+from .callback_setup import CallbackOptions, CallbackSetup
 from .config import CheckpointConfig
 from .history import CheckpointHistory
 from .iterators import CheckpointableIterator, capture_data_state, restore_data_state
@@ -14,6 +15,8 @@ from .writer import BackgroundSaver, repack_latest
 __all__ = [
     "STATE_PREFIXES",
     "BackgroundSaver",
+    "CallbackOptions",
+    "CallbackSetup",
     "CheckpointConfig",
     "CheckpointHistory",
     "CheckpointManager",

@@ -243,23 +243,40 @@ class CheckpointManager:
 
     # ---- queries -----------------------------------------------------------------------------------------
     def list_checkpoints(self, only_best: bool = False) -> list[dict[str, Any]]:
-        return [dict(h) for h in self.history.records if (h.get("is_best") or not only_best)]
+        """The checkpoints that can still be loaded, oldest first (pruned ones are only in ``checkpoint_history``)."""
+        return [dict(h) for h in self.history.live() if (h.get("is_best") or not only_best)]
 
     def get_checkpoint_info(self, commit_hash: str) -> dict[str, Any] | None:
         found = self.history.find(self.repository.resolve(commit_hash))
         return dict(found) if found is not None else None
 
     def diff_checkpoints(self, a: str, b: str) -> dict[str, Any]:
-        """``{identical, changed, added, removed, similarity}`` between two checkpoints (model weights only)."""
+        """``{identical, changed, added, removed, similarity, similarity_unavailable}`` between two checkpoints
+        (model weights only). ``similarity_unavailable`` says why changed tensors have no similarity (None if all do).
+        """
         d = self.repository.diff(a, b)
         changed = list(model_only(dict.fromkeys(d["changed"])))
         added, removed = list(model_only(dict.fromkeys(d["added"]))), list(model_only(dict.fromkeys(d["removed"])))
+        similarity = {n: d["stats"][n]["cosine_similarity"] for n in changed if n in d["stats"]}
+        why = None
+        missing = [n for n in changed if n not in similarity]
+        if missing:
+            pruned = [c[:12] for c in (d["from"], d["to"]) if self.repository.is_pruned(c)]
+            if pruned:
+                why = (
+                    f"checkpoint {' and '.join(pruned)} was pruned by retention (its weights are deleted; only the "
+                    "tensor hashes remain): names and changed/unchanged are known, similarity is not"
+                )
+            else:
+                why = f"{len(missing)} changed tensor(s) changed shape (e.g. {missing[0]!r}): not comparable"
+            log.info("diff_checkpoints(%s, %s): %s", a, b, why)
         return {
             "identical": not (changed or added or removed),
             "changed": changed,
             "added": added,
             "removed": removed,
-            "similarity": {n: d["stats"][n]["cosine_similarity"] for n in changed if n in d["stats"]},
+            "similarity": similarity,
+            "similarity_unavailable": why,
         }
 
     # ---- releases ----------------------------------------------------------------------------------------

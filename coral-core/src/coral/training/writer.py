@@ -19,6 +19,7 @@ import numpy as np
 from ..core.weight_tensor import WeightTensor
 from ..errors import CheckpointError, CoralError, InsufficientSpaceError
 from ..version_control.repository import Repository
+from .config_file import parse_size
 from .state import TrainingState
 
 log = logging.getLogger(__name__)
@@ -97,8 +98,9 @@ def repack_latest(repository: Repository, what: str) -> None:
         log.warning("delta repack after %s failed: %s", what, exc)
 
 
-def check_free_space(repository: Repository, need: int | None, size: int) -> None:
-    """Refuse (before writing anything) a save of ``size`` bytes that would leave less than ``need`` free."""
+def check_free_space(repository: Repository, min_free_space: int | str | None, size: int) -> None:
+    """Refuse (before writing anything) a save of ``size`` bytes that would leave less than ``min_free_space``."""
+    need = parse_size("min_free_space", min_free_space)
     if need is None or repository.path is None:
         return
     free = shutil.disk_usage(repository.path).free
