@@ -10,7 +10,7 @@ from typing import Any, Unpack
 import torch
 from coral.errors import CheckpointError, CoralError, InvalidArgumentError, RefNotFoundError
 from coral.plugins import hook
-from coral.training import CheckpointManager, TrainingState
+from coral.training import CheckpointManager, TrainingState, capture_random_state
 from coral.training.callback_setup import CallbackOptions, CallbackSetup, use_branch
 from coral.training.layout import model_only
 from coral.version_control.repository import Repository
@@ -255,10 +255,7 @@ class CoralCallback(Callback, CallbackSetup):
         raise InvalidArgumentError("metadata_keys", key, "is neither a Trainer nor a LightningModule attribute")
 
     def _rng(self, trainer: Any) -> dict[str, Any]:
-        merged: dict[str, Any] = {}
-        for part in hook().coral_get_rng_state():
-            if part:
-                merged.update(part)
+        merged = capture_random_state()
         dist = torch.distributed
         if trainer.world_size > 1 and dist.is_available() and dist.is_initialized():
             every: list[Any] = [None] * dist.get_world_size()
