@@ -23,9 +23,9 @@ EVENTS = ("epoch_end", "step_end", "checkpoint_save")
 class CoralTrainer:
     """Checkpoints a training loop you write yourself: call ``step()`` per batch and ``epoch_end(epoch)`` per epoch.
 
-    ``epoch_end`` steps the scheduler (when set) and then saves when the CheckpointConfig says so, so the
-    saved scheduler state is the one the next epoch starts from. Checkpoints hold the model's full
-    ``state_dict``, the optimizer and scheduler states, every RNG and the data order (``set_data``).
+    ``epoch_end`` steps the scheduler (when set) and then saves when the CheckpointConfig says so (with no
+    config: every epoch), so the saved scheduler state is the one the next epoch starts from. Checkpoints hold
+    the model's full ``state_dict``, the optimizer and scheduler states, every RNG and the data order (``set_data``).
     """
 
     def __init__(
@@ -39,7 +39,10 @@ class CoralTrainer:
     ) -> None:
         self.model = _state.check_model(model)
         self.repository = _state.open_repository(repository)
-        self.config = checkpoint_config if checkpoint_config is not None else CheckpointConfig()
+        # the default saves at every epoch end, like Checkpointer and the framework callbacks
+        if checkpoint_config is None:
+            checkpoint_config = CheckpointConfig(save_every_n_epochs=1)
+        self.config = checkpoint_config
         self.manager = CheckpointManager(self.repository, self.config, type(model).__name__, experiment_name)
         self.experiment_name = self.manager.experiment_name
         self.optimizer: torch.optim.Optimizer | None = None
@@ -193,7 +196,8 @@ class CoralTrainer:
         return str(ckpt["commit_hash"])
 
     def list_checkpoints(self, only_best: bool = False) -> list[dict[str, Any]]:
-        """This experiment's checkpoints, oldest first: commit_hash, epoch, global_step, metrics, is_best, pruned."""
+        """This experiment's loadable checkpoints, oldest first: commit_hash, epoch, global_step, metrics, is_best
+        (pruned ones stay in ``manager.checkpoint_history``, marked)."""
         return self.manager.list_checkpoints(only_best=only_best)
 
     def get_training_summary(self) -> dict[str, Any]:

@@ -38,7 +38,6 @@ log = logging.getLogger(__name__)
 CORAL_DIR = ".coral"
 
 # older imports of the training layer and plugins
-_normalize_weights = normalize_weights
 
 __all__ = ["CORAL_DIR", "DEFAULT_BRANCH", "Repository"]
 
