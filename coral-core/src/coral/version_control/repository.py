@@ -401,6 +401,16 @@ class Repository:
                 entry.layer_type = items[name].metadata.layer_type
             return self._commit_tree(entries, message, dict(metadata or {}), None, [pending], check_stored=False)
 
+    def commit_tree(self, tree: Mapping[str, TensorEntry], message: str, metadata: Mapping[str, Any] | None = None) -> str:
+        """Commit tensors whose chunks other writers already stored (e.g. the ranks of a sharded save).
+
+        Every chunk is checked to be in the store before the ref moves: a tree with a missing chunk is refused."""
+        if not isinstance(message, str):
+            raise InvalidArgumentError("message", message, "must be a string")
+        for name in tree:
+            validate_tensor_name(name)
+        return self._commit_tree(dict(tree), message, dict(metadata or {}), None)
+
     def _commit_tree(
         self,
         tree: dict[str, TensorEntry],
