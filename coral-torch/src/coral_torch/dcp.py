@@ -16,7 +16,6 @@ import io
 import logging
 import os
 from collections.abc import Mapping
-from concurrent.futures import Future
 from typing import Any
 
 import torch
@@ -43,6 +42,7 @@ from torch.distributed.checkpoint.planner import (
     WriteItemType,
 )
 from torch.distributed.checkpoint.storage import StorageReader, StorageWriter, WriteResult
+from torch.futures import Future
 
 from coral.objects.tensors import TensorEntry
 
@@ -157,14 +157,18 @@ class CoralWriter(StorageWriter):
         """Rank 0, after every rank's chunks are durable: one commit holding every shard and the metadata."""
         repo = self._repo if self._repo is not None else _open(self._target)
         tree: dict[str, Any] = {}
-        layout = metadata_to_json(metadata)
+        names: dict[MetadataIndex, str] = {}
+        small: dict[str, Any] = {}
         for rank_results in results:
             for wr in rank_results:
                 data = wr.storage_data
                 if "json" in data:
-                    layout["bytes"][wr.index.fqn] = data["json"]
+                    small[wr.index.fqn] = data["json"]
                 else:
                     tree[data["name"]] = data["entry"]
+                    names[wr.index] = data["name"]
+        layout = metadata_to_json(metadata, names)
+        layout["bytes"] = small
         if self.branch is not None and self.branch != repo.current_branch:
             if self.branch not in repo.list_branches():
                 repo.create_branch(self.branch)
@@ -252,8 +256,9 @@ class CoralReader(StorageReader):
 
 
 # ---- Metadata <-> JSON (no pickle) ---------------------------------------------------------------------
-def metadata_to_json(metadata: Metadata) -> dict[str, Any]:
-    """DCP's Metadata as plain JSON: tensor sizes, dtypes and chunk layout, planner mappings; no pickle."""
+def metadata_to_json(metadata: Metadata, names: Mapping[MetadataIndex, str]) -> dict[str, Any]:
+    """DCP's Metadata as plain JSON: tensor sizes, dtypes, chunk layout (``names``: each chunk's tree name)
+    and the planner's mappings; no pickle."""
     tensors: dict[str, Any] = {}
     for fqn, md in metadata.state_dict_metadata.items():
         if isinstance(md, TensorStorageMetadata):
@@ -265,11 +270,9 @@ def metadata_to_json(metadata: Metadata) -> dict[str, Any]:
             }
         else:
             tensors[fqn] = None  # a small object: its value is in "bytes"
-    for index, data in (metadata.storage_data or {}).items():
-        if isinstance(data, dict) and "name" in data and tensors.get(index.fqn) is not None:
-            tensors[index.fqn]["chunks"].append(
-                {"offsets": [int(o) for o in index.offset or ()], "name": data["name"]}
-            )
+    for index, name in names.items():
+        if tensors.get(index.fqn) is not None:
+            tensors[index.fqn]["chunks"].append({"offsets": [int(o) for o in index.offset or ()], "name": name})
     for fqn, md in metadata.state_dict_metadata.items():
         if isinstance(md, TensorStorageMetadata):
             sizes = {tuple(int(o) for o in c.offsets): [int(s) for s in c.sizes] for c in md.chunks}
