@@ -366,7 +366,7 @@ def latest_checkpoint(repo: Repository, experiment: str) -> str | None:
     for info in repo.log():
         meta = info.metadata.get("coral_checkpoint") or {}
         if meta.get("experiment") == experiment and meta.get("sharded") and METADATA_KEY in info.metadata:
-            return info.commit_id
+            return info.hash
     return None
 
 
