@@ -124,11 +124,30 @@ def main() -> None:
         got = full_state(model, opt)
         if rank == 0:
             torch.save(got, out / f"resumed{world}.pt")
+    elif scenario == "timeout":
+        # rank 1 never reaches the save point: rank 0 must fail fast with a clear error, not hang
+        model = torch.nn.parallel.DistributedDataParallel(model_fn())
+        if rank == 0:
+            from coral.errors import RankTimeoutError
+
+            ckpt = coral_torch.Checkpointer(model, repo_path, "late", barrier_timeout=2)
+            try:
+                ckpt.save(0)
+                report["error"] = None
+            except RankTimeoutError as exc:
+                report["error"] = str(exc)
+            (out / "rank0.json").write_text(json.dumps(report))
+        else:
+            import time
+
+            time.sleep(8)
+            (out / "rank1.json").write_text(json.dumps(report))
+        os._exit(0)
     elif scenario == "kill_saves":
         # saves forever; the test SIGKILLs one rank in the middle of a sharded save
         model, opt = sharded(world)
         ckpt = coral_torch.Checkpointer(
-            model, repo_path, "kill", optimizer=opt, distributed="dcp", resume=True, barrier_timeout=30
+            model, repo_path, "fsdp", optimizer=opt, distributed="dcp", resume=True, barrier_timeout=30
         )
         epoch = ckpt.epoch
         while True:
