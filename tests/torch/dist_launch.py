@@ -18,7 +18,9 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def start(scenario: str, world: int, repo: Path, out: Path, extra_env: dict[str, str] | None = None) -> list[subprocess.Popen]:
+def start(
+    scenario: str, world: int, repo: Path, out: Path, extra_env: dict[str, str] | None = None
+) -> list[subprocess.Popen]:
     out.mkdir(parents=True, exist_ok=True)
     port = free_port()
     procs = []

@@ -1,4 +1,4 @@
-"""One rank of a real torch.distributed (gloo, CPU) job for the distributed tests: ``python dist_worker.py SCENARIO REPO OUT``.
+"""One rank of a real torch.distributed (gloo, CPU) job: ``python dist_worker.py SCENARIO REPO OUT``.
 
 The rank comes from torchrun-style environment variables (RANK, WORLD_SIZE, MASTER_ADDR, MASTER_PORT);
 each rank writes what it saw to ``OUT/rank<r>.json`` (and full tensors to ``OUT/*.pt`` for comparisons).
@@ -76,6 +76,12 @@ def main() -> None:
         report["oneoff"] = coral_torch.save(model, repo_path, "one-off")["commit_hash"]
         again = coral_torch.Checkpointer(model, repo_path, "ddp", optimizer=opt, resume=True)
         report["resumed"] = again.resumed_from
+        from coral.training import CheckpointConfig
+
+        trainer = coral_torch.CoralTrainer(model, repo_path, "ddp-trainer", CheckpointConfig(save_every_n_epochs=1))
+        trainer.set_optimizer(opt)
+        report["trainer"] = [trainer.epoch_end(e) for e in range(2)]
+        report["trainer_loaded"] = trainer.load_checkpoint()
     elif scenario == "fsdp_save":
         model, opt = sharded(world)
         for step in range(2):

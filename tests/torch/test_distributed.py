@@ -12,10 +12,9 @@ import pytest
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+import coral_torch  # noqa: E402
 import dist_launch  # noqa: E402
 import dist_worker  # noqa: E402
-
-import coral_torch  # noqa: E402
 from coral import Repository  # noqa: E402
 from coral.errors import CheckpointError, InvalidArgumentError  # noqa: E402
 from coral_torch import dcp as cdcp  # noqa: E402
@@ -35,8 +34,10 @@ def test_ddp_checkpointer_and_save_commit_once_per_save_with_one_hash_on_every_r
     assert r0["hashes"] == r1["hashes"] and len(set(r0["hashes"])) == 3
     assert r0["oneoff"] == r1["oneoff"]
     assert r0["resumed"] == r1["resumed"] == r0["hashes"][-1]  # resume=True: the same commit on every rank
+    assert r0["trainer"] == r1["trainer"] and None not in r0["trainer"]  # CoralTrainer: the same
+    assert r0["trainer_loaded"] == r1["trainer_loaded"] == r0["trainer"][-1]
     repository = Repository(repo)
-    assert len(repository.log()) == 4  # 3 saves + 1 one-off save, not 8
+    assert len(repository.log()) == 6  # 3 saves + 1 one-off save + 2 trainer saves, not 12
     tree = repository.get_commit(r0["hashes"][-1]).tree
     assert not any(n.startswith("module.") for n in tree)  # DDP's prefix is not saved
     plain = dist_worker.model_fn()
@@ -78,7 +79,8 @@ def test_fsdp2_sharded_save_loads_bit_exact_on_2_and_1_ranks_and_exports(tmp_pat
 
     model = dist_worker.model_fn()
     model.load_state_dict(load_file(target), strict=True)
-    assert same({f"model/{k}": v for k, v in model.state_dict().items()}, {k: v for k, v in ref.items() if k.startswith("model/")})
+    exported = {f"model/{k}": v for k, v in model.state_dict().items()}
+    assert same(exported, {k: v for k, v in ref.items() if k.startswith("model/")})
 
 
 def test_one_rank_save_loads_on_two_ranks(tmp_path):

@@ -118,7 +118,9 @@ class Checkpointer:
             )
         else:
             ckpt = self.manager.load_checkpoint(commit_hash=target)
-            complete = _state.restore(ckpt, self.model, optimizer=self.optimizer, scheduler=self.scheduler, data=self.data)
+            complete = _state.restore(
+                ckpt, self.model, optimizer=self.optimizer, scheduler=self.scheduler, data=self.data
+            )
         state: TrainingState = ckpt["state"]
         self._epoch = state.epoch + 1 if complete else state.epoch
         self._global_step = state.global_step

@@ -21,6 +21,7 @@ from typing import Any
 import torch
 from coral import Repository
 from coral.errors import CheckpointError, InvalidArgumentError
+from coral.objects.tensors import TensorEntry
 from coral.training import TrainingState
 from coral.version_control.jsonsafe import from_jsonable, to_jsonable
 from torch.distributed.checkpoint.metadata import (
@@ -43,8 +44,6 @@ from torch.distributed.checkpoint.planner import (
 )
 from torch.distributed.checkpoint.storage import StorageReader, StorageWriter, WriteResult
 from torch.futures import Future
-
-from coral.objects.tensors import TensorEntry
 
 from . import distributed as _dist
 from .convert import numpy_to_tensor, tensor_to_numpy, torch_dtype, torch_dtype_name
@@ -148,7 +147,8 @@ class CoralWriter(StorageWriter):
                 out.append(WriteResult(index=item.index, size_in_bytes=0, storage_data={"json": value}))
             else:
                 nbytes = arrays[name].nbytes
-                out.append(WriteResult(index=item.index, size_in_bytes=nbytes, storage_data={"name": name, "entry": entries[name]}))
+                data = {"name": name, "entry": entries[name]}
+                out.append(WriteResult(index=item.index, size_in_bytes=nbytes, storage_data=data))
         fut: Future[list[WriteResult]] = Future()
         fut.set_result(out)
         return fut
@@ -209,7 +209,9 @@ class CoralReader(StorageReader):
         commit = self.repo.get_commit(self.commit_hash)
         layout = commit.metadata.get(METADATA_KEY)
         if not isinstance(layout, dict) or "tensors" not in layout:
-            raise CheckpointError(f"commit {self.commit_hash[:12]} is not a DCP checkpoint (no {METADATA_KEY!r} metadata)")
+            raise CheckpointError(
+                f"commit {self.commit_hash[:12]} is not a DCP checkpoint (no {METADATA_KEY!r} metadata)"
+            )
         metadata, self._names = metadata_from_json(layout)
         self._bytes = dict(layout.get("bytes") or {})
         return metadata
@@ -243,7 +245,9 @@ class CoralReader(StorageReader):
                 src = src.narrow(dim, start, length)
             target = planner.resolve_tensor(req).detach()
             if target.size() != src.size():
-                raise CheckpointError(f"shard {req.storage_index.fqn!r}: stored {tuple(src.size())} != wanted {tuple(target.size())}")
+                raise CheckpointError(
+                    f"shard {req.storage_index.fqn!r}: stored {tuple(src.size())} != wanted {tuple(target.size())}"
+                )
             target.copy_(src)
             planner.commit_tensor(req, target)
         fut: Future[None] = Future()
@@ -284,7 +288,9 @@ def metadata_to_json(metadata: Metadata, names: Mapping[MetadataIndex, str]) -> 
         if isinstance(planner, dict) and all(isinstance(v, (tuple, list)) for v in planner.values())
         else None
     )
-    return {"format": FORMAT_VERSION, "version": metadata.version, "tensors": tensors, "bytes": {}, "mappings": mappings}
+    return {
+        "format": FORMAT_VERSION, "version": metadata.version, "tensors": tensors, "bytes": {}, "mappings": mappings,
+    }
 
 
 def metadata_from_json(layout: Mapping[str, Any]) -> tuple[Metadata, dict[MetadataIndex, str]]:
@@ -302,7 +308,8 @@ def metadata_from_json(layout: Mapping[str, Any]) -> tuple[Metadata, dict[Metada
                 chunks.append(ChunkStorageMetadata(offsets=offsets, sizes=torch.Size(int(s) for s in c["sizes"])))
                 names[MetadataIndex(fqn, offsets)] = str(c["name"])
             props = TensorProperties(dtype=torch_dtype(md["dtype"]), requires_grad=bool(md.get("requires_grad")))
-            state[fqn] = TensorStorageMetadata(properties=props, size=torch.Size(int(s) for s in md["size"]), chunks=chunks)
+            size = torch.Size(int(s) for s in md["size"])
+            state[fqn] = TensorStorageMetadata(properties=props, size=size, chunks=chunks)
     except (KeyError, TypeError, ValueError) as exc:
         raise CheckpointError(f"malformed DCP metadata in commit: {exc}") from None
     mappings = layout.get("mappings")

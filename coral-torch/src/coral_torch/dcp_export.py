@@ -19,7 +19,9 @@ from coral.errors import CorruptObjectError
 from coral.interchange.safetensors_io import TensorSpec, write_file
 
 
-def whole_tensors(layout: Mapping[str, Any], available: Mapping[str, Any]) -> dict[str, tuple[str, list[dict[str, Any]]]]:
+def whole_tensors(
+    layout: Mapping[str, Any], available: Mapping[str, Any]
+) -> dict[str, tuple[str, list[dict[str, Any]]]]:
     """``{unsharded name: (dtype, [tensor layout])}`` for every tensor whose shards are all in ``available``."""
     out: dict[str, tuple[str, list[dict[str, Any]]]] = {}
     for md in (layout.get("tensors") or {}).values():
@@ -54,6 +56,8 @@ def export_safetensors(weights: Mapping[str, np.ndarray], metadata: Mapping[str,
     tensors = whole_tensors(layout, weights)
     if tensors and all(n.startswith("model/") for n in tensors):
         tensors = {n[len("model/"):]: v for n, v in tensors.items()}
-    specs = [TensorSpec(name, dtype, tuple(int(s) for s in mds[0]["size"])) for name, (dtype, mds) in sorted(tensors.items())]
+    specs = [
+        TensorSpec(name, dtype, tuple(int(s) for s in mds[0]["size"])) for name, (dtype, mds) in sorted(tensors.items())
+    ]
     path = write_file(target, specs, lambda name: assemble(tensors[name][1][0], weights), {"format": "pt"})
     return os.fspath(path)

@@ -146,5 +146,7 @@ def unwrap(model: torch.nn.Module) -> torch.nn.Module:
 def check_distributed_mode(value: Any) -> str | None:
     """``distributed=`` of Checkpointer: None (rank 0 commits full state_dicts) or ``"dcp"`` (sharded saves)."""
     if value not in (None, "dcp"):
-        raise InvalidArgumentError("distributed", value, "must be None (replicated models: DDP) or 'dcp' (sharded: FSDP2)")
+        raise InvalidArgumentError(
+            "distributed", value, "must be None (replicated models: DDP) or 'dcp' (sharded: FSDP2)"
+        )
     return value

@@ -62,6 +62,7 @@ def load(
         name: w for name, w in repository.get_weights(commit).items() if name.split("/", 1)[0] not in reserved
     }
     # either spelling loads: a DDP/compiled model or a plain one, a commit with or without ``module.`` names
-    result = PyTorchIntegration.weights_to_model(_dist.strip_wrapper_prefixes(weights), _dist.unwrap(model), strict=strict)
+    weights = _dist.strip_wrapper_prefixes(weights)
+    result = PyTorchIntegration.weights_to_model(weights, _dist.unwrap(model), strict=strict)
     result["matched"] = not result["missing"] and not result["unexpected"]
     return {k: result[k] for k in ("loaded", "matched", "missing", "unexpected")}
