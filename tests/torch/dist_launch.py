@@ -44,5 +44,6 @@ def run(scenario: str, world: int, repo: Path, out: Path, timeout: float = 180) 
                 q.kill()
             raise
     if any(p.returncode for p in procs):
-        raise AssertionError(f"{scenario} on {world} ranks failed:\n" + "\n----\n".join(logs[-2:]))
+        codes = [p.returncode for p in procs]
+        raise AssertionError(f"{scenario} on {world} ranks failed (exit codes {codes}):\n" + "\n----\n".join(logs[-2:]))
     return [json.loads((out / f"rank{r}.json").read_text()) for r in range(world)]
