@@ -87,6 +87,7 @@ class Checkpointer:
         self._global_step = 0
         self._metrics: dict[str, Any] = {}
         self._run_open = False
+        self._stop_early: bool | None = None
         self.resumed_from: str | None = None
         self.manager.register_checkpoint_callback(self._saved)
         if resume:
@@ -155,6 +156,8 @@ class Checkpointer:
             commit = self._dcp_save(epoch, values, complete=True) if due else None
         else:
             commit = _dist.run_on_rank0(lambda: self._log_on_rank0(epoch, values), "log", self._timeout)
+        if _dist.is_distributed():  # rank 0's early-stopping verdict: every rank stops at the same epoch
+            self._stop_early = _dist.broadcast(self.manager.should_stop_early)
         self._epoch = epoch if self.data is not None and is_mid_epoch(self.data) else epoch + 1
         return commit
 
@@ -283,7 +286,7 @@ class Checkpointer:
 
     @property
     def should_stop_early(self) -> bool:
-        return self.manager.should_stop_early
+        return self.manager.should_stop_early if self._stop_early is None else self._stop_early
 
     def __repr__(self) -> str:
         return f"Checkpointer({self.manager.experiment_name!r}, epoch={self._epoch}, step={self._global_step})"

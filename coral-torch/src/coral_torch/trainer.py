@@ -55,6 +55,7 @@ class CoralTrainer:
         self._epoch_complete = False
         self._callbacks: dict[str, list[Callable[..., Any]]] = {e: [] for e in EVENTS}
         self._tracking = False
+        self._stop_early: bool | None = None
         self.manager.register_checkpoint_callback(self._saved)
 
     # ---- setup -------------------------------------------------------------------------------------------
@@ -138,7 +139,10 @@ class CoralTrainer:
                     return None
                 return self._save(epoch, epoch_complete=True, force=False)
 
-        return _dist.run_on_rank0(on_rank0, "epoch_end")
+        commit = _dist.run_on_rank0(on_rank0, "epoch_end")
+        if _dist.is_distributed():  # rank 0's early-stopping verdict: every rank stops at the same epoch
+            self._stop_early = _dist.broadcast(self.manager.should_stop_early)
+        return commit
 
     def _step_scheduler(self) -> None:
         if isinstance(self.scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
@@ -155,7 +159,7 @@ class CoralTrainer:
     @property
     def should_stop_early(self) -> bool:
         """True once ``early_stopping_patience`` epochs passed without the watched metric improving."""
-        return self.manager.should_stop_early
+        return self.manager.should_stop_early if self._stop_early is None else self._stop_early
 
     @property
     def start_epoch(self) -> int:
