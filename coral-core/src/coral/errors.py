@@ -136,3 +136,7 @@ class MalformedFileError(CoralError, ValueError):
 
 class RemotesUnavailableError(CoralError, NotImplementedError):
     """``push_to`` (or another remote operation) was asked for, but this Coral has no remotes yet."""
+
+
+class RankTimeoutError(CoralError, TimeoutError):
+    """A distributed save point: some rank did not arrive in time (it crashed, hung or skipped the save)."""

@@ -30,6 +30,7 @@ from .documents import Documents
 from .history import History
 from .loading import Loader
 from .maintenance import Maintenance
+from .names import validate_tensor_name
 from .refs import DEFAULT_BRANCH, Refs
 from .staging import StagingArea, normalize_weights
 
@@ -258,6 +259,16 @@ class Repository:
                 self.store, self.refs, self.history, entries, message, dict(metadata or {}), None, [pending],
                 check_stored=False,
             )
+
+    def commit_tree(self, tree: Mapping[str, TensorEntry], message: str, metadata: Mapping[str, Any] | None = None) -> str:
+        """Commit tensors whose chunks other writers already stored (e.g. the ranks of a sharded save).
+
+        Every chunk is checked to be in the store before the ref moves: a tree with a missing chunk is refused."""
+        if not isinstance(message, str):
+            raise InvalidArgumentError("message", message, "must be a string")
+        for name in tree:
+            validate_tensor_name(name)
+        return commit_tree(self.store, self.refs, self.history, dict(tree), message, dict(metadata or {}), None)
 
     def log(self, branch: str | None = None, limit: int | None = None) -> list[CommitInfo]:
         """Commits reachable from ``branch`` (default HEAD), newest first."""
