@@ -38,7 +38,9 @@ def build_corpus(path: Path, seed: int = 0) -> dict[str, Any]:
 
 
 def object_files(repo_dir: Path) -> list[Path]:
-    return sorted(p for p in (repo_dir / ".coral" / "objects").rglob("*") if p.is_file())
+    """Chunk and commit files (reflog entries are checked by tests/core/test_reflog.py)."""
+    root = repo_dir / ".coral" / "objects"
+    return sorted(p for p in root.rglob("*") if p.is_file() and p.relative_to(root).parts[0] != "reflog")
 
 
 def object_id(path: Path) -> str:

@@ -160,6 +160,7 @@ class Maintenance:
         frontier = list(self.refs.targets())
         damaged = self.damaged_refs()
         errors += [d["message"] for d in damaged]
+        errors += self.refs.reflog.check()
         frontier = [c for c in frontier if is_commit_id(c)]  # damaged values are named above, not walked
         bad_chunks: dict[str, str] = {}
         while frontier:

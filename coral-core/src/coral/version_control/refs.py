@@ -131,14 +131,17 @@ class Refs:
     ) -> bool:
         """Write the reflog entry, then compare-and-swap ``ref`` from ``expected`` (raw) to ``new``; a lost
         swap drops the entry. A crash between the two leaves an orphan entry that readers skip."""
-        key = self.reflog.write(ref, log_old, log_new, reason, commit)
+        return self.swap(ref, expected, new, self.reflog.write(ref, log_old, log_new, reason, commit))
+
+    def swap(self, ref: str, expected: str | None, new: str | None, entry: str) -> bool:
+        """Compare-and-swap ``ref`` after its reflog ``entry`` was written; a lost swap drops the entry."""
         try:
             ok = self.store.compare_and_swap(ref, expected, new)
         except BaseException:
-            self.reflog.discard(key)
+            self.reflog.discard(entry)
             raise
         if not ok:
-            self.reflog.discard(key)
+            self.reflog.discard(entry)
         return ok
 
     def create_branch(self, name: str, start: str | None = None) -> str:
