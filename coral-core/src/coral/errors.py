@@ -116,3 +116,13 @@ class MalformedFileError(CoralError, ValueError):
 
 class RemotesUnavailableError(CoralError, NotImplementedError):
     """``push_to`` (or another remote operation) was asked for, but this Coral has no remotes yet."""
+
+
+class StoreUnavailableError(CoralError, OSError):
+    """A remote store cannot be used: the endpoint is unreachable, the credentials are refused, or the
+    bucket is missing; the message names the URL and the endpoint."""
+
+
+class ConditionalWritesUnsupportedError(RefConflictError):
+    """The object store ignores conditional writes (``If-None-Match``/``If-Match``), so a ref update that
+    raced another writer was refused instead of risking a lost update."""
