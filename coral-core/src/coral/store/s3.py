@@ -41,9 +41,7 @@ class S3Store(FsspecStore):
         fs = s3fs.S3FileSystem(
             skip_instance_cache=True,
             use_listings_cache=False,
-            config_kwargs={k: v for k, v in CLIENT_CONFIG.items() if k != "connect_timeout" and k != "read_timeout"},
-            connect_timeout=CLIENT_CONFIG["connect_timeout"],
-            read_timeout=CLIENT_CONFIG["read_timeout"],
+            config_kwargs=dict(CLIENT_CONFIG),
         )
         fs.retries = 2  # s3fs's own retries of transient errors, on top of botocore's
         return cls(S3Files(fs, client, bucket, prefix, f"s3://{bucket}/{prefix}".rstrip("/")), url)
