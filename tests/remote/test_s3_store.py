@@ -107,36 +107,59 @@ def test_repository_on_s3_end_to_end(s3_url, s3_env, s3_bucket):
         assert np.asarray(old["big.a"].data).tobytes() == _weights(1)["big.a"].tobytes()
 
 
+def _count_reads(store) -> list[tuple[str, str, int]]:
+    """Record (method, key, bytes asked) of every read through the real store (a counting wrapper, no mock)."""
+    touched: list[tuple[str, str, int]] = []
+    lock = threading.Lock()
+    for method in ("get", "get_range", "get_into", "size", "has"):
+        real = getattr(store, method)
+
+        def counting(key, *args, _real=real, _method=method, **kwargs):
+            asked = args[1] if _method == "get_range" else len(args[1]) if _method == "get_into" else -1
+            with lock:
+                touched.append((_method, key, asked))
+            return _real(key, *args, **kwargs)
+
+        setattr(store, method, counting)
+    return touched
+
+
 def test_get_weights_by_name_fetches_only_those_tensors_chunks(s3_url, s3_env):
     with Repository(s3_url, init=True) as repo:
         repo.stage_weights(_weights(3))
         head = repo.commit("three")
         tree = repo.get_commit(head).tree
     reader = Repository(s3_url)
-    store = reader.store
-    touched: list[tuple[str, str]] = []
-    lock = threading.Lock()
-    for method in ("get", "get_range", "get_into", "size", "has"):
-        real = getattr(store, method)
-
-        def counting(key, *args, _real=real, _method=method, **kwargs):
-            with lock:
-                touched.append((_method, key))
-            return _real(key, *args, **kwargs)
-
-        setattr(store, method, counting)
+    touched = _count_reads(reader.store)
     try:
         got = reader.get_weights(head, names=["big.b"])
         assert set(got) == {"big.b"}
         assert np.asarray(got["big.b"].data).tobytes() == _weights(3)["big.b"].tobytes()
     finally:
         reader.close()
-    chunk_keys = {key for _m, key in touched if key.startswith("chunks/")}
+    chunk_keys = {key for _m, key, _n in touched if key.startswith("chunks/")}
     assert chunk_keys, "no chunk was read"
     wanted = {chunk_key(c) for c in tree["big.b"].chunks}
     assert chunk_keys == wanted, "fetched chunks other than those of the named tensor"
     # raw chunks are read with ranged GETs straight into the tensor, never as whole objects
-    assert any(m in ("get_range", "get_into") for m, k in touched if k.startswith("chunks/"))
+    assert {m for m, k, _n in touched if k.startswith("chunks/")} <= {"get_range", "get_into", "size"}
+
+
+def test_a_packed_small_tensor_is_read_alone_by_range(s3_url, s3_env):
+    with Repository(s3_url, init=True) as repo:
+        head = repo.commit_weights(_weights(4), "four")
+        entry = repo.get_commit(head).tree["small.scale"]
+    assert entry.packed  # it shares one pack chunk with the other small tensors
+    reader = Repository(s3_url)
+    touched = _count_reads(reader.store)
+    try:
+        got = reader.get_weights(head, names=["small.scale"])["small.scale"]
+        assert np.asarray(got.data).tobytes() == _weights(4)["small.scale"].tobytes()
+    finally:
+        reader.close()
+    reads = [(m, n) for m, k, n in touched if k == chunk_key(entry.chunks[0])]
+    assert reads and all(m in ("get_range", "get_into") for m, _n in reads), reads
+    assert max(n for _m, n in reads) <= max(64, entry.nbytes)  # its own bytes and the header, not the pack
 
 
 # ---- conditional writes: the probe and the refusal ---------------------------------------------------------

@@ -38,6 +38,7 @@ class FsspecStore(Store):
     """Objects and refs as files of an fsspec filesystem; locks and ref updates through lease objects."""
 
     scheme = "fsspec"
+    ranged_reads = True
 
     def __init__(self, files: FsspecFiles, url: str) -> None:
         self.files = files
