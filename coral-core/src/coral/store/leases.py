@@ -129,7 +129,7 @@ class LeaseLocks:
                 if state["token"]:
                     state["token"] = self.files.replace_if(key, lease_body(owner, self.ttl), state["token"])
                     if state["token"] is None:
-                        log.error("lost the lease of lock %r on %s (it expired and was taken over)", name, self.describe)
+                        log.error("lost the lease of lock %r on %s (expired, taken over)", name, self.describe)
 
         def release() -> None:
             self.heartbeat.remove(owner)

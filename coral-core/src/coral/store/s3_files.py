@@ -73,10 +73,12 @@ class S3Files(FsspecFiles):
         """The Coral error for a network/S3 error (or ``exc`` itself when it is not one)."""
         from botocore.exceptions import (
             ClientError,
-            ConnectionError as BotoConnectionError,
             HTTPClientError,
             NoCredentialsError,
             PartialCredentialsError,
+        )
+        from botocore.exceptions import (
+            ConnectionError as BotoConnectionError,
         )
 
         where = f"{self.url} (endpoint {self.endpoint})"
@@ -90,7 +92,8 @@ class S3Files(FsspecFiles):
             code = _code(exc)
             if code in _DENIED:
                 return StoreUnavailableError(
-                    f"{where}: credentials refused ({code}); check AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY or AWS_PROFILE"
+                    f"{where}: credentials refused ({code}); "
+                    "check AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY or AWS_PROFILE"
                 )
             if code == "NoSuchBucket":
                 return StoreUnavailableError(f"{where}: bucket {self.bucket!r} does not exist")
