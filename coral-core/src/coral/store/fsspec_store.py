@@ -14,7 +14,7 @@ import time
 import uuid
 from collections.abc import Iterable, Iterator
 
-from ..errors import ConditionalWritesUnsupportedError, ObjectNotFoundError, PluginError
+from ..errors import ConditionalWritesUnsupportedError, ObjectNotFoundError, PluginError, RefConflictError
 from .base import Store, validate_key
 from .fsspec_files import FsspecFiles
 from .leases import LeaseLocks, lease_body, lease_expired
@@ -140,7 +140,7 @@ class FsspecStore(Store):
 
     def _cas_conditional(self, key: str, expected: str | None, new: str | None) -> bool:
         body = new.encode("utf-8") if new is not None else b""
-        while True:
+        for _attempt in range(1000):  # each lost round means another writer's update went through
             cur = self.files.read_versioned(key)
             if self._decode(cur.data if cur else None) != expected:
                 return False
@@ -152,6 +152,7 @@ class FsspecStore(Store):
             elif self.files.replace_if(key, body, cur.token) is not None:
                 return True
             # another writer changed it between our read and write: the next read decides
+        raise RefConflictError(f"ref {key[len('refs/'):]!r} on {self.url} keeps changing under this update")
 
     def _cas_plain(self, key: str, expected: str | None, new: str | None) -> bool:
         cur = self.files.read_versioned(key)

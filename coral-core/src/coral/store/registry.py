@@ -9,7 +9,7 @@ from .base import Store
 _KNOWN = {
     "s3": "'coral-core[s3]'",
     "gs": "'coral-core[s3]' gcsfs",
-    "fsspec": "'coral-core[s3]' (then fsspec+PROTOCOL:// serves any installed fsspec protocol)",
+    "fsspec": "'coral-core[s3]' and the fsspec filesystem package that serves this protocol",
 }
 
 
@@ -35,6 +35,10 @@ def open_store(url: str) -> Store:
     scheme = url.split("://", 1)[0] if "://" in url else "file"
     backends = storage_backends()
     if scheme not in backends:
-        hint = _KNOWN.get(scheme.split("+")[0], f"a package that registers the {scheme!r} scheme")
+        hint = _KNOWN.get(
+            scheme.split("+")[0],
+            f"a package that registers the {scheme!r} scheme (fsspec filesystems: 'coral-core[s3]', then "
+            f"fsspec+{scheme}://)",
+        )
         raise PluginError(f"no storage backend for URL scheme {scheme!r} (in {url!r}); pip install {hint}")
     return backends[scheme].from_url(url)

@@ -140,7 +140,10 @@ class S3Files(FsspecFiles):
 
     def list(self, prefix: str = "") -> Iterator[str]:
         def run() -> list[str]:
-            found = self.fs.find(self.path(prefix.rsplit("/", 1)[0]) if "/" in prefix else self.root)
+            try:
+                found = self.fs.find(self.path(prefix.rsplit("/", 1)[0]) if "/" in prefix else self.root)
+            except FileNotFoundError:
+                return []
             return sorted(k for k in (self.key_of(p) for p in found) if k.startswith(prefix))
 
         return iter(self._call(run))
