@@ -304,3 +304,19 @@ print(json.dumps([m for m in ("s3fs", "boto3", "botocore", "aiobotocore", "aioht
 """
     out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True).stdout
     assert json.loads(out.strip().splitlines()[-1]) == []
+
+
+def test_processes_bumping_one_ref_lose_no_update(s3_url, s3_env):
+    """Separate processes (separate clients, as on separate machines) racing on one ref through conditional writes."""
+    script = f"""
+from coral.store import open_store
+store = open_store({s3_url!r})
+for _ in range(8):
+    while True:
+        cur = store.get_ref("counter")
+        if store.compare_and_swap("counter", cur, str(int(cur or "0") + 1)):
+            break
+"""
+    procs = [subprocess.Popen([sys.executable, "-c", script]) for _ in range(3)]
+    assert [p.wait(300) for p in procs] == [0, 0, 0]
+    assert open_store(s3_url).get_ref("counter") == "24"
