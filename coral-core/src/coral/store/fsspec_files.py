@@ -114,8 +114,15 @@ class FsspecFiles:
         """The bytes of several files at once (concurrently where the filesystem can); absent ones left out."""
         if not keys:
             return {}
-        got = self.fs.cat([self.path(k) for k in keys], on_error="omit")
-        return {self.key_of(p): v for p, v in got.items() if isinstance(v, bytes)}
+        got = self.fs.cat([self.path(k) for k in keys], on_error="return")
+        out: dict[str, bytes] = {}
+        for p, v in got.items():
+            if isinstance(v, BaseException):
+                if isinstance(v, FileNotFoundError):  # deleted since it was listed
+                    continue
+                raise v
+            out[self.key_of(p)] = v
+        return out
 
     # ---- conditional operations ----------------------------------------------------------------------------
     def read_versioned(self, key: str) -> Versioned | None:
