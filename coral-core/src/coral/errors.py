@@ -140,3 +140,13 @@ class RemotesUnavailableError(CoralError, NotImplementedError):
 
 class RankTimeoutError(CoralError, TimeoutError):
     """A distributed save point: some rank did not arrive in time (it crashed, hung or skipped the save)."""
+
+
+class StoreUnavailableError(CoralError, OSError):
+    """A remote store cannot be used: the endpoint is unreachable, the credentials are refused, or the
+    bucket is missing; the message names the URL and the endpoint."""
+
+
+class ConditionalWritesUnsupportedError(RefConflictError):
+    """The object store ignores conditional writes (``If-None-Match``/``If-Match``), so a ref update that
+    raced another writer was refused instead of risking a lost update."""
