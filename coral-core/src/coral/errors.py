@@ -116,3 +116,7 @@ class MalformedFileError(CoralError, ValueError):
 
 class RemotesUnavailableError(CoralError, NotImplementedError):
     """``push_to`` (or another remote operation) was asked for, but this Coral has no remotes yet."""
+
+
+class MissingExtraError(CoralError, ImportError):
+    """An optional feature's dependencies are not installed; the message names the extra to install."""

@@ -33,6 +33,7 @@ from ..version_control.commit import Commit, commit_key
 from ..version_control.repository import Repository, _normalize_weights
 from .config import CheckpointConfig
 from .iterators import capture_data_state
+from .provenance import Provenance
 from .state import TrainingState
 from .tensors_in_state import join_state, split_state
 
@@ -62,6 +63,7 @@ class CheckpointManager:
         config: CheckpointConfig | None = None,
         model_name: str | None = None,
         experiment_name: str | None = None,
+        hparams: Mapping[str, Any] | None = None,
     ) -> None:
         if not isinstance(repository, Repository):
             raise InvalidArgumentError("repository", type(repository).__name__, "expected a coral Repository")
@@ -73,6 +75,7 @@ class CheckpointManager:
         self.experiment_name = experiment_name or datetime.now().strftime("experiment_%Y%m%d_%H%M%S")
         if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._\-]*", self.experiment_name):
             raise InvalidArgumentError("experiment_name", self.experiment_name, "use letters, digits, '.', '_' and '-'")
+        self.provenance = Provenance(hparams)  # provenance: versions, device, code commit, hparams (issue 29)
         self._callbacks: list[Callable[[TrainingState, str | None], None]] = []
         self._lock = threading.RLock()
         self._thread: threading.Thread | None = None
@@ -367,6 +370,7 @@ class CheckpointManager:
             "loss": state.loss,
             "metrics": dict(state.metrics),
         }
+        metadata.update(self.provenance.capture(state.optimizer_state))  # provenance (issue 29)
         metadata.update(extra or {})
         # chunks and commit under one writers' lock: a gc in another process cannot interleave
         commit_hash = repo.commit_weights(all_weights, self._message(state), metadata)
