@@ -61,7 +61,9 @@ def run_compare(repo: Repository, args: argparse.Namespace, out: Output) -> int:
     if out.json_mode:
         out.json({"commits": columns, "metrics": metric_keys, "differing_hparams": differing(columns, "hparams")})
         return 0
-    table = out.table("", *[f"{c['ref']}" for c in columns])
+    # a hash given in full would fold the column: its short form names it as well
+    table = out.table("", *[short(c["hash"]) if c["hash"].startswith(c["ref"]) and len(c["ref"]) > 12 else c["ref"]
+                            for c in columns])
     show = provenance_view.show_value
 
     def row(label: str, values: list[str]) -> None:
