@@ -117,7 +117,7 @@ def write_image(data: dict[str, dict[str, list[series.Point]]], path: str, size:
     dpi = 100
     fig, axes = plt.subplots(len(data), 1, figsize=(width / dpi, height / dpi), dpi=dpi, squeeze=False)
     try:
-        for ax, (metric, per) in zip(axes[:, 0], data.items()):
+        for ax, (metric, per) in zip(axes[:, 0], data.items(), strict=True):
             for branch, points in per.items():
                 if not points:
                     continue
@@ -132,6 +132,7 @@ def write_image(data: dict[str, dict[str, list[series.Point]]], path: str, size:
                     ax.annotate(f"best {series.format_value(best.value)}", (best.step, best.value),
                                 textcoords="offset points", xytext=(6, 6), fontsize=8)
             ax.set_ylabel(metric)
+            ax.margins(x=0.08, y=0.15)  # room for the best-checkpoint label
             ax.grid(True, alpha=0.3)
             if any(per.values()):
                 ax.legend(fontsize=8)

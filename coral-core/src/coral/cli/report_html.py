@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import html
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 from ..errors import ObjectNotFoundError
@@ -25,8 +25,11 @@ h1{font-size:22px;margin:0 0 4px} h2{font-size:17px;margin:28px 0 8px;border-bot
 svg text{font-size:11px;fill:#444} .axis{stroke:#999;stroke-width:1} .grid{stroke:#eee;stroke-width:1}
 .curve{fill:none;stroke-width:2} .point{stroke:none} .pruned{fill:#fff;stroke-width:1.5}
 .best{fill:none;stroke-width:2.5} .edge{stroke:#888;stroke-width:1.5} .commit{stroke:#fff;stroke-width:1.5}
-.bar{fill:#4c78a8} table{border-collapse:collapse;font-size:13px} td,th{padding:3px 10px;border-bottom:1px solid #eee;text-align:left}
-.legend span{display:inline-block;margin-right:14px;font-size:13px} .swatch{display:inline-block;width:12px;height:12px;margin-right:4px;vertical-align:-1px}
+.bar{fill:#4c78a8} table{border-collapse:collapse;font-size:13px}
+td,th{padding:3px 10px;border-bottom:1px solid #eee;text-align:left;vertical-align:top}
+pre{white-space:pre-wrap;margin:0} .note{color:#666;font-size:12px;margin:4px 0 8px}
+.legend span{display:inline-block;margin-right:14px;font-size:13px}
+.swatch{display:inline-block;width:12px;height:12px;margin-right:4px;vertical-align:-1px}
 """
 
 
@@ -54,7 +57,8 @@ def gather(repo: Repository, branches: list[str] | None = None, metrics: list[st
     per = {m: {b: series.series(repo, b, m) for b in names} for m in wanted}
     title = str(repo.path) if repo.path else repo.store.describe()
     chains = {b: series.branch_commits(repo, b)[::-1] for b in names}
-    return ReportData(title, names, per, order, infos, history.decorations(repo), added_bytes(repo, infos, order), chains)
+    decor = history.decorations(repo)
+    return ReportData(title, names, per, order, infos, decor, added_bytes(repo, infos, order), chains)
 
 
 def added_bytes(repo: Repository, infos: dict[str, Any], order: list[str]) -> dict[str, int]:
@@ -161,7 +165,8 @@ def graph_svg(data: ReportData, colors: dict[str, str]) -> str:
         info = data.infos[cid]
         refs = data.decorations.get(cid, [])
         metrics = " ".join(f"{k}={v}" for k, v in history.key_metrics(info.metadata, 3))
-        label = f"{cid[:8]} {', '.join(refs) and '(' + ', '.join(refs) + ') '}{(info.message or '').splitlines()[0][:60]}"
+        decorated = f"({', '.join(refs)}) " if refs else ""
+        label = f"{cid[:8]} {decorated}{(info.message or '').splitlines()[0][:60]}"
         parts.append(f'<circle class="commit" cx="{x[cid]}" cy="{y[cid]}" r="5" '
                      f'fill="{tip_color.get(cid, "#555")}"><title>{_esc(cid)}</title></circle>')
         pruned = '<tspan fill="#c33" dx="8">[pruned]</tspan>' if info.pruned else ""
@@ -188,7 +193,8 @@ def storage_svg(data: ReportData) -> str:
         parts.append(f'<rect class="bar" x="{bx:.1f}" y="{h - bottom - bh:.1f}" width="{bar_w:.1f}" '
                      f'height="{max(bh, 0.5):.1f}"><title>{cid[:8]}: +{_esc(human_bytes(added))}'
                      f'{" (pruned)" if data.infos[cid].pruned else ""}</title></rect>')
-    parts.append(f'<text x="{left}" y="{h - 6}">oldest</text><text x="{w - 6}" y="{h - 6}" text-anchor="end">newest</text>')
+    parts.append(f'<text x="{left}" y="{h - 6}">oldest</text>')
+    parts.append(f'<text x="{w - 6}" y="{h - 6}" text-anchor="end">newest</text>')
     parts.append("</svg>")
     return "".join(parts)
 
@@ -199,7 +205,7 @@ def render(data: ReportData) -> str:
     legend = "".join(f'<span><i class="swatch" style="background:{c}"></i>{_esc(b)}</span>' for b, c in colors.items())
     charts = "".join(metric_svg(m, per, colors) for m, per in data.metrics.items()) or "<p>No metrics recorded.</p>"
     total = sum(data.new_bytes.values())
-    generated = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    generated = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
     prov_rows = ""
     for branch in data.branches:
         chain = data.chains.get(branch, [])
@@ -211,7 +217,10 @@ def render(data: ReportData) -> str:
         f"<title>Coral report: {_esc(data.title)}</title><style>{CSS}</style></head><body>"
         f"<h1>Coral report</h1><div class=\"meta\">{_esc(data.title)} &middot; {len(data.order)} commits &middot; "
         f"{len(data.branches)} branches &middot; {_esc(human_bytes(total))} stored &middot; generated {generated}</div>"
-        f"<h2>Metrics per branch</h2><div class=\"legend\">{legend}</div><div class=\"charts\">{charts}</div>"
+        f"<h2>Metrics per branch</h2><div class=\"legend\">{legend}</div>"
+        "<div class=\"note\">filled dot: checkpoint; hollow dot: pruned checkpoint (its metrics are kept); "
+        "ring: the branch's best checkpoint</div>"
+        f"<div class=\"charts\">{charts}</div>"
         f"<h2>Branch graph</h2>{graph_svg(data, colors)}"
         f"<h2>Storage added per commit</h2>{storage_svg(data)}"
         + (f"<h2>Provenance (newest commit per branch)</h2><table>{prov_rows}</table>" if prov_rows else "")

@@ -7,8 +7,9 @@ Commits written without metrics (or before provenance existed) simply add no poi
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import Any
 
 from ..errors import RefNotFoundError
 from ..version_control.repository import Repository
