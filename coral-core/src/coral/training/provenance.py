@@ -31,6 +31,8 @@ _OPTIMIZER_KEYS = ("lr", "betas", "momentum", "weight_decay", "eps", "nesterov",
 
 _env_lock = threading.Lock()
 _env_cache: dict[str, Any] | None = None
+_git_lock = threading.Lock()
+_git_probe: tuple[threading.Thread, dict[str, Any]] | None = None
 
 
 def enabled_by_environment() -> bool:
@@ -144,6 +146,31 @@ def script_folder() -> str | None:
         return None
 
 
+def start_git_probe() -> None:
+    """Ask git about the training code in a background thread (once per process), so a save never waits on it."""
+    global _git_probe
+    with _git_lock:
+        if _git_probe is not None:
+            return
+        result: dict[str, Any] = {}
+
+        def probe() -> None:
+            result["git"] = git_info(script_folder())
+
+        thread = threading.Thread(target=probe, name="coral-provenance-git", daemon=True)
+        _git_probe = (thread, result)
+        thread.start()
+
+
+def code_commit() -> dict[str, Any] | None:
+    """The git probe's answer (started now if it was not); None without git or when it did not answer in time."""
+    start_git_probe()
+    assert _git_probe is not None
+    thread, result = _git_probe
+    thread.join(timeout=3 * GIT_TIMEOUT_S)
+    return result.get("git")
+
+
 def _plugin_environment() -> tuple[dict[str, Any], dict[str, Any]]:
     versions: dict[str, Any] = {}
     device: dict[str, Any] = {}
@@ -183,7 +210,7 @@ def environment(refresh: bool = False) -> dict[str, Any]:
             "command": [str(a) for a in sys.argv],
             "cwd": os.getcwd(),
         }
-        code = git_info(script_folder())
+        code = code_commit()
         if code is not None:
             env["git"] = code
         _env_cache = env
@@ -226,6 +253,8 @@ class Provenance:
             raise InvalidArgumentError("hparams", type(hparams).__name__, "expected a mapping such as {'lr': 0.001}")
         self.hparams: dict[str, Any] = json_safe(dict(hparams or {}))
         self.enabled = enabled_by_environment()
+        if self.enabled:
+            start_git_probe()  # git runs while the model trains, not inside the first save
         self._sources: list[tuple[str, Any]] = []
 
     def add_source(self, source: Any, key: str | None = None) -> None:
