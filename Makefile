@@ -14,7 +14,7 @@ $(STAMP): Makefile constraints.txt pyproject.toml $(foreach m,$(MEMBERS),$(m)/py
 	$(PIP) install -q --upgrade pip
 	# torch first, pinned to the CPU wheel, so nothing later pulls another build
 	$(PIP) install -q torch==2.13.0
-	$(PIP) install -q -c constraints.txt -e "coral-core[mlflow,s3]" -e coral-torch -e coral-lightning -e coral-hf -e coral-jax -e ".[dev]"
+	$(PIP) install -q -c constraints.txt -e "coral-core[mlflow,plot,s3]" -e coral-torch -e coral-lightning -e coral-hf -e coral-jax -e ".[dev]"
 	touch $(STAMP)
 
 install: $(STAMP)

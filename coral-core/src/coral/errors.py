@@ -150,3 +150,7 @@ class StoreUnavailableError(CoralError, OSError):
 class ConditionalWritesUnsupportedError(RefConflictError):
     """The object store ignores conditional writes (``If-None-Match``/``If-Match``), so a ref update that
     raced another writer was refused instead of risking a lost update."""
+
+
+class MissingExtraError(CoralError, ImportError):
+    """An optional feature's dependencies are not installed; the message names the extra to install."""

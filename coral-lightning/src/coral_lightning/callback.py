@@ -328,6 +328,8 @@ class CoralCallback(Callback, CallbackSetup):
         }
         for key in self.metadata_keys:
             metadata[key] = self._attribute(trainer, pl_module, key)
+        self.manager.provenance.add_source(pl_module)  # provenance: the module's hparams, the optimizer's lr...
+        self.manager.provenance.add_source(next(iter(getattr(trainer, "optimizers", None) or []), None), "optimizer")
         commit_hash = self.manager.save_checkpoint(parts.weights, state, force=True, metadata=metadata)
         if commit_hash is None:  # pragma: no cover - only with async_save, which this callback does not use
             raise CheckpointError("the checkpoint manager did not return a commit hash")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import os
 from types import TracebackType
-from typing import Any, Self
+from typing import Any, Mapping, Self
 
 import torch
 from coral import Repository
@@ -27,7 +27,8 @@ class Checkpointer:
     ``resume=True`` (latest) or ``"best"`` restores the model, optimizer, scheduler, every RNG and the data
     order (``data=``) from this experiment's checkpoint at construction; ``epoch`` is then the epoch to run
     next, so ``for epoch in range(ckpt.epoch, N)`` neither repeats nor skips one. With no save rule given,
-    it saves every epoch. As a context manager it starts and ends the tracker run (``"completed"``, or
+    it saves every epoch. ``hparams`` (a JSON-like dict) is recorded in every checkpoint's provenance, next
+    to the optimizer's lr, betas and weight decay. As a context manager it starts and ends the tracker run (``"completed"``, or
     ``"failed"`` when an exception escapes).
 
     In a process group, build it and call ``log``/``save`` on every rank: global rank 0 commits, the others
@@ -56,6 +57,7 @@ class Checkpointer:
         config: CheckpointConfig | None = None,
         distributed: str | None = None,
         barrier_timeout: float | None = None,
+        hparams: Mapping[str, Any] | None = None,
     ) -> None:
         self.model = _state.check_model(model)
         self.distributed = _dist.check_distributed_mode(distributed)
@@ -79,7 +81,8 @@ class Checkpointer:
                 minimize_metric=minimize, keep_last_n_checkpoints=keep_last, keep_best_n_checkpoints=keep_best,
             )
         self._repo = _state.open_repository(repo_or_path)
-        self.manager = CheckpointManager(self._repo, config, type(model).__name__, experiment)
+        self.manager = CheckpointManager(self._repo, config, type(model).__name__, experiment, hparams=hparams)
+        self.manager.provenance.add_source(self.optimizer, key="optimizer")
         self.config = config
         self.data = data
         self.tracker = tracker

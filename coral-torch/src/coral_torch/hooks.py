@@ -115,3 +115,28 @@ def coral_export(weights: Any, metadata: dict[str, Any], out: str, format: str) 
     from . import dcp_export
 
     return dcp_export.export_safetensors(weights, metadata, out)
+
+
+@hookimpl
+def coral_environment() -> Any:
+    """torch's version always (read from the installed metadata); CUDA devices once torch is imported."""
+    if "torch" not in sys.modules:
+        from coral.training.provenance import package_version
+
+        return {"versions": {"torch": package_version("torch")}}
+    from . import provenance
+
+    return provenance.environment()
+
+
+@hookimpl
+def coral_find_hparams(source: Any) -> Any:
+    if "torch" not in sys.modules:
+        return None
+    import torch
+
+    if isinstance(source, torch.optim.Optimizer):
+        from . import provenance
+
+        return provenance.optimizer_hparams(source)
+    return None

@@ -17,7 +17,7 @@ from .. import __version__
 from ..errors import CoralError
 from ..version_control.merge import STRATEGIES
 from ..version_control.repository import Repository
-from . import cmd_history, cmd_refs, cmd_setup, cmd_storage, cmd_transfer
+from . import cmd_compare, cmd_history, cmd_plot, cmd_refs, cmd_report, cmd_setup, cmd_storage, cmd_transfer
 from .output import Output
 
 log = logging.getLogger("coral.cli")
@@ -60,6 +60,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--all", action="store_true", help="every branch and tag")
     p.add_argument("--graph", action="store_true", help="draw the parent graph")
     p.add_argument("-n", "--limit", type=_count, metavar="N", help="show at most N commits")
+    p.add_argument("--metrics", action="store_true", help="add a sparkline per metric over the commits shown")
     _json_flag(p)
 
     p = sub.add_parser("show", help="a commit's tensors (dtype, shape, sizes) and metadata")
@@ -69,6 +70,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("diff", help="which tensors changed between two commits, and by how much")
     p.add_argument("a")
     p.add_argument("b", nargs="?", help="default HEAD")
+    p.add_argument("--config", action="store_true", help="also what changed in hyperparameters and environment")
     _json_flag(p)
 
     p = sub.add_parser("branch", help="list, create (NAME [START]) or delete (-d NAME, -D NAME) branches")
@@ -149,6 +151,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("plugins", help="loaded plugins and the distribution each came from")
     _json_flag(p)
+    for module in (cmd_plot, cmd_compare, cmd_report):  # provenance and history views (issue 29)
+        module.add_parser(sub)
     return parser
 
 
@@ -178,6 +182,9 @@ _REPO_COMMANDS: dict[str, Command] = {
     "fsck": cmd_storage.run_fsck,
     "du": cmd_storage.run_du,
     "repack": cmd_storage.run_repack,
+    "plot": cmd_plot.run_plot,
+    "compare": cmd_compare.run_compare,
+    "report": cmd_report.run_report,
 }
 
 

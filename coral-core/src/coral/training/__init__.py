@@ -9,6 +9,7 @@ from .manager import CheckpointManager
 from .policy import SavePolicy
 from .retention import RetentionRules, prune_commits, select_kept
 from .rng import capture_random_state, restore_random_state
+from .provenance import Provenance, git_info, read_provenance
 from .state import TrainingState
 from .writer import BackgroundSaver, repack_latest
 
@@ -21,13 +22,16 @@ __all__ = [
     "CheckpointHistory",
     "CheckpointManager",
     "CheckpointableIterator",
+    "Provenance",
     "RetentionRules",
     "SavePolicy",
     "TrainingState",
     "capture_data_state",
     "capture_random_state",
+    "git_info",
     "load_checkpoint_commit",
     "prune_commits",
+    "read_provenance",
     "repack_latest",
     "restore_data_state",
     "restore_random_state",

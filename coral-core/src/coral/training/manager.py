@@ -33,6 +33,7 @@ from .layout import (
     model_only,
 )
 from .policy import SavePolicy
+from .provenance import Provenance
 from .retention import prune_commits, select_kept
 from .rng import restore_random_state
 from .state import TrainingState
@@ -52,6 +53,7 @@ class CheckpointManager:
         config: CheckpointConfig | None = None,
         model_name: str | None = None,
         experiment_name: str | None = None,
+        hparams: Mapping[str, Any] | None = None,
     ) -> None:
         if not isinstance(repository, Repository):
             raise InvalidArgumentError("repository", type(repository).__name__, "expected a coral Repository")
@@ -66,6 +68,7 @@ class CheckpointManager:
             raise InvalidArgumentError(
                 "experiment_name", self.experiment_name, "use letters, digits, '.', '_' and '-'"
             )
+        self.provenance = Provenance(hparams)  # provenance: versions, device, code commit, hparams (issue 29)
         self._callbacks: list[Callable[[TrainingState, str | None], None]] = []
         self._lock = threading.RLock()
         self._saver = BackgroundSaver(self.experiment_name)
@@ -182,6 +185,8 @@ class CheckpointManager:
             state, self.experiment_name, self.model_name, list(named), skeletons, is_best, extra
         )
         message = commit_message(cfg.commit_message_template, state, self.experiment_name)
+        for key, value in self.provenance.capture(state.optimizer_state).items():  # issue 29
+            metadata.setdefault(key, value)
         # chunks and commit under one writers' lock: a gc in another process cannot interleave
         commit_hash = repo.commit_weights(all_weights, message, metadata)
         with self._lock:
