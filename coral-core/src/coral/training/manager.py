@@ -185,8 +185,8 @@ class CheckpointManager:
             state, self.experiment_name, self.model_name, list(named), skeletons, is_best, extra
         )
         message = commit_message(cfg.commit_message_template, state, self.experiment_name)
-        for key, value in self.provenance.capture(state.optimizer_state).items():  # issue 29
-            metadata.setdefault(key, value)
+        for key, recorded in self.provenance.capture(state.optimizer_state).items():  # issue 29
+            metadata.setdefault(key, recorded)
         # chunks and commit under one writers' lock: a gc in another process cannot interleave
         commit_hash = repo.commit_weights(all_weights, message, metadata)
         with self._lock:
