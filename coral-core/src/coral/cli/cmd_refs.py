@@ -8,10 +8,13 @@ from typing import Any
 
 from ..errors import InvalidArgumentError
 from ..version_control.repository import Repository
+from . import cmd_remote
 from .output import Output, human_time, iso_time, short
 
 
 def run_branch(repo: Repository, args: argparse.Namespace, out: Output) -> int:
+    if getattr(args, "remotes", False):
+        return cmd_remote.run_remote_branches(repo, args, out)
     if args.delete:
         repo.delete_branch(args.delete)
         out.line(f"Deleted branch {args.delete}")

@@ -17,7 +17,7 @@ from .. import __version__
 from ..errors import CoralError
 from ..version_control.merge import STRATEGIES
 from ..version_control.repository import Repository
-from . import cmd_history, cmd_refs, cmd_setup, cmd_storage, cmd_transfer
+from . import cmd_history, cmd_refs, cmd_remote, cmd_setup, cmd_storage, cmd_transfer
 from .output import Output
 
 log = logging.getLogger("coral.cli")
@@ -75,6 +75,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("name", nargs="?")
     p.add_argument("start", nargs="?", help="commit the new branch starts at (default HEAD)")
     p.add_argument("-d", "--delete", metavar="NAME")
+    p.add_argument("-r", "--remotes", action="store_true", help="list remote-tracking branches (origin/main)")
     _json_flag(p)
 
     p = sub.add_parser("checkout", help="switch to a branch, or detach HEAD at a tag or commit")
@@ -115,6 +116,9 @@ def build_parser() -> argparse.ArgumentParser:
     _json_flag(p)
 
     p = sub.add_parser("fsck", help="verify every reachable commit and chunk (exit 1 when damaged)")
+    fsck_remote = p.add_mutually_exclusive_group()
+    fsck_remote.add_argument("--remote", metavar="NAME", help="verify remote NAME instead of this repository")
+    fsck_remote.add_argument("--repair", metavar="NAME", help="replace damaged local objects with copies from NAME")
     _json_flag(p)
 
     p = sub.add_parser("du", help="logical vs stored bytes per commit (or per tensor of REF), dedup ratio")
@@ -129,6 +133,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("plugins", help="loaded plugins and the distribution each came from")
     _json_flag(p)
+    cmd_remote.add_parsers(sub, _json_flag)
     return parser
 
 
@@ -157,6 +162,7 @@ _REPO_COMMANDS: dict[str, Command] = {
     "fsck": cmd_storage.run_fsck,
     "du": cmd_storage.run_du,
     "repack": cmd_storage.run_repack,
+    **cmd_remote.COMMANDS,
 }
 
 
@@ -185,6 +191,8 @@ def _run(argv: Sequence[str] | None) -> int:
         return cmd_setup.run_init(args, out, cwd)
     if args.command == "plugins":
         return cmd_setup.run_plugins(args, out)
+    if args.command == "clone":
+        return cmd_remote.run_clone(args, out, cwd)
     with Repository.find(cwd) as repo:
         return _REPO_COMMANDS[args.command](repo, args, out)
 

@@ -49,6 +49,7 @@ class CheckpointConfig:
     async_save: bool = False
     min_free_space: int | None = None
     mean_time_between_failures: float | None = None
+    push_to: str | None = None
 
     def __post_init__(self) -> None:
         for name in _INT_OR_NONE:
@@ -84,6 +85,8 @@ class CheckpointConfig:
             raise ConfigError("early_stopping_patience", self.early_stopping_patience, "needs save_on_best_metric to watch")
         if self.keep_best_n_checkpoints is not None and self.save_on_best_metric is None:
             raise ConfigError("keep_best_n_checkpoints", self.keep_best_n_checkpoints, "needs save_on_best_metric to rank by")
+        if self.push_to is not None and (not isinstance(self.push_to, str) or not self.push_to):
+            raise ConfigError("push_to", self.push_to, "must be the name of a remote (see `coral remote add`)")
         f = self.min_free_space
         if f is not None and (isinstance(f, bool) or not isinstance(f, int) or f < 0):
             raise ConfigError("min_free_space", f, "must be a number of bytes >= 0")
@@ -138,7 +141,7 @@ def _parse_env(name: str, raw: str) -> Any:
         if text.lower() in ("0", "false", "no", "off"):
             return False
         raise ConfigError(name, raw, "expected true/false")
-    if name in ("save_on_best_metric", "commit_message_template"):
+    if name in ("save_on_best_metric", "commit_message_template", "push_to"):
         return raw
     if name == "save_every_n_steps" and text == "auto":
         return "auto"

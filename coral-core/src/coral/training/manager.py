@@ -33,6 +33,7 @@ from ..version_control.commit import Commit, commit_key
 from ..version_control.repository import Repository, _normalize_weights
 from .config import CheckpointConfig
 from .iterators import capture_data_state
+from .pusher import BackgroundPusher
 from .state import TrainingState
 from .tensors_in_state import join_state, split_state
 
@@ -81,6 +82,7 @@ class CheckpointManager:
         self._step_times: list[tuple[int, float]] = []
         self._last_saved_step = 0
         self._last_saved_at: tuple[int, int] | None = None
+        self._pusher = BackgroundPusher(repository, self.config.push_to) if self.config.push_to else None
         self._load_history()
         _live_managers.add(self)
 
@@ -224,7 +226,7 @@ class CheckpointManager:
         if not isinstance(state, TrainingState):
             raise InvalidArgumentError("state", type(state).__name__, "expected a TrainingState")
         # one save in flight at a time: the previous one finishes (and reports its error) first
-        self.wait()
+        self._wait_save()
         extra = dict(metadata or {})
         clash = sorted(set(extra) & _RESERVED_METADATA)
         if clash:
@@ -267,12 +269,19 @@ class CheckpointManager:
             self._error = exc
 
     def _raise_pending(self) -> None:
+        if self._pusher is not None:  # a background push that failed after its retries
+            self._pusher.raise_pending()
         if self._error is not None:
             err, self._error = self._error, None
             raise CheckpointError(f"an earlier async checkpoint failed: {err}") from err
 
     def wait(self) -> None:
-        """Block until pending async saves are written; raise if one failed."""
+        """Block until pending async saves are written and background pushes (``push_to``) done; raise if one failed."""
+        self._wait_save()
+        if self._pusher is not None:
+            self._pusher.wait()
+
+    def _wait_save(self) -> None:
         t = self._thread
         if t is not None and t is not threading.current_thread():
             t.join()
@@ -403,6 +412,8 @@ class CheckpointManager:
                 cb(state, commit_hash)
             except Exception as exc:
                 log.error("checkpoint callback %s failed: %s", getattr(cb, "__name__", cb), exc)
+        if self._pusher is not None:  # off this thread: the training loop never waits on the network
+            self._pusher.request()
         return commit_hash
 
     # ---- retention ---------------------------------------------------------------------------------------

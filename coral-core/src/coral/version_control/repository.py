@@ -40,6 +40,7 @@ from ..store.local import LocalStore
 from ..store.registry import open_store
 from . import diff as _diff
 from . import merge as _merge
+from . import remotes as _remotes
 from .commit import Commit, CommitInfo, commit_key
 from .jsonsafe import canonical_dumps, from_jsonable, to_jsonable
 from .names import validate_ref_name, validate_tensor_name
@@ -284,6 +285,9 @@ class Repository:
             tag = self.store.get_ref(f"tags/{ref}")
             if tag is not None:
                 return _parse_tag(f"tags/{ref}", tag)["commit"]
+            tracking = self.store.get_ref(f"remotes/{ref}") if "/" in ref else None  # origin/main
+            if tracking is not None:
+                return _commit_id_of(f"remotes/{ref}", tracking)
         if _HEX.fullmatch(ref):
             if len(ref) == 64:
                 if self.store.has(commit_key(ref)):
@@ -630,6 +634,7 @@ class Repository:
         targets = set()
         for name, value in self.store.list_refs("heads/").items():
             targets.add(value)
+        targets.update(self.store.list_refs("remotes/").values())  # fetched commits stay until the remote drops them
         for name, value in self.store.list_refs("tags/").items():
             try:
                 targets.add(_parse_tag(name, value)["commit"])
@@ -956,6 +961,37 @@ class Repository:
                 yield cur
             parents = self._read_commit(cur).parents
             cur = parents[0] if parents else None
+
+    # ---- remotes (logic in remotes.py) -------------------------------------------------------------------
+    def add_remote(self, name: str, url: str | os.PathLike[str]) -> str:
+        """Configure remote ``name`` at ``url`` (a folder or store URL holding a Coral repository)."""
+        return _remotes.add_remote(self, name, url)
+
+    def remove_remote(self, name: str) -> None:
+        """Forget remote ``name`` and its remote-tracking branches."""
+        _remotes.remove_remote(self, name)
+
+    def list_remotes(self) -> dict[str, str]:
+        """``{name: url}`` of the configured remotes."""
+        return _remotes.list_remotes(self)
+
+    def fetch(self, remote: str = "origin", **kwargs: Any) -> _remotes.SyncResult:
+        """Download the remote's branches (as ``origin/main``), commits, chunks and tags."""
+        return _remotes.fetch(self, remote, **kwargs)
+
+    def push(self, remote: str = "origin", branch: str | None = None, force: bool = False, **kwargs: Any) -> _remotes.SyncResult:
+        """Send a branch (default: the current one); refused if the remote branch moved, unless ``force``."""
+        return _remotes.push(self, remote, branch, force, **kwargs)
+
+    def pull(self, remote: str = "origin", branch: str | None = None, **kwargs: Any) -> _remotes.SyncResult:
+        """Fetch, then fast-forward the branch; a diverged branch is refused."""
+        return _remotes.pull(self, remote, branch, **kwargs)
+
+    @classmethod
+    def clone(cls, url: str | os.PathLike[str], path: str | os.PathLike[str], branch: str | None = None,
+              depth: int | None = None, **kwargs: Any) -> "Repository":
+        """A new repository at ``path`` from ``url`` (remote ``origin``); ``depth=1``: newest weights only."""
+        return _remotes.clone(url, path, branch, depth, **kwargs)
 
     # ---- small mutable documents (history, index) --------------------------------------------------------
     def read_document(self, name: str) -> Any:

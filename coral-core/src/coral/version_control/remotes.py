@@ -1,0 +1,645 @@
+"""Remotes like git's: named URLs of other repositories, and fetch / push / pull / clone between them.
+
+A remote is any Coral repository a store URL opens: a folder, ``file://``, ``memory://``, ``s3://...`` or
+any scheme a plugin registers. Transfers send only what the other side lacks, in a fixed order (chunks,
+then commits, then refs), and move the remote branch by compare-and-swap from the value the last fetch saw:
+a kill at any instant leaves the remote readable, and running the same push again finishes it.
+
+Refs this module keeps in the local repository: ``remotes/<remote>/<branch>`` (remote-tracking branches,
+``origin/main`` in ``resolve``/``log``) and the remotes' URLs in the ``config`` document.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from ..errors import (
+    CoralError,
+    CorruptObjectError,
+    DivergedError,
+    InvalidArgumentError,
+    ObjectNotFoundError,
+    PushRejectedError,
+    RefConflictError,
+    RefExistsError,
+    RefNotFoundError,
+    UnknownRemoteError,
+)
+from ..objects.tensors import CHUNK_BYTES
+from .commit import Commit, commit_key
+from .names import validate_ref_name
+from .transfer import ProgressFn, TransferStats, copy_chunks, copy_plain, first_good
+
+if TYPE_CHECKING:
+    from .repository import Repository
+
+log = logging.getLogger(__name__)
+
+TRACKING_PREFIX = "remotes/"
+SHALLOW = "shallow"  # value of a ``pruned/<id>`` marker a depth-limited fetch leaves: weights not fetched
+_DOCS = "meta/checkpoints/"  # training histories travel with the branches (a resume elsewhere needs them)
+_CAS_TRIES = 100
+
+
+@dataclass
+class SyncResult:
+    """What a fetch, push or pull did: refs moved (``name: (old, new)``) and the bytes sent."""
+
+    remote: str
+    refs: dict[str, tuple[str | None, str]] = field(default_factory=dict)
+    commits: int = 0
+    objects: int = 0
+    bytes: int = 0
+    skipped: int = 0
+
+    def add(self, stats: TransferStats) -> None:
+        self.objects += stats.objects
+        self.bytes += stats.bytes
+        self.skipped += stats.skipped
+
+    @property
+    def up_to_date(self) -> bool:
+        return not self.refs
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "remote": self.remote,
+            "refs": {k: {"old": o, "new": n} for k, (o, n) in self.refs.items()},
+            "commits": self.commits,
+            "objects": self.objects,
+            "bytes": self.bytes,
+            "skipped": self.skipped,
+        }
+
+
+# ---- configuration --------------------------------------------------------------------------------------
+def _read_config(repo: Repository) -> tuple[str | None, dict[str, Any]]:
+    raw = repo.store.get_ref("config")
+    try:
+        doc = json.loads(raw) if raw else {}
+    except ValueError as exc:
+        raise CorruptObjectError("ref config", f"not a JSON document: {exc}") from None
+    if not isinstance(doc, dict) or not isinstance(doc.get("remotes", {}), dict):
+        raise CorruptObjectError("ref config", "not a configuration document")
+    return raw, doc
+
+
+def _update_config(repo: Repository, fn: Any) -> None:
+    for _ in range(_CAS_TRIES):
+        raw, doc = _read_config(repo)
+        fn(doc)
+        if repo.store.compare_and_swap("config", raw, json.dumps(doc, sort_keys=True)):
+            return
+    raise RefConflictError("the repository configuration kept changing")
+
+
+def normalize_url(url: Any) -> str:
+    """A bare or ``file://`` path becomes absolute (a remote must not depend on the current folder)."""
+    if isinstance(url, os.PathLike):
+        url = os.fspath(url)
+    if not isinstance(url, str) or not url.strip() or "\x00" in url:
+        raise InvalidArgumentError("url", url, "expected a repository folder or store URL")
+    if "://" in url and not url.startswith("file://"):
+        return url
+    path = url[len("file://") :] if url.startswith("file://") else url
+    return str(Path(path).expanduser().resolve())
+
+
+def list_remotes(repo: Repository) -> dict[str, str]:
+    """``{name: url}`` of every configured remote."""
+    return {name: str(v.get("url")) for name, v in sorted(_read_config(repo)[1].get("remotes", {}).items())}
+
+
+def remote_url(repo: Repository, name: str) -> str:
+    """The URL of remote ``name``; UnknownRemoteError naming the configured ones otherwise."""
+    remotes = list_remotes(repo)
+    if name not in remotes:
+        known = ", ".join(remotes) or "none configured; add one with `coral remote add NAME URL`"
+        raise UnknownRemoteError("remote", name, f"no such remote (known: {known})")
+    return remotes[name]
+
+
+def add_remote(repo: Repository, name: str, url: str | os.PathLike[str]) -> str:
+    """Configure remote ``name`` at ``url`` (checked: it must open as a Coral repository); returns the URL."""
+    validate_ref_name(name, "remote")
+    if "/" in name:
+        raise InvalidArgumentError("remote", name, "a remote name cannot contain '/'")
+    url = normalize_url(url)
+    if name in list_remotes(repo):
+        raise RefExistsError(f"remote {name!r} already exists (remove it first: coral remote remove {name})")
+    open_remote(url).close()
+
+    def add(doc: dict[str, Any]) -> None:
+        remotes = doc.setdefault("remotes", {})
+        if name in remotes:
+            raise RefExistsError(f"remote {name!r} already exists")
+        remotes[name] = {"url": url}
+
+    _update_config(repo, add)
+    return url
+
+
+def remove_remote(repo: Repository, name: str) -> None:
+    """Forget remote ``name`` and its remote-tracking branches (the remote itself is untouched)."""
+    remote_url(repo, name)
+    _update_config(repo, lambda doc: doc.get("remotes", {}).pop(name, None))
+    for ref, value in repo.store.list_refs(f"{TRACKING_PREFIX}{name}/").items():
+        repo.store.compare_and_swap(ref, value, None)
+
+
+def open_remote(url: str) -> Repository:
+    """Open the repository at ``url``; a URL that is no Coral repository or has no backend fails here."""
+    from .repository import Repository
+
+    return Repository(normalize_url(url))
+
+
+def tracking_refs(repo: Repository, remote: str | None = None) -> dict[str, str]:
+    """``{"origin/main": commit}`` for every remote-tracking branch (of one remote when given)."""
+    prefix = TRACKING_PREFIX + (f"{remote}/" if remote else "")
+    return {ref[len(TRACKING_PREFIX) :]: value for ref, value in repo.store.list_refs(prefix).items()}
+
+
+def ref_targets(repo: Repository) -> set[str]:
+    """Commits named by branches, tags, remote-tracking branches and a detached HEAD."""
+    targets = set(repo.store.list_refs("heads/").values()) | set(tracking_refs(repo).values())
+    targets.update(t["commit"] for t in repo.list_tags())
+    head = repo.head_commit()
+    if head:
+        targets.add(head)
+    return targets
+
+
+# ---- history walks ----------------------------------------------------------------------------------------
+def _missing_commits(repo: Repository, start: str, have: Any) -> list[str]:
+    """Commits reachable from ``start`` in ``repo`` for which ``have(cid)`` is False, children first."""
+    out: list[str] = []
+    seen: set[str] = set()
+    frontier = [start]
+    while frontier:
+        c = frontier.pop()
+        if c in seen:
+            continue
+        seen.add(c)
+        if have(c):
+            continue
+        out.append(c)
+        frontier.extend(repo._read_commit(c).parents)
+    return out
+
+
+def _ancestors(repo: Repository, start: str | None) -> set[str]:
+    out: set[str] = set()
+    frontier = [start] if start else []
+    while frontier:
+        c = frontier.pop()
+        if c in out:
+            continue
+        out.add(c)
+        try:
+            frontier.extend(repo._read_commit(c).parents)
+        except (RefNotFoundError, CorruptObjectError):
+            continue
+    return out
+
+
+def _is_ancestor(repo: Repository, ancestor: str, of: str) -> bool:
+    return ancestor in _ancestors(repo, of)
+
+
+def _first_parents(repo: Repository, start: str, n: int) -> list[str]:
+    out: list[str] = []
+    cur: str | None = start
+    while cur is not None and len(out) < n:
+        out.append(cur)
+        parents = repo._read_commit(cur).parents
+        cur = parents[0] if parents else None
+    return out
+
+
+def _chunks_of(commits: Iterable[Commit]) -> tuple[list[str], int]:
+    """Chunk ids of the trees (each once) and an estimate of their bytes (decoded sizes)."""
+    ids: dict[str, int] = {}
+    for commit in commits:
+        for entry in commit.tree.values():
+            remaining = entry.nbytes
+            for cid in entry.chunks:
+                size = CHUNK_BYTES if entry.packed else min(remaining, CHUNK_BYTES)
+                ids.setdefault(cid, size)
+                remaining -= size
+    return list(ids), sum(ids.values())
+
+
+def _transfer(
+    src: Repository,
+    dst: Repository,
+    commits: list[str],
+    *,
+    known: set[str],
+    with_weights: Any,
+    local: Repository,
+    progress: ProgressFn | None,
+) -> TransferStats:
+    """Copy ``commits`` (children first) ``src`` -> ``dst``: their chunks first (those ``with_weights(cid)``
+    allows, minus ``known`` ones), then the commit objects. ``local`` verifies deltas against good copies."""
+    parsed = [src._read_commit(c) for c in commits]  # hash-checked: a damaged commit is never sent
+    full = [p for c, p in zip(commits, parsed) if with_weights(c)]
+    chunk_ids, estimate = _chunks_of(full)
+    chunk_ids = [c for c in chunk_ids if c not in known]
+    other = dst if local is src else src
+    stats = copy_chunks(
+        src.store, dst.store, chunk_ids, first_good(local.objects, other.objects), progress=progress, estimate=estimate
+    )
+    stats.add(copy_plain(src.store, dst.store, [commit_key(c) for c in reversed(commits)]))
+    return stats
+
+
+def _known_chunks(repo: Repository, commits: Iterable[str], pruned: Any) -> set[str]:
+    """Chunks of ``commits`` (which the other side has, unpruned there): no need to ask about them."""
+    known: set[str] = set()
+    for c in commits:
+        if pruned(c):
+            continue
+        try:
+            commit = repo._read_commit(c)
+        except (RefNotFoundError, CorruptObjectError):
+            continue
+        for entry in commit.tree.values():
+            known.update(entry.chunks)
+    return known
+
+
+def _boundary(repo: Repository, new: list[str], have: Any) -> set[str]:
+    """Parents of ``new`` commits that the other side already has."""
+    out: set[str] = set()
+    fresh = set(new)
+    for c in new:
+        for p in repo._read_commit(c).parents:
+            if p not in fresh and have(p):
+                out.add(p)
+    return out
+
+
+def _sync_tags(src: Repository, dst: Repository, commits: set[str], force: bool = False) -> list[str]:
+    """Tags of ``src`` naming a commit in ``commits`` (which ``dst`` now has): created at ``dst`` when missing,
+    moved when they only moved forward (``best-...`` tags during training) or with ``force``."""
+    moved = []
+    for ref, value in src.store.list_refs("tags/").items():
+        try:
+            target = json.loads(value)["commit"]
+        except (ValueError, KeyError, TypeError):
+            continue
+        if target not in commits:
+            continue
+        cur = dst.store.get_ref(ref)
+        if cur == value:
+            continue
+        if cur is not None and not force:
+            try:
+                old = json.loads(cur)["commit"]
+            except (ValueError, KeyError, TypeError):
+                continue
+            if old == target or not _is_ancestor(src, old, target):
+                log.warning("tag %s differs on the other side; left as it is", ref[len("tags/") :])
+                continue
+        if dst.store.compare_and_swap(ref, cur, value):
+            moved.append(ref)
+    return moved
+
+
+def _doc_head(value: str | None) -> str | None:
+    try:
+        history = json.loads(value or "")["history"]
+        return str(history[-1]["commit_hash"]) if history else None
+    except (ValueError, KeyError, TypeError, IndexError):
+        return None
+
+
+def _sync_documents(src: Repository, dst: Repository, commits: set[str], judge: Repository) -> None:
+    """Training histories (``meta/checkpoints/*``) whose newest checkpoint is in ``commits``: copied to ``dst``
+    unless ``dst``'s own history went elsewhere (its newest checkpoint is no ancestor, as ``judge`` knows)."""
+    for ref, value in src.store.list_refs(_DOCS).items():
+        head = _doc_head(value)
+        if head is None or head not in commits:
+            continue
+        cur = dst.store.get_ref(ref)
+        if cur == value:
+            continue
+        old = _doc_head(cur)
+        if cur is not None and old is not None and old != head and not _is_ancestor(judge, old, head):
+            log.warning("training history %s differs on the other side; left as it is", ref[len(_DOCS) :])
+            continue
+        dst.store.compare_and_swap(ref, cur, value)
+
+
+# ---- fetch ---------------------------------------------------------------------------------------------
+def fetch(
+    repo: Repository,
+    remote: str = "origin",
+    *,
+    depth: int | None = None,
+    progress: ProgressFn | None = None,
+    _url: str | None = None,
+) -> SyncResult:
+    """Download the remote's branches (as ``remote/branch``), their commits and chunks, and their tags.
+
+    ``depth=N`` fetches the chunks of only the newest N commits along each branch; older commits arrive
+    without weights (``log`` shows them as pruned)."""
+    if depth is not None and (isinstance(depth, bool) or not isinstance(depth, int) or depth < 1):
+        raise InvalidArgumentError("depth", depth, "must be a positive integer or None")
+    url = _url or remote_url(repo, remote)
+    result = SyncResult(remote)
+    with open_remote(url) as other:
+        heads = {ref[len("heads/") :]: value for ref, value in other.store.list_refs("heads/").items()}
+        have = lambda c: repo.store.has(commit_key(c))  # noqa: E731
+        new: list[str] = []
+        weighted: set[str] = set()
+        for _branch, head in heads.items():
+            fresh = _missing_commits(other, head, have)
+            new += [c for c in fresh if c not in new]
+            if depth is not None:
+                weighted.update(_first_parents(other, head, depth))
+        remote_pruned = {r[len("pruned/") :] for r in other.store.list_refs("pruned/")}
+
+        def with_weights(c: str) -> bool:
+            return c not in remote_pruned and (depth is None or c in weighted)
+
+        stats = _transfer(other, repo, new, known=set(), with_weights=with_weights, local=repo, progress=progress)
+        result.add(stats)
+        result.commits = len(new)
+        for c in new:  # commits that arrived without their weights are marked, before any ref names them
+            if not with_weights(c):
+                repo.store.compare_and_swap(f"pruned/{c}", None, "1" if c in remote_pruned else SHALLOW)
+        for branch, head in heads.items():
+            ref = f"{TRACKING_PREFIX}{remote}/{branch}"
+            old = repo.store.get_ref(ref)
+            if old != head:
+                repo.store.compare_and_swap(ref, old, head)
+                result.refs[f"{remote}/{branch}"] = (old, head)
+        for ref, old in tracking_refs(repo, remote).items():  # branches deleted on the remote
+            if ref.split("/", 1)[1] not in heads:
+                repo.store.compare_and_swap(TRACKING_PREFIX + ref, old, None)
+        everything = set()
+        for head in heads.values():
+            everything |= _ancestors(repo, head)
+        _sync_tags(other, repo, everything)
+    return result
+
+
+# ---- push ----------------------------------------------------------------------------------------------
+def push(
+    repo: Repository,
+    remote: str = "origin",
+    branch: str | None = None,
+    force: bool = False,
+    *,
+    progress: ProgressFn | None = None,
+) -> SyncResult:
+    """Send ``branch`` (default: the current one) to the remote: chunks, commits, then the branch by
+    compare-and-swap. Refused when the remote branch moved since the last fetch, or when it is not an
+    ancestor of ours, unless ``force``."""
+    if not isinstance(force, bool):
+        raise InvalidArgumentError("force", force, "must be True or False")
+    url = remote_url(repo, remote)
+    if branch is None:
+        branch = repo.current_branch
+        if branch is None:
+            raise InvalidArgumentError("branch", None, "HEAD is detached: name the branch to push")
+    validate_ref_name(branch, "branch")
+    head = repo.store.get_ref(f"heads/{branch}")
+    if head is None:
+        raise RefNotFoundError(f"branch {branch!r} not found (nothing to push)")
+    tracking_ref = f"{TRACKING_PREFIX}{remote}/{branch}"
+    result = SyncResult(remote)
+    with open_remote(url) as other:
+        # the remote's gc must not free what this push writes before its branch names it
+        with other.store.lock("gc", exclusive=False):
+            seen = repo.store.get_ref(tracking_ref)
+            theirs = other.store.get_ref(f"heads/{branch}")
+            if theirs is not None and not force:
+                if theirs != seen:
+                    raise PushRejectedError(
+                        f"push of {branch!r} to {remote!r} refused: the remote branch moved since the last fetch "
+                        f"(now {theirs[:12]}); run `coral fetch {remote}` and `coral pull`, or push --force"
+                    )
+                if theirs != head and not _is_ancestor(repo, theirs, head):
+                    raise PushRejectedError(
+                        f"push of {branch!r} to {remote!r} refused: {remote}/{branch} ({theirs[:12]}) is not an "
+                        f"ancestor of {branch} ({head[:12]}); pull first, or push --force"
+                    )
+            on_remote = _ancestors(repo, seen) if seen else set()
+            have = lambda c: c in on_remote or other.store.has(commit_key(c))  # noqa: E731
+            new = _missing_commits(repo, head, have)
+            remote_pruned = {r[len("pruned/") :] for r in other.store.list_refs("pruned/")}
+            known = _known_chunks(repo, _boundary(repo, new, have), lambda c: c in remote_pruned)
+            result.add(
+                _transfer(repo, other, new, known=known, with_weights=lambda c: not repo.is_pruned(c),
+                          local=repo, progress=progress)
+            )
+            result.commits = len(new)
+            for c in new:  # commits sent without their weights (pruned here) are marked there
+                if repo.is_pruned(c):
+                    other.store.compare_and_swap(f"pruned/{c}", None, "1")
+            if theirs != head:
+                if not other.store.compare_and_swap(f"heads/{branch}", theirs, head):
+                    raise PushRejectedError(
+                        f"push of {branch!r} to {remote!r} lost a race: another push moved the remote branch first "
+                        f"(nothing was lost; objects sent stay for the retry); fetch, pull, then push again"
+                    )
+                result.refs[f"{remote}/{branch}"] = (theirs, head)
+            if other.store.get_ref("HEAD") is None:  # never, for a repository opened as one; kept for safety
+                other.store.compare_and_swap("HEAD", None, f"ref: heads/{branch}")
+            mine = _ancestors(repo, head)
+            _sync_tags(repo, other, mine, force)
+            _sync_documents(repo, other, mine, judge=repo)
+    old = repo.store.get_ref(tracking_ref)
+    if old != head:
+        repo.store.compare_and_swap(tracking_ref, old, head)
+    return result
+
+
+# ---- pull ----------------------------------------------------------------------------------------------
+def pull(
+    repo: Repository, remote: str = "origin", branch: str | None = None, *, progress: ProgressFn | None = None
+) -> SyncResult:
+    """Fetch, then fast-forward ``branch`` (default: the current one) to ``remote/branch``.
+
+    A branch with commits the remote lacks is refused (DivergedError): merge or push --force instead."""
+    url = remote_url(repo, remote)
+    if branch is None:
+        branch = repo.current_branch
+        if branch is None:
+            raise InvalidArgumentError("branch", None, "HEAD is detached: name the branch to pull")
+    validate_ref_name(branch, "branch")
+    result = fetch(repo, remote, progress=progress, _url=url)
+    target = repo.store.get_ref(f"{TRACKING_PREFIX}{remote}/{branch}")
+    if target is None:
+        raise RefNotFoundError(f"remote {remote!r} has no branch {branch!r}")
+    ref = f"heads/{branch}"
+    for _ in range(_CAS_TRIES):
+        mine = repo.store.get_ref(ref)
+        if mine == target or (mine is not None and _is_ancestor(repo, target, mine)):
+            break  # up to date, or ahead: nothing to take
+        if mine is not None and not _is_ancestor(repo, mine, target):
+            raise DivergedError(
+                f"cannot pull {remote}/{branch}: local branch {branch!r} ({mine[:12]}) and {remote}/{branch} "
+                f"({target[:12]}) have diverged (each has commits the other lacks); merge {remote}/{branch} "
+                f"into it, or push --force to replace the remote's"
+            )
+        if repo.store.compare_and_swap(ref, mine, target):
+            result.refs[branch] = (mine, target)
+            break
+    else:
+        raise RefConflictError(f"branch {branch!r} kept moving during pull")
+    with open_remote(url) as other:
+        _sync_documents(other, repo, _ancestors(repo, repo.store.get_ref(ref)), judge=repo)
+    return result
+
+
+# ---- clone ---------------------------------------------------------------------------------------------
+def clone(
+    url: str | os.PathLike[str],
+    path: str | os.PathLike[str],
+    branch: str | None = None,
+    depth: int | None = None,
+    *,
+    progress: ProgressFn | None = None,
+) -> Repository:
+    """Create a repository at ``path`` from the one at ``url`` (remote ``origin``), checked out on ``branch``
+    (default: the remote's). ``depth=1`` fetches the weights of only the newest checkpoint of each branch."""
+    from .repository import Repository
+
+    url = normalize_url(url)
+    if depth is not None and (isinstance(depth, bool) or not isinstance(depth, int) or depth < 1):
+        raise InvalidArgumentError("depth", depth, "must be a positive integer or None")
+    if branch is not None:
+        validate_ref_name(branch, "branch")
+    target = Path(os.fspath(path)).expanduser().resolve()
+    if target.exists() and (not target.is_dir() or any(target.iterdir())):
+        raise InvalidArgumentError("path", str(target), "already exists and is not an empty folder")
+    with open_remote(url) as other:
+        head = other.store.get_ref("HEAD") or ""
+        default = head[len("ref: heads/") :] if head.startswith("ref: heads/") else None
+        heads = other.list_branches()
+        if branch is not None and branch not in heads:
+            raise RefNotFoundError(f"remote {url!r} has no branch {branch!r} (branches: {', '.join(heads) or 'none'})")
+        checkout = branch or (default if default in heads else (heads[0] if heads else default or "main"))
+    created = not target.exists()
+    try:
+        repo = Repository(target, init=True)
+        try:
+            _update_config(repo, lambda doc: doc.setdefault("remotes", {}).update({"origin": {"url": url}}))
+            fetch(repo, "origin", depth=depth, progress=progress)
+            tip = repo.store.get_ref(f"{TRACKING_PREFIX}origin/{checkout}")
+            if tip is not None:
+                repo.store.compare_and_swap(f"heads/{checkout}", None, tip)
+            repo.store.compare_and_swap("HEAD", repo.store.get_ref("HEAD"), f"ref: heads/{checkout}")
+            with open_remote(url) as other:
+                _sync_documents(other, repo, _ancestors(repo, tip), judge=repo)
+        except BaseException:
+            repo.close()
+            raise
+    except BaseException:
+        shutil.rmtree(target if created else target / ".coral", ignore_errors=True)
+        raise
+    return repo
+
+
+# ---- checks and repair --------------------------------------------------------------------------------
+def fsck_remote(repo: Repository, remote: str) -> dict[str, Any]:
+    """``fsck`` of the remote repository itself (every reachable commit and chunk there is verified)."""
+    with open_remote(remote_url(repo, remote)) as other:
+        result = other.fsck()
+    result["remote"] = remote
+    return result
+
+
+def repair(repo: Repository, remote: str, *, progress: ProgressFn | None = None) -> dict[str, Any]:
+    """Replace damaged or missing local chunks and commits with verified copies from ``remote``.
+
+    Returns ``{"repaired": [ids], "unrepaired": [problems], "ok": bool}`` (``ok`` from a final fsck)."""
+    url = remote_url(repo, remote)
+    bad_chunks, bad_commits = _damaged(repo)
+    repaired: list[str] = []
+    with open_remote(url) as other:
+        for cid in sorted(bad_commits):
+            try:
+                raw = other.store.get(commit_key(cid))
+                Commit.from_bytes(cid, raw)  # verified before it replaces anything
+            except (ObjectNotFoundError, CorruptObjectError) as exc:
+                log.warning("commit %s cannot be repaired from %s: %s", cid[:12], remote, exc)
+                continue
+            repo.store.put(commit_key(cid), raw, overwrite=True)
+            repaired.append(cid)
+        extra_chunks, _ = _damaged(repo) if bad_commits else (set(), set())
+        wanted = sorted(bad_chunks | extra_chunks)
+        for cid in wanted:
+            try:
+                copy_chunks(other.store, repo.store, [cid], first_good(other.objects, repo.objects),
+                            overwrite=[cid], progress=progress)
+                repaired.append(cid)
+            except (ObjectNotFoundError, CorruptObjectError) as exc:
+                log.warning("chunk %s cannot be repaired from %s: %s", cid[:12], remote, exc)
+    result = repo.fsck()
+    return {"repaired": repaired, "unrepaired": result["errors"], "ok": result["ok"]}
+
+
+def _damaged(repo: Repository) -> tuple[set[str], set[str]]:
+    """(chunk ids, commit ids) that are missing or fail verification locally, for reachable live commits."""
+    bad_chunks: set[str] = set()
+    bad_commits: set[str] = set()
+    seen: set[str] = set()
+    checked: set[str] = set()
+    repo.fsck()  # re-reads every commit from the store (a cached copy may hide damage since)
+    frontier = list(ref_targets(repo))
+    while frontier:
+        c = frontier.pop()
+        if c in seen:
+            continue
+        seen.add(c)
+        try:
+            commit = repo._read_commit(c)
+        except (RefNotFoundError, CorruptObjectError):
+            bad_commits.add(c)
+            continue
+        frontier.extend(commit.parents)
+        if repo.is_pruned(c):
+            continue
+        for entry in commit.tree.values():
+            for cid in entry.chunks:
+                if cid in checked:
+                    continue
+                checked.add(cid)
+                try:
+                    repo.objects.verify_chunk(cid)
+                except (CorruptObjectError, ObjectNotFoundError) as exc:
+                    bad_chunks.add(cid)
+                    obj = getattr(exc, "object_id", None)
+                    if isinstance(obj, str) and len(obj) == 64:  # damage sits in a delta base
+                        bad_chunks.add(obj)
+    return bad_chunks, bad_commits
+
+
+__all__ = [
+    "SyncResult",
+    "add_remote",
+    "clone",
+    "fetch",
+    "fsck_remote",
+    "list_remotes",
+    "open_remote",
+    "pull",
+    "push",
+    "remote_url",
+    "remove_remote",
+    "repair",
+    "tracking_refs",
+]
+
