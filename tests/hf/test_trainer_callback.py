@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 from coral import Repository
-from coral.errors import CheckpointError, CoralError, InvalidArgumentError, RepositoryNotFoundError
+from coral.errors import CheckpointError, CoralError, InvalidArgumentError, RepositoryNotFoundError, UnknownRemoteError
 from coral_hf import CoralHFCallback, CoralTrainerCallback, RemotesUnavailableError
 from coral_torch.convert import tensor_to_numpy
 
@@ -153,11 +153,11 @@ def test_trainer_save_after_an_evaluation_at_the_same_step_records_its_metrics(t
 
 
 def test_argument_errors_name_the_value(tmp_path):
-    with pytest.raises(RemotesUnavailableError, match="push_to='origin'"):
-        CoralTrainerCallback(repo_path=tmp_path / "r", push_to="origin")
     with pytest.raises(InvalidArgumentError, match="exactly one"):
         CoralTrainerCallback()
     repo = Repository(tmp_path / "r", init=True)
+    with pytest.raises(UnknownRemoteError, match="remote='origin'"):
+        CoralTrainerCallback(repo=repo, push_to="origin")
     with pytest.raises(InvalidArgumentError, match="exactly one"):
         CoralTrainerCallback(repo=repo, repo_path=tmp_path / "r")
     with pytest.raises(InvalidArgumentError, match="mode='up'"):

@@ -92,11 +92,6 @@ class CoralTrainerCallback(TrainerCallback):
         experiment_name: str | None = None,
         async_save: bool = False,
     ) -> None:
-        if push_to is not None:
-            raise RemotesUnavailableError(
-                f"push_to={push_to!r}: pushing to a remote is not available yet (Coral has no remotes); "
-                "leave push_to=None and copy the repository folder instead"
-            )
         if (repo is None) == (repo_path is None):
             raise InvalidArgumentError(
                 "repo", repo, "pass exactly one of repo= (a Repository or a path) and repo_path="
@@ -154,6 +149,7 @@ class CoralTrainerCallback(TrainerCallback):
             save_scheduler_state=include_optimizer,
             save_random_state=True,
             async_save=async_save,
+            push_to=push_to,  # pushed in the background after each save (CheckpointManager)
             commit_message_template="HF Trainer checkpoint at step {global_step}",
         )
         # Load Coral's plugins now, before the Trainer seeds its RNGs: some plugin imports draw from python's

@@ -20,6 +20,7 @@ import jax
 import numpy as np
 from coral import Repository
 from coral.errors import CheckpointError, ConfigError, CoralError, InvalidArgumentError, RefNotFoundError
+from coral.training.pusher import BackgroundPusher
 from coral.training.tensors_in_state import join_state, split_state
 from coral.version_control.jsonsafe import from_jsonable, to_jsonable
 from coral.version_control.names import validate_ref_name
@@ -54,8 +55,11 @@ class CoralCheckpointManagerOptions:
     enable_async: bool = False
     save_rng_state: bool = False
     use_deltas: bool = True
+    push_to: str | None = None
 
     def __post_init__(self) -> None:
+        if self.push_to is not None and (not isinstance(self.push_to, str) or not self.push_to):
+            raise ConfigError("push_to", self.push_to, "must be the name of a remote (see `coral remote add`)")
         for name in ("max_to_keep", "keep_period"):
             v = getattr(self, name)
             if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v < 1):
@@ -153,6 +157,8 @@ class CoralCheckpointManager:
         self._error: BaseException | None = None
         self._inflight: int | None = None
         self._checkpoints = read_index(self.repository, self.name)
+        push_to = self.options.push_to
+        self._pusher = BackgroundPusher(self.repository, push_to) if push_to else None
 
     def __repr__(self) -> str:
         return f"CoralCheckpointManager({self.repository!r}, name={self.name!r}, steps={self.all_steps()})"
@@ -255,7 +261,7 @@ class CoralCheckpointManager:
         if not asynchronous:
             self._write(*job)
             return True
-        self.wait_until_finished()
+        self._join_save()
         with self._lock:
             self._inflight = step
         self._thread = threading.Thread(
@@ -292,15 +298,24 @@ class CoralCheckpointManager:
                 repo.repack(max_commits=1)
             except CoralError as exc:  # space optimisation only: never fail a save for it
                 log.warning("delta repack after step %d failed: %s", step, exc)
+        if self._pusher is not None:  # in the background: the training loop never waits on the network
+            self._pusher.request()
         return cid
 
     def _raise_pending(self) -> None:
+        if self._pusher is not None:
+            self._pusher.raise_pending()
         if self._error is not None:
             err, self._error = self._error, None
             raise CheckpointError(f"an earlier async checkpoint failed: {err}") from err
 
     def wait_until_finished(self) -> None:
-        """Block until a background save is written; re-raise its error if it failed."""
+        """Block until a background save is written and pushed (``push_to``); re-raise an error if one failed."""
+        self._join_save()
+        if self._pusher is not None:
+            self._pusher.wait()
+
+    def _join_save(self) -> None:
         t = self._thread
         if t is not None and t is not threading.current_thread():
             t.join()

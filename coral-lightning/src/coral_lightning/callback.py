@@ -28,6 +28,7 @@ RESERVED_METADATA = frozenset(
 
 
 from coral.errors import RemotesUnavailableError  # noqa: E402  (re-exported)
+from coral.version_control.remotes import remote_url  # noqa: E402
 
 
 def _positive(name: str, value: Any) -> int | None:
@@ -82,11 +83,6 @@ class CoralCallback(Callback):
         experiment_name: str | None = None,
     ) -> None:
         super().__init__()
-        if push_to is not None:
-            raise RemotesUnavailableError(
-                f"push_to={push_to!r}: remotes are not available yet in Coral; leave push_to=None "
-                "(checkpoints are committed to the local repository)"
-            )
         if (repo is None) == (repo_path is None):
             raise InvalidArgumentError("repo", repo, "pass exactly one of repo=Repository(...) or repo_path=...")
         if repo is not None and not isinstance(repo, Repository):
@@ -118,6 +114,8 @@ class CoralCallback(Callback):
 
         self._repo = repo if repo is not None else Repository(repo_path, init=init)  # type: ignore[arg-type]
         self._repo_path = str(self._repo.path) if self._repo.path is not None else None
+        if push_to is not None:
+            remote_url(self._repo, push_to)  # an unknown remote fails here, not at the first save
         if branch is None:
             branch = self._repo.current_branch
             if branch is None:
@@ -133,6 +131,7 @@ class CoralCallback(Callback):
             save_optimizer_state=include_optimizer,
             save_scheduler_state=include_optimizer,
             save_random_state=True,
+            push_to=push_to,  # pushed in the background after each save (CheckpointManager)
         )
         self._manager: CheckpointManager | None = None
         self.last_commit_hash: str | None = None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 from types import TracebackType
@@ -47,6 +48,7 @@ class Checkpointer:
         tracker: Tracker | None = None,
         data: Any = None,
         config: CheckpointConfig | None = None,
+        push_to: str | None = None,
     ) -> None:
         self.model = _state.check_model(model)
         self.optimizer = _state.check_optimizer(optimizer)
@@ -65,6 +67,8 @@ class Checkpointer:
                 save_every_n_epochs=every_n_epochs, save_every_n_steps=every_n_steps, save_on_best_metric=on_best,
                 minimize_metric=minimize, keep_last_n_checkpoints=keep_last, keep_best_n_checkpoints=keep_best,
             )
+        if push_to is not None:  # pushed to that remote in the background after each save
+            config = dataclasses.replace(config, push_to=push_to)
         self._repo = _state.open_repository(repo_or_path)
         self.manager = CheckpointManager(self._repo, config, type(model).__name__, experiment)
         self.config = config

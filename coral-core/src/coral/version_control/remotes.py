@@ -30,6 +30,7 @@ from ..errors import (
     RefConflictError,
     RefExistsError,
     RefNotFoundError,
+    RepositoryNotFoundError,
     UnknownRemoteError,
 )
 from ..objects.tensors import CHUNK_BYTES
@@ -44,7 +45,7 @@ log = logging.getLogger(__name__)
 
 TRACKING_PREFIX = "remotes/"
 SHALLOW = "shallow"  # value of a ``pruned/<id>`` marker a depth-limited fetch leaves: weights not fetched
-_DOCS = "meta/checkpoints/"  # training histories travel with the branches (a resume elsewhere needs them)
+_DOCS = "meta/"  # training histories and step indexes travel with the branches (a resume elsewhere needs them)
 _CAS_TRIES = 100
 
 
@@ -158,7 +159,11 @@ def open_remote(url: str) -> Repository:
     """Open the repository at ``url``; a URL that is no Coral repository or has no backend fails here."""
     from .repository import Repository
 
-    return Repository(normalize_url(url))
+    url = normalize_url(url)
+    try:
+        return Repository(url)
+    except RepositoryNotFoundError:
+        raise RepositoryNotFoundError(f"{url} is not a Coral repository: it cannot be a remote") from None
 
 
 def tracking_refs(repo: Repository, remote: str | None = None) -> dict[str, str]:
@@ -315,15 +320,19 @@ def _sync_tags(src: Repository, dst: Repository, commits: set[str], force: bool 
 
 
 def _doc_head(value: str | None) -> str | None:
+    """The newest checkpoint a training document names: a CheckpointManager history or a JAX step index."""
     try:
-        history = json.loads(value or "")["history"]
-        return str(history[-1]["commit_hash"]) if history else None
-    except (ValueError, KeyError, TypeError, IndexError):
+        doc = json.loads(value or "")
+        if "history" in doc:
+            return str(doc["history"][-1]["commit_hash"]) if doc["history"] else None
+        entries = doc["checkpoints"]
+        return str(max(entries, key=lambda e: e["step"])["commit"]) if entries else None
+    except (ValueError, KeyError, TypeError, IndexError, AttributeError):
         return None
 
 
 def _sync_documents(src: Repository, dst: Repository, commits: set[str], judge: Repository) -> None:
-    """Training histories (``meta/checkpoints/*``) whose newest checkpoint is in ``commits``: copied to ``dst``
+    """Training documents (``meta/checkpoints/*``, JAX step indexes) whose newest checkpoint is in ``commits``: copied to ``dst``
     unless ``dst``'s own history went elsewhere (its newest checkpoint is no ancestor, as ``judge`` knows)."""
     for ref, value in src.store.list_refs(_DOCS).items():
         head = _doc_head(value)
