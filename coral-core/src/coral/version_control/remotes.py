@@ -367,7 +367,12 @@ def fetch(
     result = SyncResult(remote)
     with open_remote(url) as other:
         heads = {ref[len("heads/") :]: value for ref, value in other.store.list_refs("heads/").items()}
-        have = lambda c: repo.store.has(commit_key(c))  # noqa: E731
+        # a commit object alone proves nothing (an interrupted fetch may have left it without its parents):
+        # only history under a local ref is known complete
+        complete: set[str] = set()
+        for target in ref_targets(repo):
+            complete |= _ancestors(repo, target)
+        have = complete.__contains__
         new: list[str] = []
         weighted: set[str] = set()
         for _branch, head in heads.items():
@@ -432,19 +437,27 @@ def push(
         with other.store.lock("gc", exclusive=False):
             seen = repo.store.get_ref(tracking_ref)
             theirs = other.store.get_ref(f"heads/{branch}")
+            ours = _ancestors(repo, head)
             if theirs is not None and not force:
-                if theirs != seen:
+                # moved to a commit of our own branch (a push of ours that died before it could note it): no
+                # one's work is lost by going on; moved anywhere else: refused
+                if theirs != seen and theirs not in ours:
                     raise PushRejectedError(
                         f"push of {branch!r} to {remote!r} refused: the remote branch moved since the last fetch "
                         f"(now {theirs[:12]}); run `coral fetch {remote}` and `coral pull`, or push --force"
                     )
-                if theirs != head and not _is_ancestor(repo, theirs, head):
+                if theirs not in ours:
                     raise PushRejectedError(
                         f"push of {branch!r} to {remote!r} refused: {remote}/{branch} ({theirs[:12]}) is not an "
                         f"ancestor of {branch} ({head[:12]}); pull first, or push --force"
                     )
-            on_remote = _ancestors(repo, seen) if seen else set()
-            have = lambda c: c in on_remote or other.store.has(commit_key(c))  # noqa: E731
+            # only history under the remote's branches (as last fetched) is known complete there: a commit
+            # object alone proves nothing (a killed push leaves commits whose parents never arrived)
+            on_remote: set[str] = set()
+            for known_head in [*tracking_refs(repo, remote).values(), theirs]:
+                if known_head and repo.store.has(commit_key(known_head)):
+                    on_remote |= _ancestors(repo, known_head)
+            have = on_remote.__contains__
             new = _missing_commits(repo, head, have)
             remote_pruned = {r[len("pruned/") :] for r in other.store.list_refs("pruned/")}
             known = _known_chunks(repo, _boundary(repo, new, have), lambda c: c in remote_pruned)
@@ -465,9 +478,8 @@ def push(
                 result.refs[f"{remote}/{branch}"] = (theirs, head)
             if other.store.get_ref("HEAD") is None:  # never, for a repository opened as one; kept for safety
                 other.store.compare_and_swap("HEAD", None, f"ref: heads/{branch}")
-            mine = _ancestors(repo, head)
-            _sync_tags(repo, other, mine, force)
-            _sync_documents(repo, other, mine, judge=repo)
+            _sync_tags(repo, other, ours, force)
+            _sync_documents(repo, other, ours, judge=repo)
     old = repo.store.get_ref(tracking_ref)
     if old != head:
         repo.store.compare_and_swap(tracking_ref, old, head)
