@@ -295,3 +295,46 @@ def test_tracking_refs_and_branch_names(tmp_path, pair):
     assert local.resolve("origin/feature/x") == local.head_commit()
     assert json.loads(remote.store.get_ref("config"))["format"] == 1
     assert remote.store.has(commit_key(local.head_commit()))
+
+
+# ---- the command line ------------------------------------------------------------------------------------
+def cli(capsys, *argv: str) -> tuple[int, str, str]:
+    from coral.cli.main import main
+
+    code = main(list(argv))
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def test_cli_remote_push_clone_pull_log_branch_fsck(tmp_path, capsys):
+    local_dir, remote_dir = str(tmp_path / "local"), str(tmp_path / "remote")
+    Repository(remote_dir, init=True).close()
+    with Repository(local_dir, init=True) as local:
+        first = commit(local, 1)
+    assert cli(capsys, "-C", local_dir, "remote", "add", "origin", remote_dir)[0] == 0
+    code, out, _ = cli(capsys, "-C", local_dir, "remote", "list")
+    assert code == 0 and out.split() == ["origin", str((tmp_path / "remote").resolve())]
+    code, out, _ = cli(capsys, "-C", local_dir, "push")
+    assert code == 0 and "origin/main" in out and "Pushed to origin" in out
+    code, out, _ = cli(capsys, "-C", local_dir, "log")
+    assert "HEAD -> main, origin/main" in out
+    code, out, _ = cli(capsys, "-C", local_dir, "branch", "-r")
+    assert code == 0 and "origin/main" in out and first[:8] in out
+    code, out, _ = cli(capsys, "-C", str(tmp_path), "clone", "remote", "copy", "--depth", "1")
+    assert code == 0 and "Cloned" in out and (tmp_path / "copy" / ".coral").is_dir()
+    with Repository(local_dir) as local:
+        second = commit(local, 2)
+    assert cli(capsys, "-C", local_dir, "push")[0] == 0
+    code, out, _ = cli(capsys, "-C", str(tmp_path / "copy"), "pull")
+    assert code == 0 and second[:8] in out
+    assert cli(capsys, "-C", str(tmp_path / "copy"), "fetch")[0] == 0
+    code, out, _ = cli(capsys, "-C", local_dir, "fsck", "--remote", "origin")
+    assert code == 0 and out.startswith("ok: remote origin")
+    code, out, _ = cli(capsys, "-C", local_dir, "fsck", "--repair", "origin")
+    assert code == 0 and out.startswith("ok:")
+    code, _, err = cli(capsys, "-C", local_dir, "push", "nowhere")
+    assert code == 1 and err.count("\n") == 1 and "remote='nowhere'" in err
+    code, _, err = cli(capsys, "-C", str(tmp_path), "clone", "gopher://x/y", "z")
+    assert code == 1 and err.count("\n") == 1 and "gopher" in err and not (tmp_path / "z").exists()
+    code, _, err = cli(capsys, "-C", local_dir, "remote", "remove", "origin")
+    assert code == 0 and cli(capsys, "-C", local_dir, "remote")[1] == ""
