@@ -27,7 +27,7 @@ RESERVED_METADATA = frozenset(
 )
 
 
-from coral.errors import RemotesUnavailableError  # noqa: E402  (re-exported)
+from coral.errors import RemotesUnavailableError  # noqa: E402, F401  (re-exported)
 from coral.version_control.remotes import remote_url  # noqa: E402
 
 

@@ -153,7 +153,9 @@ def run_fsck_remote(repo: Repository, args: argparse.Namespace, out: Output) -> 
         for problem in result["errors"]:
             out.line(f"damaged: {problem}")
         if result["ok"]:
-            out.line(f"ok: remote {args.remote}: {result['commits']} commits, {result['chunks_checked']} chunks verified")
+            out.line(
+                f"ok: remote {args.remote}: {result['commits']} commits, {result['chunks_checked']} chunks verified"
+            )
     if not result["ok"]:
         out.err.print(f"error: remote {args.remote} is damaged: {len(result['errors'])} problem(s) found",
                       soft_wrap=True, markup=False)

@@ -21,7 +21,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..errors import (
-    CoralError,
     CorruptObjectError,
     DivergedError,
     InvalidArgumentError,
@@ -255,7 +254,7 @@ def _transfer(
     """Copy ``commits`` (children first) ``src`` -> ``dst``: their chunks first (those ``with_weights(cid)``
     allows, minus ``known`` ones), then the commit objects. ``local`` verifies deltas against good copies."""
     parsed = [src._read_commit(c) for c in commits]  # hash-checked: a damaged commit is never sent
-    full = [p for c, p in zip(commits, parsed) if with_weights(c)]
+    full = [p for c, p in zip(commits, parsed, strict=True) if with_weights(c)]
     chunk_ids, estimate = _chunks_of(full)
     chunk_ids = [c for c in chunk_ids if c not in known]
     other = dst if local is src else src
@@ -332,8 +331,8 @@ def _doc_head(value: str | None) -> str | None:
 
 
 def _sync_documents(src: Repository, dst: Repository, commits: set[str], judge: Repository) -> None:
-    """Training documents (``meta/checkpoints/*``, JAX step indexes) whose newest checkpoint is in ``commits``: copied to ``dst``
-    unless ``dst``'s own history went elsewhere (its newest checkpoint is no ancestor, as ``judge`` knows)."""
+    """Training documents (``meta/checkpoints/*``, JAX step indexes) whose newest checkpoint is in ``commits``:
+    copied to ``dst`` unless ``dst``'s own history went elsewhere (its newest checkpoint is no ancestor there)."""
     for ref, value in src.store.list_refs(_DOCS).items():
         head = _doc_head(value)
         if head is None or head not in commits:
