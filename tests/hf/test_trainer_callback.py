@@ -182,3 +182,14 @@ def test_documented_import_path():
     assert hf_trainer.CoralTrainerCallback is CoralTrainerCallback
     assert hf_trainer.CoralHFCallback is CoralTrainerCallback
     assert callable(hf_trainer.resume_from_coral)
+
+
+def test_push_to_pushes_the_checkpoints_of_a_real_run(tmp_path, tiny):
+    Repository(tmp_path / "remote", init=True).close()
+    with Repository(tmp_path / "repo", init=True) as repo:
+        repo.add_remote("origin", tmp_path / "remote")
+    _, cb, _ = tiny.run(_spec(tmp_path, max_steps=4, callback={"save_every_n_steps": 2, "push_to": "origin"}))
+    cb.manager.wait()  # the train-end wait already waited for the pushes; nothing is left
+    with Repository(tmp_path / "remote") as remote, Repository(tmp_path / "repo") as repo:
+        assert [c.hash for c in remote.log()] == [c.hash for c in repo.log()] and len(repo.log()) == 2
+        assert remote.fsck()["ok"] and repo.resolve("origin/main") == repo.head_commit()
