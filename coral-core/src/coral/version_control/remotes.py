@@ -5,8 +5,8 @@ any scheme a plugin registers. Transfers send only what the other side lacks, in
 then commits, then refs), and move the remote branch by compare-and-swap from the value the last fetch saw:
 a kill at any instant leaves the remote readable, and running the same push again finishes it.
 
-Refs this module keeps in the local repository: ``remotes/<remote>/<branch>`` (remote-tracking branches,
-``origin/main`` in ``resolve``/``log``) and the remotes' URLs in the ``config`` document.
+Remote names, URLs and tracking branches live in remote_config.py; fsck and repair through a remote in
+remote_repair.py (both re-exported here).
 """
 
 from __future__ import annotations
@@ -24,17 +24,26 @@ from ..errors import (
     CorruptObjectError,
     DivergedError,
     InvalidArgumentError,
-    ObjectNotFoundError,
     PushRejectedError,
     RefConflictError,
-    RefExistsError,
     RefNotFoundError,
-    RepositoryNotFoundError,
-    UnknownRemoteError,
 )
 from ..objects.tensors import CHUNK_BYTES
 from .commit import Commit, commit_key
 from .names import validate_ref_name
+from .remote_config import (
+    TRACKING_PREFIX,
+    add_remote,
+    list_remotes,
+    normalize_url,
+    open_remote,
+    ref_targets,
+    remote_url,
+    remove_remote,
+    tracking_refs,
+    update_config,
+)
+from .remote_repair import fsck_remote, repair
 from .transfer import ProgressFn, TransferStats, copy_chunks, copy_plain, first_good
 
 if TYPE_CHECKING:
@@ -42,7 +51,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-TRACKING_PREFIX = "remotes/"
 SHALLOW = "shallow"  # value of a ``pruned/<id>`` marker a depth-limited fetch leaves: weights not fetched
 _DOCS = "meta/"  # training histories and step indexes travel with the branches (a resume elsewhere needs them)
 _CAS_TRIES = 100
@@ -77,108 +85,6 @@ class SyncResult:
             "bytes": self.bytes,
             "skipped": self.skipped,
         }
-
-
-# ---- configuration --------------------------------------------------------------------------------------
-def _read_config(repo: Repository) -> tuple[str | None, dict[str, Any]]:
-    raw = repo.store.get_ref("config")
-    try:
-        doc = json.loads(raw) if raw else {}
-    except ValueError as exc:
-        raise CorruptObjectError("ref config", f"not a JSON document: {exc}") from None
-    if not isinstance(doc, dict) or not isinstance(doc.get("remotes", {}), dict):
-        raise CorruptObjectError("ref config", "not a configuration document")
-    return raw, doc
-
-
-def _update_config(repo: Repository, fn: Any) -> None:
-    for _ in range(_CAS_TRIES):
-        raw, doc = _read_config(repo)
-        fn(doc)
-        if repo.store.compare_and_swap("config", raw, json.dumps(doc, sort_keys=True)):
-            return
-    raise RefConflictError("the repository configuration kept changing")
-
-
-def normalize_url(url: Any) -> str:
-    """A bare or ``file://`` path becomes absolute (a remote must not depend on the current folder)."""
-    if isinstance(url, os.PathLike):
-        url = os.fspath(url)
-    if not isinstance(url, str) or not url.strip() or "\x00" in url:
-        raise InvalidArgumentError("url", url, "expected a repository folder or store URL")
-    if "://" in url and not url.startswith("file://"):
-        return url
-    path = url[len("file://") :] if url.startswith("file://") else url
-    return str(Path(path).expanduser().resolve())
-
-
-def list_remotes(repo: Repository) -> dict[str, str]:
-    """``{name: url}`` of every configured remote."""
-    return {name: str(v.get("url")) for name, v in sorted(_read_config(repo)[1].get("remotes", {}).items())}
-
-
-def remote_url(repo: Repository, name: str) -> str:
-    """The URL of remote ``name``; UnknownRemoteError naming the configured ones otherwise."""
-    remotes = list_remotes(repo)
-    if name not in remotes:
-        known = ", ".join(remotes) or "none configured; add one with `coral remote add NAME URL`"
-        raise UnknownRemoteError("remote", name, f"no such remote (known: {known})")
-    return remotes[name]
-
-
-def add_remote(repo: Repository, name: str, url: str | os.PathLike[str]) -> str:
-    """Configure remote ``name`` at ``url`` (checked: it must open as a Coral repository); returns the URL."""
-    validate_ref_name(name, "remote")
-    if "/" in name:
-        raise InvalidArgumentError("remote", name, "a remote name cannot contain '/'")
-    url = normalize_url(url)
-    if name in list_remotes(repo):
-        raise RefExistsError(f"remote {name!r} already exists (remove it first: coral remote remove {name})")
-    open_remote(url).close()
-
-    def add(doc: dict[str, Any]) -> None:
-        remotes = doc.setdefault("remotes", {})
-        if name in remotes:
-            raise RefExistsError(f"remote {name!r} already exists")
-        remotes[name] = {"url": url}
-
-    _update_config(repo, add)
-    return url
-
-
-def remove_remote(repo: Repository, name: str) -> None:
-    """Forget remote ``name`` and its remote-tracking branches (the remote itself is untouched)."""
-    remote_url(repo, name)
-    _update_config(repo, lambda doc: doc.get("remotes", {}).pop(name, None))
-    for ref, value in repo.store.list_refs(f"{TRACKING_PREFIX}{name}/").items():
-        repo.store.compare_and_swap(ref, value, None)
-
-
-def open_remote(url: str) -> Repository:
-    """Open the repository at ``url``; a URL that is no Coral repository or has no backend fails here."""
-    from .repository import Repository
-
-    url = normalize_url(url)
-    try:
-        return Repository(url)
-    except RepositoryNotFoundError:
-        raise RepositoryNotFoundError(f"{url} is not a Coral repository: it cannot be a remote") from None
-
-
-def tracking_refs(repo: Repository, remote: str | None = None) -> dict[str, str]:
-    """``{"origin/main": commit}`` for every remote-tracking branch (of one remote when given)."""
-    prefix = TRACKING_PREFIX + (f"{remote}/" if remote else "")
-    return {ref[len(TRACKING_PREFIX) :]: value for ref, value in repo.store.list_refs(prefix).items()}
-
-
-def ref_targets(repo: Repository) -> set[str]:
-    """Commits named by branches, tags, remote-tracking branches and a detached HEAD."""
-    targets = set(repo.store.list_refs("heads/").values()) | set(tracking_refs(repo).values())
-    targets.update(t["commit"] for t in repo.list_tags())
-    head = repo.head_commit()
-    if head:
-        targets.add(head)
-    return targets
 
 
 # ---- history walks ----------------------------------------------------------------------------------------
@@ -555,7 +461,7 @@ def clone(
     try:
         repo = Repository(target, init=True)
         try:
-            _update_config(repo, lambda doc: doc.setdefault("remotes", {}).update({"origin": {"url": url}}))
+            update_config(repo, lambda doc: doc.setdefault("remotes", {}).update({"origin": {"url": url}}))
             fetch(repo, "origin", depth=depth, progress=progress)
             tip = repo.store.get_ref(f"{TRACKING_PREFIX}origin/{checkout}")
             if tip is not None:
@@ -570,81 +476,6 @@ def clone(
         shutil.rmtree(target if created else target / ".coral", ignore_errors=True)
         raise
     return repo
-
-
-# ---- checks and repair --------------------------------------------------------------------------------
-def fsck_remote(repo: Repository, remote: str) -> dict[str, Any]:
-    """``fsck`` of the remote repository itself (every reachable commit and chunk there is verified)."""
-    with open_remote(remote_url(repo, remote)) as other:
-        result = other.fsck()
-    result["remote"] = remote
-    return result
-
-
-def repair(repo: Repository, remote: str, *, progress: ProgressFn | None = None) -> dict[str, Any]:
-    """Replace damaged or missing local chunks and commits with verified copies from ``remote``.
-
-    Returns ``{"repaired": [ids], "unrepaired": [problems], "ok": bool}`` (``ok`` from a final fsck)."""
-    url = remote_url(repo, remote)
-    bad_chunks, bad_commits = _damaged(repo)
-    repaired: list[str] = []
-    with open_remote(url) as other:
-        for cid in sorted(bad_commits):
-            try:
-                raw = other.store.get(commit_key(cid))
-                Commit.from_bytes(cid, raw)  # verified before it replaces anything
-            except (ObjectNotFoundError, CorruptObjectError) as exc:
-                log.warning("commit %s cannot be repaired from %s: %s", cid[:12], remote, exc)
-                continue
-            repo.store.put(commit_key(cid), raw, overwrite=True)
-            repaired.append(cid)
-        extra_chunks, _ = _damaged(repo) if bad_commits else (set(), set())
-        wanted = sorted(bad_chunks | extra_chunks)
-        for cid in wanted:
-            try:
-                copy_chunks(other.store, repo.store, [cid], first_good(other.objects, repo.objects),
-                            overwrite=[cid], progress=progress)
-                repaired.append(cid)
-            except (ObjectNotFoundError, CorruptObjectError) as exc:
-                log.warning("chunk %s cannot be repaired from %s: %s", cid[:12], remote, exc)
-    result = repo.fsck()
-    return {"repaired": repaired, "unrepaired": result["errors"], "ok": result["ok"]}
-
-
-def _damaged(repo: Repository) -> tuple[set[str], set[str]]:
-    """(chunk ids, commit ids) that are missing or fail verification locally, for reachable live commits."""
-    bad_chunks: set[str] = set()
-    bad_commits: set[str] = set()
-    seen: set[str] = set()
-    checked: set[str] = set()
-    repo.fsck()  # re-reads every commit from the store (a cached copy may hide damage since)
-    frontier = list(ref_targets(repo))
-    while frontier:
-        c = frontier.pop()
-        if c in seen:
-            continue
-        seen.add(c)
-        try:
-            commit = repo._read_commit(c)
-        except (RefNotFoundError, CorruptObjectError):
-            bad_commits.add(c)
-            continue
-        frontier.extend(commit.parents)
-        if repo.is_pruned(c):
-            continue
-        for entry in commit.tree.values():
-            for cid in entry.chunks:
-                if cid in checked:
-                    continue
-                checked.add(cid)
-                try:
-                    repo.objects.verify_chunk(cid)
-                except (CorruptObjectError, ObjectNotFoundError) as exc:
-                    bad_chunks.add(cid)
-                    obj = getattr(exc, "object_id", None)
-                    if isinstance(obj, str) and len(obj) == 64:  # damage sits in a delta base
-                        bad_chunks.add(obj)
-    return bad_chunks, bad_commits
 
 
 __all__ = [
