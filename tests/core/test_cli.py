@@ -240,6 +240,21 @@ def test_branch_create_list_delete_and_checkout(history, capsys):
     assert_one_line_error(code, err, "already exists")
 
 
+def test_branch_d_refuses_an_unmerged_branch_and_D_deletes_it(history, capsys):
+    p = str(history["path"])
+    with coral.Repository(p) as repo:
+        repo.switch("lone", create=True)
+        repo.stage_weights({"a": np.zeros(2, np.float32)})
+        repo.commit("only on lone")
+        repo.switch("main")
+    code, _, err = cli(capsys, "-C", p, "branch", "-d", "lone")
+    assert_one_line_error(code, err, "'lone'", "not merged", "coral branch -D lone")
+    assert "lone" in {b["name"] for b in cli_json(capsys, "-C", p, "branch")}
+    code, out, _ = cli(capsys, "-C", p, "branch", "-D", "lone")
+    assert code == 0 and "Deleted branch lone" in out
+    assert "lone" not in {b["name"] for b in cli_json(capsys, "-C", p, "branch")}
+
+
 def test_tag_create_list_delete_and_releases(history, capsys):
     from coral.training import CheckpointManager, TrainingState
 

@@ -297,6 +297,50 @@ def test_tracking_refs_and_branch_names(tmp_path, pair):
     assert remote.store.has(commit_key(local.head_commit()))
 
 
+
+def test_pull_clone_and_push_moves_are_in_the_reflogs(tmp_path, pair):
+    local, remote = pair
+    h1 = commit(local, 1)
+    local.push()
+    assert [e["reason"] for e in remote.reflog("main")][0].startswith("push: from")
+    clone = Repository.clone(tmp_path / "remote", tmp_path / "clone")
+    assert clone.reflog("main")[0]["new"] == h1 and clone.reflog("main")[0]["reason"].startswith("clone: from")
+    h2 = commit(local, 2)
+    local.push()
+    clone.pull()
+    entry = clone.reflog("main")[0]
+    assert (entry["old"], entry["new"], entry["reason"]) == (h1, h2, "pull: fast-forward to origin/main")
+    assert clone.resolve("main@{1}") == h1
+    clone.close()
+
+
+def test_a_pushed_branch_deletes_with_d_and_its_commits_stay_alive_through_origin(tmp_path, pair):
+    local, remote = pair
+    commit(local, 1)
+    local.create_branch("side")
+    local.switch("side")
+    side = commit(local, 2)
+    local.push()
+    local.switch("main")
+    local.delete_branch("side")  # origin/side still reaches its head: no force needed
+    local.gc(expire_reflog="now")
+    assert local.resolve("origin/side") == side and local.load_arrays("origin/side")["step"] == 2
+
+
+def test_a_damaged_tracking_ref_is_named_by_fsck_stops_gc_and_a_fetch_repairs_it(tmp_path, pair):
+    local, remote = pair
+    h = commit(remote, 3)
+    local.fetch()
+    local.store.compare_and_swap("remotes/origin/main", h, "not a commit")
+    report = local.fsck()
+    assert not report["ok"] and report["damaged_refs"][0]["restore"] == "coral fetch origin"
+    assert "remote-tracking branch 'origin/main' is damaged" in report["errors"][0]
+    with pytest.raises(CorruptObjectError):
+        local.gc()
+    local.fetch()
+    assert local.resolve("origin/main") == h and local.fsck()["ok"]
+
+
 # ---- the command line ------------------------------------------------------------------------------------
 def cli(capsys, *argv: str) -> tuple[int, str, str]:
     from coral.cli.main import main

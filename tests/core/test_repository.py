@@ -16,6 +16,7 @@ from coral.errors import (
     RefExistsError,
     RefNotFoundError,
     RepositoryNotFoundError,
+    UnmergedBranchError,
 )
 from coral.store import LocalStore, MemoryStore
 
@@ -154,7 +155,13 @@ def test_branches_create_switch_list_delete(repo):
     with pytest.raises(InvalidArgumentError, match="checked out"):
         repo.delete_branch("feature/x")
     repo.checkout("main")
-    repo.delete_branch("feature/x")
+    with pytest.raises(UnmergedBranchError, match="feature/x.*force=True"):
+        repo.delete_branch("feature/x")  # git's -d: its commit is on no other branch or tag
+    assert repo.list_branches() == ["feature/x", "main"]
+    repo.delete_branch("feature/x", force=True)  # git's -D
+    assert repo.list_branches() == ["main"]
+    repo.create_branch("merged")  # at main's head: reachable from main, so -d deletes it
+    repo.delete_branch("merged")
     assert repo.list_branches() == ["main"]
     with pytest.raises(RefNotFoundError, match="feature/x"):
         repo.delete_branch("feature/x")

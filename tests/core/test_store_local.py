@@ -15,7 +15,7 @@ import pytest
 from coral import Repository
 from coral.errors import InsufficientSpaceError
 from coral.objects import chunk_key
-from coral.store import LocalStore, local
+from coral.store import LocalStore, atomicfile, local
 
 
 def test_on_disk_layout(tmp_path):
@@ -88,9 +88,9 @@ def test_a_failed_publish_leaves_the_branch_where_it_was(tmp_path, monkeypatch):
 
 
 def test_saves_beyond_the_publish_queue_bound_finish_inline(tmp_path, monkeypatch):
-    from coral.objects import tensors
+    from coral.objects import writer
 
-    monkeypatch.setattr(tensors, "_MAX_PUBLISHING", 1)
+    monkeypatch.setattr(writer, "MAX_PUBLISHING", 1)
     state = {f"w{i}": np.full(300_000, i, np.float32) for i in range(12)}  # 12 chunks, one queue slot
     with Repository(tmp_path, init=True) as repo:
         cid = repo.commit_weights(state, "many")
@@ -149,8 +149,8 @@ def test_killed_save_leaves_previous_commits_loadable(tmp_path, delay):
 def test_new_object_folders_are_fsynced_into_their_parents(tmp_path, monkeypatch):
     store = LocalStore(tmp_path / "s")
     synced: list[str] = []
-    real = local._fsync_dir
-    monkeypatch.setattr(local, "_fsync_dir", lambda p: (synced.append(str(p)), real(p)))
+    real = atomicfile.fsync_dir
+    monkeypatch.setattr(atomicfile, "fsync_dir", lambda p: (synced.append(str(p)), real(p)))
     store.put("chunks/ab/cdef", b"x")
     objects = tmp_path / "s" / "objects"
     # the object's folder (its entry), the new "ab" folder (in "chunks") and the new "chunks" folder

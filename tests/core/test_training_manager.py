@@ -281,8 +281,8 @@ def test_auto_interval_uses_young_daly(repo):
     assert saved == [2]  # the first save measures its cost
     interval = m.auto_save_interval
     assert interval is not None and interval >= 1
-    cost, mtbf = m._save_costs[0], 3600.0
-    (s0, t0), (s1, t1) = m._step_times[0], m._step_times[-1]
+    cost, mtbf = m.policy.save_costs[0], 3600.0
+    (s0, t0), (s1, t1) = m.policy.step_times[0], m.policy.step_times[-1]
     assert interval == max(1, round((2 * cost * mtbf) ** 0.5 / ((t1 - t0) / (s1 - s0))))
 
 

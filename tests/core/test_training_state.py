@@ -72,3 +72,54 @@ def test_load_of_a_non_state_file_is_a_clear_error(tmp_path):
     p.write_text("not json")
     with pytest.raises(InvalidArgumentError, match="path"):
         TrainingState.load(p)
+
+
+def test_concurrent_saves_to_one_path_both_succeed_and_leave_one_whole_state(tmp_path):
+    """Two savers of one path never share a temp file: both succeed, and the file is one of the two states."""
+    import threading
+
+    path = tmp_path / "state.json"
+    states = [
+        TrainingState(epoch=i, global_step=i * 10, optimizer_state={"m": np.full(50_000, i, np.float32)})
+        for i in (1, 2)
+    ]
+    for _round in range(10):
+        barrier = threading.Barrier(2)
+        errors: list[BaseException] = []
+
+        def save(state: TrainingState) -> None:
+            try:
+                barrier.wait()
+                state.save(path)
+            except BaseException as exc:  # noqa: BLE001 - re-raised below
+                errors.append(exc)
+
+        threads = [threading.Thread(target=save, args=(s,)) for s in states]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(60)
+        assert not errors, errors
+        back = TrainingState.load(path)
+        assert back.epoch in (1, 2)
+        assert back.global_step == back.epoch * 10
+        assert back.optimizer_state["m"].tobytes() == np.full(50_000, back.epoch, np.float32).tobytes()
+        assert [p.name for p in tmp_path.iterdir()] == ["state.json"]  # no temp file left behind
+
+
+def test_a_failed_save_keeps_the_earlier_file_and_leaves_no_temp(tmp_path, monkeypatch):
+    import os
+
+    path = tmp_path / "state.json"
+    TrainingState(epoch=1).save(path)
+    before = path.read_bytes()
+
+    def full(fd, data):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(os, "write", full)
+    with pytest.raises(OSError, match="space"):
+        TrainingState(epoch=2).save(path)
+    monkeypatch.undo()
+    assert path.read_bytes() == before
+    assert [p.name for p in tmp_path.iterdir()] == ["state.json"]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+
 import pytest
 import torch
 from coral import Repository
@@ -193,3 +195,14 @@ def test_push_to_pushes_the_checkpoints_of_a_real_run(tmp_path, tiny):
     with Repository(tmp_path / "remote") as remote, Repository(tmp_path / "repo") as repo:
         assert [c.hash for c in remote.log()] == [c.hash for c in repo.log()] and len(repo.log()) == 2
         assert remote.fsck()["ok"] and repo.resolve("origin/main") == repo.head_commit()
+
+
+def test_save_on_best_without_evaluation_warns_once(tmp_path, tiny, caplog):
+    with caplog.at_level(logging.WARNING, logger="coral_hf.callback"):
+        tiny.run(_spec(tmp_path, max_steps=4, callback={"save_on_best": "eval_accuracy", "save_every_n_steps": 2}))
+    warnings = [r for r in caplog.records if "eval_strategy='no'" in r.getMessage()]
+    assert len(warnings) == 1 and "save_on_best='eval_accuracy'" in warnings[0].getMessage()
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="coral_hf.callback"):
+        tiny.run(_spec(tmp_path / "b", max_steps=2, callback={"save_every_n_steps": 2}))
+    assert not [r for r in caplog.records if "eval_strategy" in r.getMessage()]

@@ -119,6 +119,25 @@ def verify_chain(repo: Repository, branch: str = "main") -> tuple[list[str], set
     return problems, hashes
 
 
+def verify_reflog(r: Repository) -> list[str]:
+    """The reflog is written before each ref update: after a kill, the last entry of every ref's reflog records
+    the ref's value (the update landed) or starts from it (the kill came between the entry and the update)."""
+    problems: list[str] = []
+    for ref in ["HEAD", *r.store.list_refs("heads/"), *r.store.list_refs("tags/")]:
+        value = r.refs.value_for_log(ref)
+        raw = r.refs.reflog.raw(ref)
+        if not raw:
+            if ref != "HEAD":  # HEAD is set by init and only logged when it moves
+                problems.append(f"ref {ref} = {value!r} has no reflog entry")
+            continue
+        if value not in (raw[-1].new, raw[-1].old):
+            problems.append(f"reflog of {ref}: last entry {raw[-1].old!r} -> {raw[-1].new!r}, ref holds {value!r}")
+        chain = r.refs.reflog.entries(ref, value)
+        if not chain or chain[0].new != value:
+            problems.append(f"reflog of {ref} does not reach its value {value!r}")
+    return problems
+
+
 def verify_saves(
     repo_dir: Path,
     records: list[dict[str, Any]],
@@ -150,6 +169,7 @@ def verify_saves(
                     r.resolve(h)
                 except Exception as exc:
                     problems.append(f"manager history names {h[:12]} which does not resolve: {exc}")
+        problems += verify_reflog(r)
         f = r.fsck()
         if not f["ok"]:
             problems.append(f"fsck after kill: {f['errors'][:5]}")
@@ -237,7 +257,7 @@ def build_maint_template(path: Path, op: str, seed: int, size: str, commits: int
                 r.stage_weights(flat_content(900 + k, seed, size))
                 r.commit(f"exp {k}")
             r.switch("main")
-            r.delete_branch("exp")
+            r.delete_branch("exp", force=True)  # its commits are meant to become unreachable
     by_step = {s: h for h, s in steps.items()}
     prune_steps = [2, 3, 7, commits - 5, commits - 4]
     targets: list[str] = []
@@ -249,6 +269,9 @@ def build_maint_template(path: Path, op: str, seed: int, size: str, commits: int
     elif op == "prune":
         targets = [by_step[s] for s in prune_steps]
     r.tag_version("keep", commit_ref=by_step[3] if op == "repack" else by_step[5])
+    # gc lets the reflog go at once, so the abandoned branch is garbage to collect (and entries to expire)
+    config = r.store.get_ref("config")
+    r.store.compare_and_swap("config", config, json.dumps({**json.loads(config or "{}"), "reflog_expire": "now"}))
     r.close()
     return {"steps": steps, "targets": targets, "may_prune": [by_step[s] for s in prune_steps]}
 
@@ -271,6 +294,7 @@ def verify_maint(repo_dir: Path, tmpl: dict[str, Any], seed: int, size: str, scr
                 live.append((h, s))
                 problems += check_commit(r, h, s, seed, size, "repo", None)
         problems += verify_chain(r)[0]
+        problems += verify_reflog(r)
         f = r.fsck()
         if not f["ok"]:
             problems.append(f"fsck after kill: {f['errors'][:5]}")

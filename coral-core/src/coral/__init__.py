@@ -8,6 +8,7 @@ from .errors import CoralError, CorruptObjectError, RefNotFoundError
 from .hookspecs import hookimpl
 from .plugins import get_plugin_manager
 from .version_control.repository import Repository
+from .version_control.soup import SoupResult, greedy_soup
 
 __version__ = "0.1.0"
 
@@ -16,9 +17,11 @@ __all__ = [
     "CorruptObjectError",
     "RefNotFoundError",
     "Repository",
+    "SoupResult",
     "WeightMetadata",
     "WeightTensor",
     "__version__",
     "get_plugin_manager",
+    "greedy_soup",
     "hookimpl",
 ]

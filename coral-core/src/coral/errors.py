@@ -47,6 +47,10 @@ class RefExistsError(CoralError):
     """A branch, tag or release with that name already exists."""
 
 
+class UnmergedBranchError(CoralError):
+    """``delete_branch`` without ``force`` on a branch whose head no other branch or tag reaches (git's -d)."""
+
+
 class RefConflictError(CoralError):
     """A compare-and-swap on a ref failed because another writer moved it first."""
 
@@ -66,6 +70,22 @@ class CorruptObjectError(CoralError):
         self.tensor = tensor
         where = f" (tensor {tensor!r})" if tensor else ""
         super().__init__(f"corrupt object {object_id}{where}: {reason}")
+
+
+class CorruptRefError(CorruptObjectError):
+    """A branch, tag or HEAD holds something that is not a commit id of an existing commit (a disk error, a bad
+    hand edit): readers refuse it and nothing is written on top of it."""
+
+    def __init__(self, ref: str, content: str, reason: str = "not the id of an existing commit") -> None:
+        self.ref = ref
+        self.content = content
+        self.object_id = f"ref {ref}"
+        self.tensor = None
+        CoralError.__init__(
+            self,
+            f"damaged ref {ref}: holds {content[:80]!r} ({reason}); nothing was written. "
+            "`coral fsck` shows its last good value from the reflog and the command that restores it",
+        )
 
 
 class PrunedCommitError(CoralError):
@@ -128,3 +148,7 @@ class PushRejectedError(CoralError):
 
 class DivergedError(CoralError):
     """A pull could not fast-forward: the local branch and the remote branch each have commits the other lacks."""
+
+
+class RankTimeoutError(CoralError, TimeoutError):
+    """A distributed save point: some rank did not arrive in time (it crashed, hung or skipped the save)."""

@@ -17,6 +17,7 @@ import numpy as np
 from coral.core.dtypes import dtype_name
 from coral.errors import InvalidArgumentError, MalformedFileError
 from coral.interchange import SafetensorsReader, TensorSpec, write_file
+from coral.store import atomic_write
 
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
@@ -45,10 +46,8 @@ def _array(value: Any) -> np.ndarray:
 
 
 def write_config(folder: str | os.PathLike[str], model_config: Mapping[str, Any]) -> None:
-    target = Path(folder) / CONFIG_NAME
-    tmp = target.with_name(f".{CONFIG_NAME}.tmp{os.getpid()}")
-    tmp.write_text(json.dumps(dict(model_config), indent=2, sort_keys=True) + "\n", encoding="utf-8")
-    os.replace(tmp, target)
+    """Write ``folder/config.json`` atomically (whole or not at all, fsynced)."""
+    atomic_write(Path(folder) / CONFIG_NAME, json.dumps(dict(model_config), indent=2, sort_keys=True) + "\n")
 
 
 def export_hf_folder(

@@ -22,6 +22,7 @@ import torch
 from coral import Repository
 from coral.errors import CheckpointError, InvalidArgumentError
 from coral.interchange import save_file
+from coral.store import atomic_write
 from coral.training.manager import load_checkpoint_commit
 from coral_torch.convert import numpy_to_tensor
 
@@ -111,9 +112,7 @@ def resume_from_coral(
     save_file({n: w.data for n, w in ckpt["weights"].items()}, target / WEIGHTS_NAME, {"format": "pt"})
     if isinstance(hf.get("model_config"), dict):
         write_config(target, hf["model_config"])
-    (target / TRAINER_STATE_NAME).write_text(
-        json.dumps(trainer_state, indent=2, sort_keys=True) + "\n", encoding="utf-8"
-    )
+    atomic_write(target / TRAINER_STATE_NAME, json.dumps(trainer_state, indent=2, sort_keys=True) + "\n")
     if state.optimizer_state is not None:
         torch.save(_to_torch(state.optimizer_state), target / OPTIMIZER_NAME)
     if state.scheduler_state is not None:

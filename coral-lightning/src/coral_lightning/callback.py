@@ -4,15 +4,15 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Iterable, Mapping
-from typing import Any
+from collections.abc import Mapping
+from typing import Any, Unpack
 
 import torch
 from coral.errors import CheckpointError, CoralError, InvalidArgumentError, RefNotFoundError
 from coral.plugins import hook
-from coral.training import CheckpointConfig, CheckpointManager, TrainingState
-from coral.training.manager import STATE_PREFIXES
-from coral.version_control.names import validate_ref_name
+from coral.training import CheckpointManager, TrainingState, capture_random_state
+from coral.training.callback_setup import CallbackOptions, CallbackSetup, use_branch
+from coral.training.layout import model_only
 from coral.version_control.repository import Repository
 from coral_torch import PyTorchIntegration
 
@@ -25,18 +25,6 @@ log = logging.getLogger(__name__)
 RESERVED_METADATA = frozenset(
     {"coral_checkpoint", "epoch", "global_step", "loss", "metrics", "hparams", "datamodule_hparams", "lightning"}
 )
-
-
-from coral.errors import RemotesUnavailableError  # noqa: E402, F401  (re-exported)
-from coral.version_control.remotes import remote_url  # noqa: E402
-
-
-def _positive(name: str, value: Any) -> int | None:
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise InvalidArgumentError(name, value, "must be a positive integer or None")
-    return value
 
 
 def _fitting(trainer: Any) -> bool:
@@ -56,7 +44,7 @@ def _lookup(obj: Any, dotted: str) -> tuple[bool, Any]:
     return True, obj
 
 
-class CoralCallback(Callback):
+class CoralCallback(Callback, CallbackSetup):
     """Commit Lightning checkpoints (weights, optimizer, schedulers, loops, RNG) to a Coral branch.
 
     Saves every ``save_every_n_epochs`` epochs, every ``save_every_n_steps`` optimizer steps and whenever the
@@ -69,70 +57,16 @@ class CoralCallback(Callback):
         repo: Repository | None = None,
         repo_path: str | os.PathLike[str] | None = None,
         init: bool = False,
-        save_every_n_epochs: int | None = None,
-        save_every_n_steps: int | None = None,
-        save_on_best: str | None = None,
-        mode: str = "min",
-        branch: str | None = None,
-        push_to: str | None = None,
-        include_optimizer: bool = True,
-        metadata_keys: Iterable[str] | None = None,
-        keep_last_n_checkpoints: int | None = None,
-        keep_best_n_checkpoints: int | None = None,
-        keep_checkpoint_every_n_epochs: int | None = None,
-        experiment_name: str | None = None,
+        **options: Unpack[CallbackOptions],
     ) -> None:
+        """``repo`` or ``repo_path``; the options are :class:`coral.training.callback_setup.CallbackOptions`."""
         super().__init__()
-        if (repo is None) == (repo_path is None):
-            raise InvalidArgumentError("repo", repo, "pass exactly one of repo=Repository(...) or repo_path=...")
-        if repo is not None and not isinstance(repo, Repository):
-            raise InvalidArgumentError("repo", type(repo).__name__, "expected a coral Repository (or use repo_path=)")
-        if not isinstance(init, bool):
-            raise InvalidArgumentError("init", init, "must be True or False")
-        self.save_every_n_epochs = _positive("save_every_n_epochs", save_every_n_epochs)
-        self.save_every_n_steps = _positive("save_every_n_steps", save_every_n_steps)
-        if save_on_best is not None and (not isinstance(save_on_best, str) or not save_on_best):
-            raise InvalidArgumentError("save_on_best", save_on_best, "must be the name of a logged metric")
-        self.save_on_best = save_on_best
-        if mode not in ("min", "max"):
-            raise InvalidArgumentError("mode", mode, "must be 'min' or 'max'")
-        self.mode = mode
-        if not isinstance(include_optimizer, bool):
-            raise InvalidArgumentError("include_optimizer", include_optimizer, "must be True or False")
-        self.include_optimizer = include_optimizer
-        if self.save_every_n_epochs is None and self.save_every_n_steps is None and save_on_best is None:
-            self.save_every_n_epochs = 1
-        if isinstance(metadata_keys, str):
-            raise InvalidArgumentError("metadata_keys", metadata_keys, "must be a list of attribute names, not a string")
-        self.metadata_keys = list(metadata_keys or [])
-        for key in self.metadata_keys:
-            if not isinstance(key, str) or not key:
-                raise InvalidArgumentError("metadata_keys", key, "must be attribute names (strings)")
-            if key in RESERVED_METADATA:
-                raise InvalidArgumentError("metadata_keys", key, f"is reserved ({', '.join(sorted(RESERVED_METADATA))})")
-        self.push_to = push_to
-
-        self._repo = repo if repo is not None else Repository(repo_path, init=init)  # type: ignore[arg-type]
-        self._repo_path = str(self._repo.path) if self._repo.path is not None else None
-        if push_to is not None:
-            remote_url(self._repo, push_to)  # an unknown remote fails here, not at the first save
-        if branch is None:
-            branch = self._repo.current_branch
-            if branch is None:
-                raise InvalidArgumentError("branch", None, "HEAD is detached: name the branch to commit checkpoints on")
-        self.branch = validate_ref_name(branch, "branch")
-        self.experiment_name = experiment_name or self.branch.replace("/", "-")
-        self._config = CheckpointConfig(
-            save_on_best_metric=save_on_best,
-            minimize_metric=mode == "min",
-            keep_last_n_checkpoints=keep_last_n_checkpoints,
-            keep_best_n_checkpoints=keep_best_n_checkpoints,
-            keep_checkpoint_every_n_epochs=keep_checkpoint_every_n_epochs,
-            save_optimizer_state=include_optimizer,
-            save_scheduler_state=include_optimizer,
-            save_random_state=True,
-            push_to=push_to,  # pushed in the background after each save (CheckpointManager)
+        self._repo: Repository | None = self.setup_checkpointing(
+            repo, repo_path, init, options, repo_may_be_path=False, reserved_metadata=RESERVED_METADATA,
+            every_epoch_by_default=True, branch_required=True,
         )
+        self._repo_path = str(self._repo.path) if self._repo.path is not None else None
+        self._config = self.checkpoint_config()
         self._manager: CheckpointManager | None = None
         self.last_commit_hash: str | None = None
         self._resumed_from: str | None = None
@@ -191,18 +125,7 @@ class CoralCallback(Callback):
         return self.repo.resolve(ref)
 
     def _checkout_branch(self) -> None:
-        repo, branch = self.repo, self.branch
-        if repo.current_branch == branch:
-            return
-        if branch in repo.list_branches():
-            repo.switch(branch)
-        elif repo.head_commit() is None:  # empty repository: the first checkpoint starts the branch
-            old = repo.store.get_ref("HEAD")
-            if not repo.store.compare_and_swap("HEAD", old, f"ref: heads/{branch}"):
-                raise CoralError(f"HEAD moved while creating branch {branch!r}")
-        else:
-            repo.switch(branch, create=True)
-            log.info("created branch %r for Coral checkpoints", branch)
+        use_branch(self.repo, self.branch)  # type: ignore[arg-type]
 
     def _install_io(self, trainer: Any) -> None:
         current = trainer.strategy.checkpoint_io
@@ -332,10 +255,7 @@ class CoralCallback(Callback):
         raise InvalidArgumentError("metadata_keys", key, "is neither a Trainer nor a LightningModule attribute")
 
     def _rng(self, trainer: Any) -> dict[str, Any]:
-        merged: dict[str, Any] = {}
-        for part in hook().coral_get_rng_state():
-            if part:
-                merged.update(part)
+        merged = capture_random_state()
         dist = torch.distributed
         if trainer.world_size > 1 and dist.is_available() and dist.is_initialized():
             every: list[Any] = [None] * dist.get_world_size()
@@ -425,8 +345,7 @@ class CoralCallback(Callback):
             target = self.best_commit_hash or self.resolve("last")
         else:
             target = self.resolve(commit_ref)
-        prefixes = set(STATE_PREFIXES.values())
-        weights = {n: w for n, w in self.repo.get_weights(target).items() if n.split("/", 1)[0] not in prefixes}
+        weights = model_only(self.repo.get_weights(target))
         PyTorchIntegration.weights_to_model(weights, model, strict=True)
         return target
 

@@ -105,3 +105,13 @@ def coral_import_file(path: str) -> Any:
     from . import _hooks_impl
 
     return _hooks_impl.coral_import_file(path)
+
+
+@hookimpl
+def coral_export(weights: Any, metadata: dict[str, Any], out: str, format: str) -> Any:
+    """A sharded (torch.distributed.checkpoint) commit as one consolidated safetensors file."""
+    if format != "safetensors" or "dcp" not in metadata:
+        return None
+    from . import dcp_export
+
+    return dcp_export.export_safetensors(weights, metadata, out)

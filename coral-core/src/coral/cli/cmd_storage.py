@@ -14,7 +14,7 @@ from .output import Output, human_bytes, human_time, iso_time, ratio, short
 
 def run_gc(repo: Repository, args: argparse.Namespace, out: Output) -> int:
     with out.status("Collecting garbage..."):
-        result = repo.gc()
+        result = repo.gc(expire_reflog=getattr(args, "expire_reflog", None))
     if out.json_mode:
         out.json(result)
         return 0

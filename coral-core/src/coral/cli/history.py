@@ -40,7 +40,7 @@ def collect(repo: Repository, starts: Iterable[str]) -> dict[str, CommitInfo]:
 
 def all_starts(repo: Repository) -> list[str]:
     """Commits every branch, tag and a detached HEAD point at."""
-    starts = list(repo.store.list_refs("heads/").values())
+    starts = [repo.resolve(b) for b in repo.list_branches()]  # validated: a damaged branch is refused
     starts += [t["commit"] for t in repo.list_tags()]
     starts += list(tracking_refs(repo).values())
     head = repo.head_commit()
@@ -79,7 +79,7 @@ def decorations(repo: Repository) -> dict[str, list[str]]:
         out.setdefault(head, []).append("HEAD")
     for ref, target in sorted(repo.store.list_refs("heads/").items()):
         name = ref[len("heads/") :]
-        out.setdefault(target, []).append(f"HEAD -> {name}" if name == current else name)
+        out.setdefault(target.strip(), []).append(f"HEAD -> {name}" if name == current else name)
     for name, target in sorted(tracking_refs(repo).items()):  # origin/main
         out.setdefault(target, []).append(name)
     for tag in sorted(repo.list_tags(), key=lambda t: t["name"]):

@@ -71,10 +71,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("b", nargs="?", help="default HEAD")
     _json_flag(p)
 
-    p = sub.add_parser("branch", help="list, create (NAME [START]) or delete (-d NAME) branches")
+    p = sub.add_parser("branch", help="list, create (NAME [START]) or delete (-d NAME, -D NAME) branches")
     p.add_argument("name", nargs="?")
     p.add_argument("start", nargs="?", help="commit the new branch starts at (default HEAD)")
-    p.add_argument("-d", "--delete", metavar="NAME")
+    dele = p.add_mutually_exclusive_group()
+    dele.add_argument("-d", "--delete", metavar="NAME", help="delete a branch another branch or tag reaches")
+    dele.add_argument("-D", dest="force_delete", metavar="NAME", help="delete a branch even if its commits are lost")
+    p.add_argument(
+        "-f", "--force", action="store_true", help="NAME COMMIT: move (or repair) an existing branch to COMMIT"
+    )
     p.add_argument("-r", "--remotes", action="store_true", help="list remote-tracking branches (origin/main)")
     _json_flag(p)
 
@@ -93,8 +98,15 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("merge", help="merge REF into the current branch in weight space")
     p.add_argument("ref")
-    p.add_argument("--strategy", choices=STRATEGIES, default="average")
-    p.add_argument("--weights", metavar="A,B", help="w_ours,w_theirs for weighted / task_arithmetic")
+    p.add_argument("--strategy", choices=STRATEGIES, default="average", help="how float tensors combine")
+    p.add_argument("--weights", metavar="A,B", help="w_ours,w_theirs (weighted, task_arithmetic, ties, dare*)")
+    p.add_argument("--density", type=float, metavar="D", help="fraction of each task vector kept, in (0, 1]")
+    p.add_argument("--seed", type=int, metavar="N", help="random seed of dare / dare_ties (recorded)")
+    p.add_argument("--t", type=float, metavar="T", help="slerp position in [0, 1] (0 = ours, 1 = theirs)")
+    p.add_argument(
+        "--per-tensor", action="append", metavar="GLOB=CHOICE", help="strategy, ours or theirs for tensors "
+        "matching GLOB (repeatable, first match wins)",
+    )
     side = p.add_mutually_exclusive_group()
     side.add_argument("--ours", action="store_true", help="on conflict keep our tensor")
     side.add_argument("--theirs", action="store_true", help="on conflict take theirs")
@@ -113,6 +125,14 @@ def build_parser() -> argparse.ArgumentParser:
     _json_flag(p)
 
     p = sub.add_parser("gc", help="delete objects no live commit needs")
+    p.add_argument(
+        "--expire-reflog", metavar="WHEN", default=None,
+        help="keep what the reflog reached within WHEN (default 30d; 'now' lets it all go, 'never' keeps it)",
+    )
+    _json_flag(p)
+
+    p = sub.add_parser("reflog", help="where a branch, tag or HEAD pointed, newest first (REF@{N} names entry N)")
+    p.add_argument("ref", nargs="?", default="HEAD", help="branch, tag or HEAD (default HEAD)")
     _json_flag(p)
 
     p = sub.add_parser("fsck", help="verify every reachable commit and chunk (exit 1 when damaged)")
@@ -156,6 +176,7 @@ _REPO_COMMANDS: dict[str, Command] = {
     "checkout": cmd_refs.run_checkout,
     "tag": cmd_refs.run_tag,
     "merge": cmd_refs.run_merge,
+    "reflog": cmd_refs.run_reflog,
     "export": cmd_transfer.run_export,
     "import": cmd_transfer.run_import,
     "gc": cmd_storage.run_gc,

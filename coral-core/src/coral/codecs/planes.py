@@ -14,6 +14,7 @@ import numpy as np
 import zstandard
 
 _SAMPLE = 64 * 1024
+SAMPLE_BYTES = _SAMPLE  # bytes per sample in estimates; public for the re-encoder's early cut-off
 _PAYS = 0.92  # compress a plane only when a sample shrinks below this fraction
 _LEN = struct.Struct("<Q")
 _local = threading.local()

@@ -8,13 +8,11 @@ untrusted files are checked (offsets in range, no overlap or hole, sizes match) 
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 import math
 import os
 import struct
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO, Callable, Iterable, Iterator, Mapping
@@ -23,6 +21,7 @@ import numpy as np
 
 from ..core.dtypes import dtype_from_name, dtype_name
 from ..errors import InvalidArgumentError, MalformedFileError, UnsupportedDtypeError
+from ..store.atomicfile import atomic_open
 
 log = logging.getLogger(__name__)
 
@@ -346,46 +345,15 @@ def write_file(
     target = Path(path)
     header, order = build_header(specs, metadata)
     target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
-    try:
-        if hasattr(os, "fchmod"):  # mkstemp makes 0600; an exported file gets a normal file's mode
-            os.fchmod(fd, 0o666 & ~_current_umask())
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(header)
-            for spec in order:
-                array = read(spec.name)
-                _write_array(fh, spec, array)
-                del array
-                if progress is not None:
-                    progress(spec.nbytes)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, target)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
-    with contextlib.suppress(OSError):
-        dfd = os.open(target.parent, os.O_RDONLY)
-        try:
-            os.fsync(dfd)
-        finally:
-            os.close(dfd)
+    with atomic_open(target) as fh:  # a normal file's mode under the umask, like any new file
+        fh.write(header)
+        for spec in order:
+            array = read(spec.name)
+            _write_array(fh, spec, array)
+            del array
+            if progress is not None:
+                progress(spec.nbytes)
     return target
-
-
-def _current_umask() -> int:
-    """The process umask, read without changing it where Linux tells it (``/proc/self/status``)."""
-    try:
-        with open("/proc/self/status", encoding="ascii") as fh:
-            for line in fh:
-                if line.startswith("Umask:"):
-                    return int(line.split()[1], 8)
-    except (OSError, ValueError):
-        pass
-    mask = os.umask(0o022)  # elsewhere: read it by setting it, and put it straight back
-    os.umask(mask)
-    return mask
 
 
 def _write_array(fh: BinaryIO, spec: TensorSpec, array: np.ndarray) -> None:

@@ -166,7 +166,9 @@ def export_commit_report(
     missing = [n for n in selected if n not in commit.tree]
     if missing:
         raise CoralError(f"tensor(s) {missing} not in commit {commit_id[:12]}")
-    if format == "safetensors":
+    # shards of a torch.distributed.checkpoint save: the plugin that wrote them consolidates them
+    sharded = "dcp" in commit.metadata
+    if format == "safetensors" and not sharded:
         if Path(out).is_dir():
             out = Path(out) / "model.safetensors"
         header_meta = {

@@ -44,7 +44,28 @@ class PendingPut:
 
 
 class Store(ABC):
-    """Abstract object store. Subclasses set ``scheme`` and implement the abstract methods."""
+    """Abstract object store. Subclasses set ``scheme`` and implement the abstract methods.
+
+    Required of every backend: atomic, immutable objects (``put``/``get``/``has``/``size``/``list``/
+    ``delete``) and refs changed only by ``compare_and_swap`` (``get_ref``/``list_refs``).
+    ``coral.testing.StoreContract`` checks all of it.
+
+    A backend may lack the following; each default below is correct, only slower or weaker:
+
+    - ``from_url``: raises NotImplementedError (the backend is then built in code, not from a URL).
+    - range reads (``get_range``, ``get_into``): the default reads the whole object and slices it.
+    - part writes (``put_parts``, ``begin_put_parts``): the default joins the parts and publishes at once.
+    - ``open_file``: None, no files to map; ``load(mmap=True)`` then reads instead.
+    - ``payload_check``: None, no integrity record of the backend's own (chunk ids still verify contents).
+    - ``lock``: a no-op that is neither exclusive nor shared. A backend with real locks must make
+      ``exclusive=False`` truly shared (writers hold it together) and ``exclusive=True`` exclude every
+      other holder; one that cannot share may take every lock exclusively (correct, but writers then
+      wait for each other). With the no-op, never run ``Repository.gc`` beside live writers.
+    - staging records (``hold_staged``, ``release_staged``, ``staged_elsewhere``): record nothing; a
+      commit then refuses chunks a concurrent gc removed instead of keeping them alive.
+    - temp files (``temp_files``, ``remove_temp_files``): none to report or remove.
+    - ``close``: nothing to release.
+    """
 
     scheme: str = ""
 
@@ -95,6 +116,16 @@ class Store(ABC):
         ``CorruptObjectError``; None when the backend keeps no such record."""
         return None
 
+    def temp_files(self) -> list[str]:
+        """Leftover temp files of interrupted writes (crash leftovers no live writer holds), for ``fsck``.
+        Backends without temp files keep this default: none."""
+        return []
+
+    def remove_temp_files(self) -> tuple[int, int]:
+        """Delete the leftovers ``temp_files`` lists; returns (count, bytes). Called by ``gc`` under its
+        exclusive lock. Backends without temp files keep this default: (0, 0)."""
+        return 0, 0
+
     @abstractmethod
     def has(self, key: str) -> bool:
         """True when ``key`` exists."""
@@ -130,7 +161,9 @@ class Store(ABC):
     # coordination
     @contextlib.contextmanager
     def lock(self, name: str, *, exclusive: bool = True, timeout: float = 600.0) -> Iterator[None]:
-        """A named lock shared by every process using this store (writers shared, gc exclusive)."""
+        """A named lock across every process using this store: ``exclusive=False`` holders share it (writers),
+        an ``exclusive=True`` holder excludes all others (gc); LockTimeoutError after ``timeout`` seconds.
+        Not re-entrant. The default is a no-op (see the class docstring)."""
         yield
 
     # staged chunks (written, not yet committed) that a gc in another process must keep

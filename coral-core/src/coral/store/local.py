@@ -2,7 +2,8 @@
 
 A process killed at any instant leaves at most a stray temp file (removed by ``gc``), never a partial
 object or ref. Refs change under an ``flock`` with an atomic rename, so compare-and-swap holds across
-processes.
+processes. Every object file ends with an integrity seal (``seal``); the temp-write-fsync-rename steps
+are ``atomicfile``'s.
 """
 
 from __future__ import annotations
@@ -10,18 +11,14 @@ from __future__ import annotations
 import contextlib
 import errno
 import fcntl
-import itertools
 import logging
 import os
 import re
 import stat
-import struct
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
-
-import numpy as np
 
 from ..errors import (
     CoralError,
@@ -31,71 +28,19 @@ from ..errors import (
     ObjectNotFoundError,
     RefExistsError,
 )
+from . import atomicfile
+from . import seal as _seal
 from .base import PendingPut, Store, validate_key
 
 log = logging.getLogger(__name__)
 
-# Every object file ends with a 20-byte seal: magic, payload length, and the sum of the payload's
-# little-endian 64-bit words. Ids hash the *decoded* bytes, so without it a flipped byte the decoder
-# ignores (a reserved header byte, a zstd frame flag) would go unseen; any single changed byte, and any
-# truncation or extension, changes the seal. The sum runs at memory speed and releases the GIL.
-_SEAL = struct.Struct("<4sQQ")
-_SEAL_MAGIC = b"CRLS"
-_MASK64 = (1 << 64) - 1
 _SPACE_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
-
-
-class _WordSum:
-    """Sum mod 2**64 of the little-endian 64-bit words of a byte stream fed in pieces (last word 0-padded)."""
-
-    def __init__(self) -> None:
-        self.total = 0
-        self.length = 0
-        self._carry = b""
-
-    def update(self, buf: bytes | bytearray | memoryview) -> None:
-        view = memoryview(buf).cast("B")
-        self.length += len(view)
-        if self._carry:
-            take = 8 - len(self._carry)
-            self._carry += bytes(view[:take])
-            view = view[take:]
-            if len(self._carry) < 8:
-                return
-            self.total += int.from_bytes(self._carry, "little")
-            self._carry = b""
-        n = len(view) // 8 * 8
-        if n:
-            self.total += int(np.frombuffer(view[:n], dtype="<u8").sum(dtype=np.uint64))
-        self._carry = bytes(view[n:])
-
-    def value(self) -> int:
-        return (self.total + int.from_bytes(self._carry, "little")) & _MASK64
-
-
-def _seal(parts: Sequence[bytes | bytearray | memoryview]) -> bytes:
-    s = _WordSum()
-    for part in parts:
-        s.update(part)
-    return _SEAL.pack(_SEAL_MAGIC, s.length, s.value())
 
 
 def _object_name(key: str) -> str:
     """How errors name an object: ``chunks/ab/cdef...`` is reported as its id ``abcdef...``."""
     parts = key.split("/")
     return parts[1] + parts[2] if len(parts) == 3 and len(parts[1]) == 2 else key
-
-
-def _read_seal(fd: int, key: str) -> tuple[int, int]:
-    """(payload length, stored sum) of an object file; a missing or inconsistent seal is damage."""
-    size = os.fstat(fd).st_size
-    raw = os.pread(fd, _SEAL.size, size - _SEAL.size) if size >= _SEAL.size else b""
-    if len(raw) != _SEAL.size:
-        raise CorruptObjectError(_object_name(key), f"file is {size} bytes, too short to be an object")
-    magic, length, total = _SEAL.unpack(raw)
-    if magic != _SEAL_MAGIC or length != size - _SEAL.size:
-        raise CorruptObjectError(_object_name(key), "integrity seal is damaged (truncated, extended or edited)")
-    return length, total
 
 
 def _raise_if_no_space(exc: OSError, target: Path, root: Path) -> None:
@@ -105,34 +50,15 @@ def _raise_if_no_space(exc: OSError, target: Path, root: Path) -> None:
         raise InsufficientSpaceError(msg) from exc
 
 
-def _check_sum(key: str, total: int, parts: Sequence[bytes | memoryview]) -> None:
-    s = _WordSum()
-    for part in parts:
-        s.update(part)
-    if s.value() != total:
+def _check_payload(key: str, found: _seal.Seal, parts: Sequence[bytes | memoryview]) -> None:
+    """Raise CorruptObjectError unless ``parts`` (the whole payload) matches the object's seal."""
+    if sum(memoryview(p).nbytes for p in parts) != found.length:
+        raise CorruptObjectError(_object_name(key), "integrity seal is damaged (truncated, extended or edited)")
+    if not found.matches(parts):
         raise CorruptObjectError(_object_name(key), "stored bytes fail their integrity check (bit rot or edits)")
 
 
 _CHUNK_KEY = re.compile(r"chunks/[0-9a-f]{2}/[0-9a-f]{62}")
-_temp_names = itertools.count()
-
-
-def _temp_file(folder: Path, prefix: str) -> tuple[int, str]:
-    """A new, exclusively created temp file (like ``mkstemp``, without its random-name machinery):
-    the name holds the process, the thread and a counter, so it is unique among live writers."""
-    while True:
-        path = f"{folder}/{prefix}{os.getpid()}-{threading.get_ident()}-{next(_temp_names)}"
-        try:
-            return os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600), path
-        except FileExistsError:  # a dead process with a recycled pid left it: take the next name
-            continue
-
-
-def _discard(fd: int, tmp: str) -> None:
-    with contextlib.suppress(OSError):
-        os.unlink(tmp)
-    with contextlib.suppress(OSError):
-        os.close(fd)
 
 
 class _LocalPendingPut(PendingPut):
@@ -155,15 +81,7 @@ class _LocalPendingPut(PendingPut):
         with self._lock:
             args, self._args = self._args, None
         if args is not None:
-            _discard(args[1], args[2])
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+            atomicfile.discard(args[1], args[2])
 
 
 class LocalStore(Store):
@@ -218,7 +136,7 @@ class LocalStore(Store):
         """Write ``data`` (plus the seal) to a new temp file, held flock-ed; returns (fd, temp path)."""
         parts = [data] if isinstance(data, (bytes, bytearray, memoryview)) else list(data)
         if seal:
-            parts.append(_seal(parts))
+            parts.append(_seal.make(parts))
         # object folders are never removed, so one that was checked and made stays good: skip the syscalls
         ready = seal and target.parent in self._object_dirs
         if not ready:
@@ -229,7 +147,7 @@ class LocalStore(Store):
                     self._make_dirs(target.parent)
                     if seal:
                         self._object_dirs.add(target.parent)
-                fd, tmp = _temp_file(self._tmp, ".put-")
+                fd, tmp = atomicfile.temp_file(self._tmp, ".put-")
             except OSError as exc:
                 _raise_if_no_space(exc, target, self.root)
                 raise
@@ -239,13 +157,9 @@ class LocalStore(Store):
                 break
             os.close(fd)  # a gc took it between mkstemp and flock: use another
         try:
-            with os.fdopen(fd, "wb", buffering=0, closefd=False) as fh:
-                for part in parts:
-                    view = memoryview(part).cast("B")
-                    while view:  # unbuffered writes may be partial
-                        view = view[fh.write(view) :]
+            atomicfile.write_all(fd, parts)
         except BaseException as exc:
-            _discard(fd, tmp)
+            atomicfile.discard(fd, tmp)
             if isinstance(exc, OSError):
                 _raise_if_no_space(exc, target, self.root)
             raise
@@ -254,17 +168,10 @@ class LocalStore(Store):
     def _publish(self, fd: int, tmp: str, target: Path) -> None:
         """fsync the temp file, rename it to ``target`` and fsync the folder: durable, then visible."""
         try:
-            if self.fsync:
-                os.fsync(fd)
-            os.replace(tmp, target)
-        except BaseException as exc:
-            _discard(fd, tmp)
-            if isinstance(exc, OSError):
-                _raise_if_no_space(exc, target, self.root)
+            atomicfile.publish(fd, tmp, target, fsync=self.fsync)
+        except OSError as exc:
+            _raise_if_no_space(exc, target, self.root)
             raise
-        os.close(fd)
-        if self.fsync:
-            _fsync_dir(target.parent)
 
     def _make_dirs(self, folder: Path) -> None:
         """``mkdir -p`` whose new folders are durable too: each created folder's parent is fsynced, so a
@@ -282,7 +189,7 @@ class LocalStore(Store):
                 missing.extend(fanned / f"{i:02x}" for i in range(256))
         if self.fsync:
             for parent in dict.fromkeys(made.parent for made in reversed(missing)):
-                _fsync_dir(parent)
+                atomicfile.fsync_dir(parent)
 
     # objects
     def put(self, key: str, data: bytes | memoryview, *, overwrite: bool = False) -> bool:
@@ -313,16 +220,17 @@ class LocalStore(Store):
         except (FileNotFoundError, NotADirectoryError):
             raise ObjectNotFoundError(f"object {key!r} not found in {self.root}") from None
         try:
-            length, total = _read_seal(fd, key)
+            found = _seal.read(fd, _object_name(key))
             view, done = memoryview(out).cast("B"), 0
-            want = max(0, min(len(view), length - start))
+            want = max(0, min(len(view), found.length - start))
             while done < want:
                 n = os.preadv(fd, [view[done:want]], start + done)
                 if n <= 0:
                     break
                 done += n
-            if start + done == length and start % 8 == 0:  # the read reaches the end: check the whole seal
-                _check_sum(key, total, [os.pread(fd, start, 0), view[:done]])
+            # the read reaches the end: check the whole seal (a word sum only where its words line up)
+            if start + done == found.length and (found.version != 1 or start % 8 == 0):
+                _check_payload(key, found, [os.pread(fd, start, 0), view[:done]])
             return done
         finally:
             os.close(fd)
@@ -334,12 +242,10 @@ class LocalStore(Store):
             raise ObjectNotFoundError(f"object {key!r} not found in {self.root}") from None
 
     def payload_check(self, key: str, fd: int) -> Callable[[Sequence[bytes | memoryview]], None] | None:
-        length, total = _read_seal(fd, key)
+        found = _seal.read(fd, _object_name(key))
 
         def check(parts: Sequence[bytes | memoryview]) -> None:
-            if sum(memoryview(p).nbytes for p in parts) != length:
-                raise CorruptObjectError(_object_name(key), "integrity seal is damaged (truncated, extended or edited)")
-            _check_sum(key, total, parts)
+            _check_payload(key, found, parts)
 
         return check
 
@@ -349,9 +255,9 @@ class LocalStore(Store):
         except (FileNotFoundError, NotADirectoryError):
             raise ObjectNotFoundError(f"object {key!r} not found in {self.root}") from None
         with fh:
-            length, total = _read_seal(fh.fileno(), key)
-            data = fh.read(length)
-        _check_sum(key, total, [data])
+            found = _seal.read(fh.fileno(), _object_name(key))
+            data = fh.read(found.length)
+        _check_payload(key, found, [data])
         return data
 
     def get_range(self, key: str, start: int, length: int) -> bytes:
@@ -360,7 +266,7 @@ class LocalStore(Store):
         except (FileNotFoundError, NotADirectoryError):
             raise ObjectNotFoundError(f"object {key!r} not found in {self.root}") from None
         with fh:
-            payload, _total = _read_seal(fh.fileno(), key)  # a ranged read checks the seal's length only
+            payload = _seal.read(fh.fileno(), _object_name(key)).length  # a ranged read checks the length only
             fh.seek(start)
             return fh.read(max(0, min(length, payload - start)))
 
@@ -371,7 +277,7 @@ class LocalStore(Store):
 
     def size(self, key: str) -> int:
         try:
-            return max(0, self._path(self._objects, key, "object key").stat().st_size - _SEAL.size)
+            return max(0, self._path(self._objects, key, "object key").stat().st_size - _seal.SIZE)
         except FileNotFoundError:
             raise ObjectNotFoundError(f"object {key!r} not found in {self.root}") from None
 
@@ -411,7 +317,7 @@ class LocalStore(Store):
                 with contextlib.suppress(FileNotFoundError, IsADirectoryError):
                     path.unlink()
                     if self.fsync:
-                        _fsync_dir(path.parent)
+                        atomicfile.fsync_dir(path.parent)
             else:
                 if path.is_dir():  # an empty folder left behind by deleted "name/..." refs
                     with contextlib.suppress(OSError):
@@ -471,7 +377,7 @@ class LocalStore(Store):
         if held is None:
             while True:
                 try:
-                    fd, name = _temp_file(self._tmp, ".staged-")
+                    fd, name = atomicfile.temp_file(self._tmp, ".staged-")
                 except OSError as exc:
                     _raise_if_no_space(exc, self._tmp / ".staged", self.root)
                     raise

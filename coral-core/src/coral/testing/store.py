@@ -31,6 +31,9 @@ class StoreContract:
 
     #: False for a backend whose ``lock()`` is a no-op (then never run ``Repository.gc`` beside writers).
     exclusive_lock: bool = True
+    #: False for a backend that takes ``lock(..., exclusive=False)`` exclusively too (correct, but writers
+    #: then wait for each other); True claims shared holders really hold the lock together.
+    shared_lock: bool = True
     #: how many threads the concurrency tests start
     threads: int = 8
 
@@ -348,6 +351,55 @@ class StoreContract:
             release.set()
             holder.join(60)
         with store.lock("gc", exclusive=True, timeout=30):  # free again once released
+            pass
+
+    def test_shared_locks_are_held_together(self, store: Store) -> None:
+        if not self.shared_lock:
+            pytest.skip("backend declares shared_lock = False")
+        inside = 0
+        peak = 0
+        guard = threading.Lock()
+        everyone_in = threading.Barrier(self.threads)
+
+        def work(_i: int) -> None:
+            nonlocal inside, peak
+            with store.lock("gc", exclusive=False, timeout=60):
+                with guard:
+                    inside += 1
+                    peak = max(peak, inside)
+                everyone_in.wait(60)  # only passes when every thread holds the shared lock at once
+                with guard:
+                    inside -= 1
+
+        self._run_threads(work)
+        assert peak == self.threads, f"only {peak} of {self.threads} shared holders at once"
+
+    def test_exclusive_lock_shuts_out_shared_holders(self, store: Store) -> None:
+        if not self.exclusive_lock:
+            pytest.skip("backend declares exclusive_lock = False")
+        taken, release = threading.Event(), threading.Event()
+
+        def hold() -> None:
+            with store.lock("gc", exclusive=True):
+                taken.set()
+                release.wait(60)
+
+        holder = threading.Thread(target=hold)
+        holder.start()
+        try:
+            assert taken.wait(60)
+            with pytest.raises(LockTimeoutError), store.lock("gc", exclusive=False, timeout=0.2):
+                pass
+        finally:
+            release.set()
+            holder.join(60)
+        with store.lock("gc", exclusive=False, timeout=30):  # free again once released
+            pass
+
+    def test_a_shared_holder_does_not_block_other_lock_names(self, store: Store) -> None:
+        if not self.exclusive_lock:
+            pytest.skip("backend declares exclusive_lock = False")
+        with store.lock("gc", exclusive=False), store.lock("other", exclusive=True, timeout=30):
             pass
 
     # ---- other handles on the same data --------------------------------------------------------------------

@@ -2,14 +2,17 @@
 
 ``request()`` returns at once; one worker thread pushes the newest state of the branch (requests that pile
 up while a push runs collapse into one). A failed push is retried with a growing pause, then kept as an
-error that the next save or ``wait()`` raises, like a failed async save.
+error that the next save or ``wait()`` raises, like a failed async save. Pushes still pending when the
+interpreter exits are finished first (like the BackgroundSaver's saves).
 """
 
 from __future__ import annotations
 
+import atexit
 import logging
 import threading
 import time
+import weakref
 
 from ..errors import CheckpointError, CoralError
 from ..version_control.remotes import push, remote_url
@@ -19,6 +22,16 @@ log = logging.getLogger(__name__)
 
 PUSH_RETRIES = 3
 RETRY_PAUSE_S = 0.5
+_live_pushers: weakref.WeakSet[BackgroundPusher] = weakref.WeakSet()
+
+
+@atexit.register
+def _wait_all_at_exit() -> None:
+    for pusher in list(_live_pushers):
+        try:
+            pusher.wait()
+        except Exception as exc:  # pragma: no cover - reported, the process is ending anyway
+            log.error("a pending Coral push failed at exit: %s", exc)
 
 
 class BackgroundPusher:
@@ -37,6 +50,7 @@ class BackgroundPusher:
         self._busy = False
         self._error: BaseException | None = None
         self._thread: threading.Thread | None = None
+        _live_pushers.add(self)
 
     def request(self, branch: str | None = None) -> None:
         """Ask for a push of ``branch`` (default: the current one) and return at once."""

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import InvalidArgumentError
+from ..store.atomicfile import atomic_write
 from .tensors_in_state import decode_inline, encode_inline
 
 _STATE_FIELDS = ("optimizer_state", "scheduler_state", "random_state", "data_state")
@@ -94,10 +95,9 @@ class TrainingState:
         doc = {f.name: getattr(self, f.name) for f in fields(self) if f.name not in _STATE_FIELDS}
         doc["metrics"] = dict(self.metrics)
         inline = encode_inline({"fields": doc, **{k: getattr(self, k) for k in _STATE_FIELDS}})
-        target = Path(path)
-        tmp = target.with_name(target.name + ".tmp")
-        tmp.write_text(json.dumps(inline, allow_nan=False), encoding="utf-8")
-        os.replace(tmp, target)
+        # a temp file of its own per call, fsynced before the rename: concurrent savers and crashes leave a
+        # whole file, never a mix or an empty one
+        atomic_write(path, json.dumps(inline, allow_nan=False))
 
     @classmethod
     def load(cls, path: str | os.PathLike[str]) -> "TrainingState":

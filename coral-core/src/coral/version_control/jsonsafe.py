@@ -11,6 +11,8 @@ import numpy as np
 from ..errors import InvalidArgumentError
 
 _FLOAT_TAG = "__float__"
+_DICT_TAG = "__dict__"  # wraps a user's dict that looks like one of these tags, so it comes back as the dict
+_TAGS = (_FLOAT_TAG, _DICT_TAG)
 
 
 def to_jsonable(value: Any, path: str = "metadata") -> Any:
@@ -32,6 +34,8 @@ def to_jsonable(value: Any, path: str = "metadata") -> Any:
             if not isinstance(k, (str, int)):
                 raise InvalidArgumentError(path, k, "keys must be strings")
             out[str(k)] = to_jsonable(v, f"{path}[{k!r}]")
+        if len(out) == 1 and next(iter(out)) in _TAGS:  # e.g. a user's {"__float__": "inf"}: escape it
+            return {_DICT_TAG: out}
         return out
     if isinstance(value, (list, tuple)):
         return [to_jsonable(v, f"{path}[{i}]") for i, v in enumerate(value)]
@@ -41,9 +45,12 @@ def to_jsonable(value: Any, path: str = "metadata") -> Any:
 
 
 def from_jsonable(value: Any) -> Any:
+    """Undo ``to_jsonable``: tagged floats become floats again, escaped user dicts come back as written."""
     if isinstance(value, dict):
         if len(value) == 1 and _FLOAT_TAG in value:
             return float(value[_FLOAT_TAG])
+        if len(value) == 1 and isinstance(value.get(_DICT_TAG), dict):  # an escaped user dict: not a tag
+            return {k: from_jsonable(v) for k, v in value[_DICT_TAG].items()}
         return {k: from_jsonable(v) for k, v in value.items()}
     if isinstance(value, list):
         return [from_jsonable(v) for v in value]

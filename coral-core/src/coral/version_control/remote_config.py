@@ -19,12 +19,13 @@ from ..errors import (
     RepositoryNotFoundError,
     UnknownRemoteError,
 )
+from .history import is_commit_id
 from .names import validate_ref_name
+from .refs import TRACKING_PREFIX
 
 if TYPE_CHECKING:
     from .repository import Repository
 
-TRACKING_PREFIX = "remotes/"
 _CAS_TRIES = 100
 
 
@@ -116,15 +117,10 @@ def open_remote(url: str) -> Repository:
 
 def tracking_refs(repo: Repository, remote: str | None = None) -> dict[str, str]:
     """``{"origin/main": commit}`` for every remote-tracking branch (of one remote when given)."""
-    prefix = TRACKING_PREFIX + (f"{remote}/" if remote else "")
-    return {ref[len(TRACKING_PREFIX) :]: value for ref, value in repo.store.list_refs(prefix).items()}
+    return repo.refs.tracking(remote)
 
 
 def ref_targets(repo: Repository) -> set[str]:
-    """Commits named by branches, tags, remote-tracking branches and a detached HEAD."""
-    targets = set(repo.store.list_refs("heads/").values()) | set(tracking_refs(repo).values())
-    targets.update(t["commit"] for t in repo.list_tags())
-    head = repo.head_commit()
-    if head:
-        targets.add(head)
-    return targets
+    """Commits named by branches, tags, remote-tracking branches and a detached HEAD (damaged values left out:
+    fsck names them)."""
+    return {c for c in repo.refs.targets() if is_commit_id(c)}

@@ -69,7 +69,7 @@ def _damaged(repo: Repository) -> tuple[set[str], set[str]]:
             continue
         seen.add(c)
         try:
-            commit = repo._read_commit(c)
+            commit = repo.history.read_commit(c)
         except (RefNotFoundError, CorruptObjectError):
             bad_commits.add(c)
             continue

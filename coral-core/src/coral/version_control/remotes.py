@@ -30,6 +30,7 @@ from ..errors import (
 )
 from ..objects.tensors import CHUNK_BYTES
 from .commit import Commit, commit_key
+from .history import is_commit_id
 from .names import validate_ref_name
 from .remote_config import (
     TRACKING_PREFIX,
@@ -101,7 +102,7 @@ def _missing_commits(repo: Repository, start: str, have: Any) -> list[str]:
         if have(c):
             continue
         out.append(c)
-        frontier.extend(repo._read_commit(c).parents)
+        frontier.extend(repo.history.read_commit(c).parents)
     return out
 
 
@@ -114,7 +115,7 @@ def _ancestors(repo: Repository, start: str | None) -> set[str]:
             continue
         out.add(c)
         try:
-            frontier.extend(repo._read_commit(c).parents)
+            frontier.extend(repo.history.read_commit(c).parents)
         except (RefNotFoundError, CorruptObjectError):
             continue
     return out
@@ -129,7 +130,7 @@ def _first_parents(repo: Repository, start: str, n: int) -> list[str]:
     cur: str | None = start
     while cur is not None and len(out) < n:
         out.append(cur)
-        parents = repo._read_commit(cur).parents
+        parents = repo.history.read_commit(cur).parents
         cur = parents[0] if parents else None
     return out
 
@@ -159,7 +160,7 @@ def _transfer(
 ) -> TransferStats:
     """Copy ``commits`` (children first) ``src`` -> ``dst``: their chunks first (those ``with_weights(cid)``
     allows, minus ``known`` ones), then the commit objects. ``local`` verifies deltas against good copies."""
-    parsed = [src._read_commit(c) for c in commits]  # hash-checked: a damaged commit is never sent
+    parsed = [src.history.read_commit(c) for c in commits]  # hash-checked: a damaged commit is never sent
     full = [p for c, p in zip(commits, parsed, strict=True) if with_weights(c)]
     chunk_ids, estimate = _chunks_of(full)
     chunk_ids = [c for c in chunk_ids if c not in known]
@@ -178,7 +179,7 @@ def _known_chunks(repo: Repository, commits: Iterable[str], pruned: Any) -> set[
         if pruned(c):
             continue
         try:
-            commit = repo._read_commit(c)
+            commit = repo.history.read_commit(c)
         except (RefNotFoundError, CorruptObjectError):
             continue
         for entry in commit.tree.values():
@@ -191,15 +192,16 @@ def _boundary(repo: Repository, new: list[str], have: Any) -> set[str]:
     out: set[str] = set()
     fresh = set(new)
     for c in new:
-        for p in repo._read_commit(c).parents:
+        for p in repo.history.read_commit(c).parents:
             if p not in fresh and have(p):
                 out.add(p)
     return out
 
 
-def _sync_tags(src: Repository, dst: Repository, commits: set[str], force: bool = False) -> list[str]:
+def _sync_tags(src: Repository, dst: Repository, commits: set[str], why: str, force: bool = False) -> list[str]:
     """Tags of ``src`` naming a commit in ``commits`` (which ``dst`` now has): created at ``dst`` when missing,
-    moved when they only moved forward (``best-...`` tags during training) or with ``force``."""
+    moved when they only moved forward (``best-...`` tags during training) or with ``force``; each move is
+    logged in ``dst``'s reflog (``why``: fetch or push)."""
     moved = []
     for ref, value in src.store.list_refs("tags/").items():
         try:
@@ -219,7 +221,7 @@ def _sync_tags(src: Repository, dst: Repository, commits: set[str], force: bool 
             if old == target or not _is_ancestor(src, old, target):
                 log.warning("tag %s differs on the other side; left as it is", ref[len("tags/") :])
                 continue
-        if dst.store.compare_and_swap(ref, cur, value):
+        if dst.refs.update(ref, cur, value, dst.refs.value_for_log(ref), target, f"tag: {why} from {src!r}"):
             moved.append(ref)
     return moved
 
@@ -271,7 +273,8 @@ def fetch(
     url = _url or remote_url(repo, remote)
     result = SyncResult(remote)
     with open_remote(url) as other:
-        heads = {ref[len("heads/") :]: value for ref, value in other.store.list_refs("heads/").items()}
+        # validated: a damaged remote branch is refused (CorruptRefError naming it), never followed
+        heads = {b: h for b in other.list_branches() if (h := other.refs.branch_head(b)) is not None}
         # a commit object alone proves nothing (an interrupted fetch may have left it without its parents):
         # only history under a local ref is known complete
         complete: set[str] = set()
@@ -302,13 +305,13 @@ def fetch(
             if old != head:
                 repo.store.compare_and_swap(ref, old, head)
                 result.refs[f"{remote}/{branch}"] = (old, head)
-        for ref, old in tracking_refs(repo, remote).items():  # branches deleted on the remote
-            if ref.split("/", 1)[1] not in heads:
-                repo.store.compare_and_swap(TRACKING_PREFIX + ref, old, None)
+        for ref, old in repo.store.list_refs(f"{TRACKING_PREFIX}{remote}/").items():  # deleted on the remote
+            if ref[len(f"{TRACKING_PREFIX}{remote}/") :] not in heads:
+                repo.store.compare_and_swap(ref, old, None)
         everything = set()
         for head in heads.values():
             everything |= _ancestors(repo, head)
-        _sync_tags(other, repo, everything)
+        _sync_tags(other, repo, everything, "fetch")
     return result
 
 
@@ -332,7 +335,7 @@ def push(
         if branch is None:
             raise InvalidArgumentError("branch", None, "HEAD is detached: name the branch to push")
     validate_ref_name(branch, "branch")
-    head = repo.store.get_ref(f"heads/{branch}")
+    head = repo.refs.branch_head(branch)  # validated: a damaged branch is never pushed
     if head is None:
         raise RefNotFoundError(f"branch {branch!r} not found (nothing to push)")
     tracking_ref = f"{TRACKING_PREFIX}{remote}/{branch}"
@@ -340,8 +343,9 @@ def push(
     with open_remote(url) as other:
         # the remote's gc must not free what this push writes before its branch names it
         with other.store.lock("gc", exclusive=False):
-            seen = repo.store.get_ref(tracking_ref)
-            theirs = other.store.get_ref(f"heads/{branch}")
+            seen = (repo.store.get_ref(tracking_ref) or "").strip() or None
+            theirs_raw = other.store.get_ref(f"heads/{branch}")
+            theirs = theirs_raw.strip() if theirs_raw is not None else None
             ours = _ancestors(repo, head)
             if theirs is not None and not force:
                 # moved to a commit of our own branch (a push of ours that died before it could note it): no
@@ -360,7 +364,7 @@ def push(
             # object alone proves nothing (a killed push leaves commits whose parents never arrived)
             on_remote: set[str] = set()
             for known_head in [*tracking_refs(repo, remote).values(), theirs]:
-                if known_head and repo.store.has(commit_key(known_head)):
+                if is_commit_id(known_head) and repo.history.exists(known_head):
                     on_remote |= _ancestors(repo, known_head)
             have = on_remote.__contains__
             new = _missing_commits(repo, head, have)
@@ -375,7 +379,8 @@ def push(
                 if repo.is_pruned(c):
                     other.store.compare_and_swap(f"pruned/{c}", None, "1")
             if theirs != head:
-                if not other.store.compare_and_swap(f"heads/{branch}", theirs, head):
+                why = f"push: {'forced ' if force else ''}from {repo!r}"
+                if not other.refs.update(f"heads/{branch}", theirs_raw, head, theirs, head, why):
                     raise PushRejectedError(
                         f"push of {branch!r} to {remote!r} lost a race: another push moved the remote branch first "
                         f"(nothing was lost; objects sent stay for the retry); fetch, pull, then push again"
@@ -383,7 +388,7 @@ def push(
                 result.refs[f"{remote}/{branch}"] = (theirs, head)
             if other.store.get_ref("HEAD") is None:  # never, for a repository opened as one; kept for safety
                 other.store.compare_and_swap("HEAD", None, f"ref: heads/{branch}")
-            _sync_tags(repo, other, ours, force)
+            _sync_tags(repo, other, ours, "push", force)
             _sync_documents(repo, other, ours, judge=repo)
     old = repo.store.get_ref(tracking_ref)
     if old != head:
@@ -405,12 +410,12 @@ def pull(
             raise InvalidArgumentError("branch", None, "HEAD is detached: name the branch to pull")
     validate_ref_name(branch, "branch")
     result = fetch(repo, remote, progress=progress, _url=url)
-    target = repo.store.get_ref(f"{TRACKING_PREFIX}{remote}/{branch}")
+    target = repo.refs.read(f"{TRACKING_PREFIX}{remote}/{branch}")[1]
     if target is None:
         raise RefNotFoundError(f"remote {remote!r} has no branch {branch!r}")
     ref = f"heads/{branch}"
     for _ in range(_CAS_TRIES):
-        mine = repo.store.get_ref(ref)
+        raw, mine = repo.refs.read(ref)  # a damaged branch is refused (repair it with branch --force)
         if mine == target or (mine is not None and _is_ancestor(repo, target, mine)):
             break  # up to date, or ahead: nothing to take
         if mine is not None and not _is_ancestor(repo, mine, target):
@@ -419,13 +424,13 @@ def pull(
                 f"({target[:12]}) have diverged (each has commits the other lacks); merge {remote}/{branch} "
                 f"into it, or push --force to replace the remote's"
             )
-        if repo.store.compare_and_swap(ref, mine, target):
+        if repo.refs.update(ref, raw, target, mine, target, f"pull: fast-forward to {remote}/{branch}"):
             result.refs[branch] = (mine, target)
             break
     else:
         raise RefConflictError(f"branch {branch!r} kept moving during pull")
     with open_remote(url) as other:
-        _sync_documents(other, repo, _ancestors(repo, repo.store.get_ref(ref)), judge=repo)
+        _sync_documents(other, repo, _ancestors(repo, repo.refs.branch_head(branch)), judge=repo)
     return result
 
 
@@ -463,10 +468,12 @@ def clone(
         try:
             update_config(repo, lambda doc: doc.setdefault("remotes", {}).update({"origin": {"url": url}}))
             fetch(repo, "origin", depth=depth, progress=progress)
-            tip = repo.store.get_ref(f"{TRACKING_PREFIX}origin/{checkout}")
+            tip = repo.refs.read(f"{TRACKING_PREFIX}origin/{checkout}")[1]
             if tip is not None:
-                repo.store.compare_and_swap(f"heads/{checkout}", None, tip)
-            repo.store.compare_and_swap("HEAD", repo.store.get_ref("HEAD"), f"ref: heads/{checkout}")
+                repo.refs.update(f"heads/{checkout}", None, tip, None, tip, f"clone: from {url}")
+            old = repo.store.get_ref("HEAD")
+            new = f"ref: heads/{checkout}"
+            repo.refs.update("HEAD", old, new, old and old.strip(), new, f"clone: checkout {checkout}", tip)
             with open_remote(url) as other:
                 _sync_documents(other, repo, _ancestors(repo, tip), judge=repo)
         except BaseException:
