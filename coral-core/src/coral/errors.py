@@ -138,6 +138,18 @@ class RemotesUnavailableError(CoralError, NotImplementedError):
     """``push_to`` (or another remote operation) was asked for, but this Coral has no remotes yet."""
 
 
+class UnknownRemoteError(InvalidArgumentError):
+    """A remote name that ``add_remote`` never configured in this repository."""
+
+
+class PushRejectedError(CoralError):
+    """A push was refused: the remote branch moved since the last fetch, or another push won the race."""
+
+
+class DivergedError(CoralError):
+    """A pull could not fast-forward: the local branch and the remote branch each have commits the other lacks."""
+
+
 class RankTimeoutError(CoralError, TimeoutError):
     """A distributed save point: some rank did not arrive in time (it crashed, hung or skipped the save)."""
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 from types import TracebackType
@@ -34,7 +35,8 @@ class Checkpointer:
     In a process group, build it and call ``log``/``save`` on every rank: global rank 0 commits, the others
     wait at a barrier (``barrier_timeout`` seconds) and return the same hash. ``distributed="dcp"`` saves
     sharded models (FSDP2) through ``torch.distributed.checkpoint``: every rank writes its own shards into
-    one commit.
+    one commit. ``push_to`` names a remote (``coral remote add``) each checkpoint is pushed to in the background;
+    ``close`` waits for the pushes.
     """
 
     def __init__(
@@ -58,6 +60,7 @@ class Checkpointer:
         distributed: str | None = None,
         barrier_timeout: float | None = None,
         hparams: Mapping[str, Any] | None = None,
+        push_to: str | None = None,
     ) -> None:
         self.model = _state.check_model(model)
         self.distributed = _dist.check_distributed_mode(distributed)
@@ -80,6 +83,8 @@ class Checkpointer:
                 save_every_n_epochs=every_n_epochs, save_every_n_steps=every_n_steps, save_on_best_metric=on_best,
                 minimize_metric=minimize, keep_last_n_checkpoints=keep_last, keep_best_n_checkpoints=keep_best,
             )
+        if push_to is not None:  # pushed to that remote in the background after each save
+            config = dataclasses.replace(config, push_to=push_to)
         self._repo = _state.open_repository(repo_or_path)
         self.manager = CheckpointManager(self._repo, config, type(model).__name__, experiment, hparams=hparams)
         self.manager.provenance.add_source(self.optimizer, key="optimizer")
@@ -183,6 +188,7 @@ class Checkpointer:
         )
         if _dist.rank() == 0:
             self._saved(state, commit)
+            self.manager.request_push()  # a sharded save commits outside the manager: push_to still applies
         return commit
 
     def save(self, epoch: int | None = None, step: int | None = None, **metrics: Any) -> str | None:

@@ -8,7 +8,7 @@ from typing import Any
 from ..errors import ObjectNotFoundError
 from ..objects.tensors import chunk_key, pack_bytes
 from ..version_control.repository import Repository
-from . import history
+from . import cmd_remote, history
 from .output import Output, human_bytes, human_time, iso_time, ratio, short
 
 
@@ -27,6 +27,8 @@ def run_gc(repo: Repository, args: argparse.Namespace, out: Output) -> int:
 
 def run_fsck(repo: Repository, args: argparse.Namespace, out: Output) -> int:
     """Exit 1 when anything reachable is damaged; each problem is printed on its own line."""
+    if getattr(args, "remote", None) or getattr(args, "repair", None):
+        return cmd_remote.run_fsck_remote(repo, args, out)
     with out.status("Verifying every reachable commit and chunk..."):
         result = repo.fsck()
     if out.json_mode:

@@ -17,7 +17,17 @@ from .. import __version__
 from ..errors import CoralError
 from ..version_control.merge import STRATEGIES
 from ..version_control.repository import Repository
-from . import cmd_compare, cmd_history, cmd_plot, cmd_refs, cmd_report, cmd_setup, cmd_storage, cmd_transfer
+from . import (
+    cmd_compare,
+    cmd_history,
+    cmd_plot,
+    cmd_refs,
+    cmd_remote,
+    cmd_report,
+    cmd_setup,
+    cmd_storage,
+    cmd_transfer,
+)
 from .output import Output
 
 log = logging.getLogger("coral.cli")
@@ -82,6 +92,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "-f", "--force", action="store_true", help="NAME COMMIT: move (or repair) an existing branch to COMMIT"
     )
+    p.add_argument("-r", "--remotes", action="store_true", help="list remote-tracking branches (origin/main)")
     _json_flag(p)
 
     p = sub.add_parser("checkout", help="switch to a branch, or detach HEAD at a tag or commit")
@@ -137,6 +148,9 @@ def build_parser() -> argparse.ArgumentParser:
     _json_flag(p)
 
     p = sub.add_parser("fsck", help="verify every reachable commit and chunk (exit 1 when damaged)")
+    fsck_remote = p.add_mutually_exclusive_group()
+    fsck_remote.add_argument("--remote", metavar="NAME", help="verify remote NAME instead of this repository")
+    fsck_remote.add_argument("--repair", metavar="NAME", help="replace damaged local objects with copies from NAME")
     _json_flag(p)
 
     p = sub.add_parser("du", help="logical vs stored bytes per commit (or per tensor of REF), dedup ratio")
@@ -153,6 +167,7 @@ def build_parser() -> argparse.ArgumentParser:
     _json_flag(p)
     for module in (cmd_plot, cmd_compare, cmd_report):  # provenance and history views (issue 29)
         module.add_parser(sub)
+    cmd_remote.add_parsers(sub, _json_flag)
     return parser
 
 
@@ -185,6 +200,7 @@ _REPO_COMMANDS: dict[str, Command] = {
     "plot": cmd_plot.run_plot,
     "compare": cmd_compare.run_compare,
     "report": cmd_report.run_report,
+    **cmd_remote.COMMANDS,
 }
 
 
@@ -213,6 +229,8 @@ def _run(argv: Sequence[str] | None) -> int:
         return cmd_setup.run_init(args, out, cwd)
     if args.command == "plugins":
         return cmd_setup.run_plugins(args, out)
+    if args.command == "clone":
+        return cmd_remote.run_clone(args, out, cwd)
     with Repository.find(cwd) as repo:
         return _REPO_COMMANDS[args.command](repo, args, out)
 

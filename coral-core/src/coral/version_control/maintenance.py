@@ -216,10 +216,11 @@ class Maintenance:
         }
 
     def damaged_refs(self) -> list[dict[str, Any]]:
-        """Each damaged branch, tag or HEAD with its content, its last good value from the reflog and the
-        command that restores it."""
+        """Each damaged branch, tag, remote-tracking branch or HEAD with its content, its last good value from
+        the reflog and the command that restores it."""
         out = []
-        names = [*self.store.list_refs("heads/"), *self.store.list_refs("tags/"), "HEAD"]
+        names = [*self.store.list_refs("heads/"), *self.store.list_refs("tags/"), *self.store.list_refs("remotes/")]
+        names.append("HEAD")
         for ref in names:
             raw = self.store.get_ref(ref)
             if raw is None:
@@ -232,6 +233,14 @@ class Maintenance:
                 continue
             except CorruptObjectError:
                 pass
+            if ref.startswith("remotes/"):  # not in the reflog: the remote itself holds the good value
+                tracking, fix = ref[len("remotes/") :], f"coral fetch {ref.split('/')[1]}"
+                out.append({
+                    "ref": ref, "content": raw[:200], "last_good": None, "restore": fix,
+                    "message": f"remote-tracking branch {tracking!r} is damaged (holds {raw[:80]!r}); "
+                               f"restore with: {fix}",
+                })
+                continue
             good = None
             for e in self.refs.reflog.entries(ref, self.refs.value_for_log(ref)):
                 value = e.commit if ref == "HEAD" else e.new
