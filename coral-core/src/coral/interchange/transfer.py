@@ -19,7 +19,8 @@ from typing import Any, Callable, Iterable, Iterator, Mapping
 
 import numpy as np
 
-from ..errors import CoralError, MalformedFileError, PluginError, PrunedCommitError
+from ..errors import CoralError, MalformedFileError, NothingChangedError, PluginError, PrunedCommitError
+from ..objects.manifest import PACK_MAX
 from ..plugins import hook, list_plugins
 from ..version_control.jsonsafe import canonical_dumps, from_jsonable, to_jsonable
 from ..version_control.names import validate_tensor_name
@@ -285,11 +286,13 @@ def import_file(
     message: str | None = None,
     *,
     progress: Progress | None = None,
+    allow_empty: bool = False,
 ) -> str:
     """Stage every tensor of a weights file (one at a time) and commit them; returns the commit hash.
 
     A file Coral exported keeps its commit metadata (plus an ``import`` entry naming the source), so an
     export/import round trip reproduces the same tree: every chunk deduplicates against the original.
+    A file whose tensors are exactly HEAD's raises :class:`NothingChangedError` unless ``allow_empty=True``.
     """
     if repo.staged:
         raise CoralError(
@@ -299,12 +302,18 @@ def import_file(
         for name in wf.names:
             validate_tensor_name(name)
         done = 0
+        small: dict[str, np.ndarray] = {}  # staged together, as a save does, so they share packs as it did
         for name, array in wf:
-            repo.stage_weights({name: array})
+            if 0 < array.nbytes <= PACK_MAX:
+                small[name] = array
+            else:
+                repo.stage_weights({name: array})
             done += int(array.nbytes)
             del array
             if progress is not None:
                 progress(done, wf.total_bytes)
+        if small:
+            repo.stage_weights(small)
         metadata = dict(wf.commit_metadata)
         metadata["import"] = {"source": wf.path.name, "format": wf.format}
         if "coral.commit" in wf.metadata:
@@ -317,6 +326,16 @@ def import_file(
         }
         if extra:
             metadata["import"]["file_metadata"] = extra
+    head = repo.head_commit()
+    if head is not None and not allow_empty:
+        tree = repo.get_commit(head).tree
+        staged = repo.staging.entries
+        if tree.keys() == staged.keys() and all(tree[n].identity == e.identity for n, e in staged.items()):
+            repo.staging.clear()
+            raise NothingChangedError(
+                f"Nothing changed: {wf.path.name} holds exactly the tensors of HEAD ({head[:8]}); "
+                "no commit made (--allow-empty commits it anyway)"
+            )
     return repo.commit(message or f"Import {wf.path.name}", metadata)
 
 
