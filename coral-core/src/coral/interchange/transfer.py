@@ -13,13 +13,14 @@ import json
 import logging
 import os
 import re
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, Mapping
 
 import numpy as np
 
-from ..errors import CoralError, MalformedFileError, NothingChangedError, PluginError, PrunedCommitError
+from ..errors import CoralError, InvalidArgumentError, MalformedFileError, NothingChangedError, PluginError, PrunedCommitError
 from ..objects.manifest import PACK_MAX
 from ..plugins import hook, list_plugins
 from ..version_control.jsonsafe import canonical_dumps, from_jsonable, to_jsonable
@@ -163,6 +164,7 @@ def export_commit_report(
             f"commit {commit_id[:12]} was pruned: its weights were freed, nothing to export"
         )
     selected = sorted(commit.tree) if names is None else list(names)
+    check_export_destination(out, format)
     arrays = LazyArrays(repo, commit_id, selected)
     missing = [n for n in selected if n not in commit.tree]
     if missing:
@@ -186,12 +188,18 @@ def export_commit_report(
             if progress is not None:
                 progress(done, total)
 
-        path = write_file(out, specs, arrays.__getitem__, header_meta, advance)
+        try:
+            path = write_file(out, specs, arrays.__getitem__, header_meta, advance)
+        except OSError as exc:  # never the temp file's name: the user's path and the reason
+            raise InvalidArgumentError("out", os.fspath(out), f"cannot write there: {_reason(exc)}") from None
         return ExportReport(str(path), selected, total, [])
     # plugins get the commit's own metadata (coral-hf finds the model config there)
-    written = hook().coral_export(
-        weights=arrays, metadata=dict(commit.metadata), out=os.fspath(out), format=format
-    )
+    try:
+        written = hook().coral_export(
+            weights=arrays, metadata=dict(commit.metadata), out=os.fspath(out), format=format
+        )
+    except OSError as exc:
+        raise InvalidArgumentError("out", os.fspath(out), f"cannot write there: {_reason(exc)}") from None
     if written is None:
         package = _PACKAGE_FOR_FORMAT.get(format)
         hint = f" (pip install {package})" if package else ""
@@ -206,6 +214,29 @@ def export_commit_report(
         sum(commit.tree[n].nbytes for n in done_names),
         [n for n in selected if n not in kept],
     )
+
+
+def _reason(exc: OSError) -> str:
+    return exc.strerror or type(exc).__name__
+
+
+def check_export_destination(out: str | os.PathLike[str], format: str) -> None:
+    """Refuse, in one line naming ``out`` and before anything is written, a destination that cannot be written:
+    a parent that is a file, a folder that is not writable, or a file where a folder format (hf, orbax) goes."""
+    target = Path(out).expanduser()
+    if format != "safetensors" and target.exists() and not target.is_dir():
+        raise InvalidArgumentError("out", os.fspath(out), f"is a file; --format {format} writes a folder there")
+    ancestor = target if target.is_dir() else target.parent
+    while not ancestor.exists() and ancestor != ancestor.parent:
+        ancestor = ancestor.parent
+    if not ancestor.is_dir():
+        raise InvalidArgumentError("out", os.fspath(out), f"{ancestor} is a file, not a folder")
+    try:  # a real probe: permissions, read-only file systems and root all answer truthfully
+        fd, probe = tempfile.mkstemp(prefix=".coral-export-probe-", dir=ancestor)
+    except OSError as exc:
+        raise InvalidArgumentError("out", os.fspath(out), f"{ancestor} is not writable ({_reason(exc)})") from None
+    os.close(fd)
+    os.unlink(probe)
 
 
 @dataclass
