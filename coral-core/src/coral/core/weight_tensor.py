@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import logging
+from dataclasses import dataclass, field, replace
 from typing import Any, Callable
 
 import blake3
@@ -10,6 +11,8 @@ import numpy as np
 
 from ..errors import InvalidArgumentError
 from .dtypes import DTYPES, dtype_from_name, dtype_name
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -67,9 +70,13 @@ class WeightTensor:
                         "metadata.shape", metadata.shape, f"data has shape {data.shape}"
                     )
                 if metadata.dtype != dtype_name(data.dtype):
-                    raise InvalidArgumentError(
-                        "metadata.dtype", metadata.dtype, f"data has dtype {dtype_name(data.dtype)}"
+                    # the bytes are the truth (the user guide's framework-agnostic example passes
+                    # data=param.astype(np.float32) with dtype=param.dtype): describe what is stored
+                    log.warning(
+                        "WeightTensor %r: metadata.dtype=%s but data has dtype %s; recording %s",
+                        metadata.name, metadata.dtype, dtype_name(data.dtype), dtype_name(data.dtype),
                     )
+                    metadata = replace(metadata, dtype=dtype_name(data.dtype))
         elif metadata is None:
             raise InvalidArgumentError("metadata", None, "a lazy WeightTensor needs its metadata")
         self._data = data
