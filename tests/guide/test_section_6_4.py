@@ -117,7 +117,8 @@ def test_section_6_4_blocks(in_tmp, capsys):
     run(G64[4], ns, **{'"/path/to/state.json"': '"state.json"'})
     assert ns["loaded_state"].to_dict() == ns["state"].to_dict()
     run(G64[5], ns)
-    assert ns["summary"].startswith("Epoch: 10 | Step: 5000 | Learning Rate: 1.00e-04 | Loss: 0.2340 | accuracy: 0.9600")
+    want = "Epoch: 10 | Step: 5000 | Learning Rate: 1.00e-04 | Loss: 0.2340 | accuracy: 0.9600"
+    assert ns["summary"].startswith(want)
 
 
 def test_optimizer_block_state_round_trips_as_torch(in_tmp):

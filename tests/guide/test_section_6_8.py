@@ -184,7 +184,8 @@ torch.manual_seed(0)
 x = torch.randn(16, 4)
 y = x.sum(1, keepdim=True)
 model = Tiny()
-train_dataloader = DataLoader(TensorDataset(x, y), batch_size=8, shuffle=True, generator=torch.Generator().manual_seed(0))
+train_dataloader = DataLoader(TensorDataset(x, y), batch_size=8, shuffle=True,
+                              generator=torch.Generator().manual_seed(0))
 val_dataloader = DataLoader(TensorDataset(x, y), batch_size=8)
 """
 

@@ -61,14 +61,15 @@ def test_loader_with_its_own_generator_three_plus_three_epochs_equal_six(app_pat
     common = ("--loader-seed", "99")
     _run(app_path, "--repo", str(tmp_path / "r6"), "--max-epochs", "6", "--out", str(straight), *common)
     _run(app_path, "--repo", str(tmp_path / "r"), "--max-epochs", "3", "--out", str(first), *common)
-    _run(app_path, "--repo", str(tmp_path / "r"), "--max-epochs", "6", "--resume", "coral://last", "--out", str(resumed),
-         *common)
+    _run(app_path, "--repo", str(tmp_path / "r"), "--max-epochs", "6", "--resume", "coral://last",
+         "--out", str(resumed), *common)
     want, want_info = _result(straight)
     got, got_info = _result(resumed)
     assert sorted(want) == sorted(got)
     for name in want:
         assert want[name].dtype == got[name].dtype and want[name].tobytes() == got[name].tobytes(), name
-    assert want_info["global_step"] == got_info["global_step"] and want_info["current_epoch"] == got_info["current_epoch"]
+    for key in ("global_step", "current_epoch"):
+        assert want_info[key] == got_info[key], key
     repo = Repository(tmp_path / "r")
     head = repo.log(branch="run")[0]
     assert any(n.startswith("data/loaders/") for n in repo.get_commit(head.hash).tree)

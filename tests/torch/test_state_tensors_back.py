@@ -35,7 +35,7 @@ def test_optimizer_state_dict_comes_back_as_torch_tensors(tmp_path):
     fresh_model, fresh_opt, fresh_sched = _trained()
     fresh_opt.load_state_dict(loaded.optimizer_state)  # the guide's restore, as written
     fresh_sched.load_state_dict(loaded.scheduler_state)
-    for a, b in zip(fresh_opt.state_dict()["state"].values(), opt.state_dict()["state"].values()):
+    for a, b in zip(fresh_opt.state_dict()["state"].values(), opt.state_dict()["state"].values(), strict=True):
         assert all(torch.equal(a[k], b[k]) for k in a)
     # numpy went in (PyTorchIntegration.save_optimizer_state): numpy comes out, as before
     state2 = TrainingState(epoch=2, global_step=4, optimizer_state=PyTorchIntegration.save_optimizer_state(opt))

@@ -16,8 +16,8 @@ from coral.version_control.names import validate_ref_name
 from coral.version_control.repository import Repository
 from coral_torch import PyTorchIntegration
 
-from ._compat import LIGHTNING_PACKAGE, LIGHTNING_VERSION, Callback, Checkpoint
 from . import loader_state
+from ._compat import LIGHTNING_PACKAGE, LIGHTNING_VERSION, Callback, Checkpoint
 from ._state import FORMAT, PER_RANK, plain, rng_for_rank, split_checkpoint
 from .io import CoralCheckpointIO, is_coral_path, parse_coral_path
 

@@ -20,7 +20,14 @@ from typing import Any, Callable, Iterable, Iterator, Mapping
 
 import numpy as np
 
-from ..errors import CoralError, InvalidArgumentError, MalformedFileError, NothingChangedError, PluginError, PrunedCommitError
+from ..errors import (
+    CoralError,
+    InvalidArgumentError,
+    MalformedFileError,
+    NothingChangedError,
+    PluginError,
+    PrunedCommitError,
+)
 from ..objects.manifest import PACK_MAX
 from ..plugins import hook, list_plugins
 from ..version_control.jsonsafe import canonical_dumps, from_jsonable, to_jsonable

@@ -275,7 +275,8 @@ def _packs(
 ) -> Iterator[tuple[tuple[str, int], list[str], bytearray, int]]:
     """Concatenate small tensors per dtype into pack buffers (<= CHUNK_BYTES each); fills their entries.
 
-    Members are taken in name order. Yields (change-check slot, member names, bytes, itemsize) per pack. A pack's slot has a negative
+    Members are taken in name order. Yields (change-check slot, member names, bytes, itemsize) per pack.
+    A pack's slot has a negative
     index, which never names a real chunk, so its change check is its own."""
     packs: dict[str, _Pack] = {}
     done: dict[str, int] = {}

@@ -45,5 +45,8 @@ def coral_set_rng_state(state: dict[str, Any]) -> None:
         npy = None
     if npy is not None:
         np.random.set_state(
-            (str(npy["kind"]), np.asarray(npy["keys"], dtype=np.uint32), int(npy["pos"]), int(npy["has_gauss"]), float(npy["cached"]))
+            (
+                str(npy["kind"]), np.asarray(npy["keys"], dtype=np.uint32), int(npy["pos"]),
+                int(npy["has_gauss"]), float(npy["cached"]),
+            )
         )
