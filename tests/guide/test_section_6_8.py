@@ -245,7 +245,8 @@ import numpy as np
 class YourModel:
     def __init__(self):
         rng = np.random.default_rng(0)
-        self.params = {"dense/kernel": rng.standard_normal((4, 3)), "dense/bias": np.zeros(3)}
+        self.params = {"dense/kernel": rng.standard_normal((4, 3), dtype=np.float32),
+                       "dense/bias": np.zeros(3, np.float32)}
     def get_parameters(self):
         return list(self.params.items())
     def set_parameter(self, name, value):
@@ -274,3 +275,15 @@ def test_framework_agnostic_block(in_tmp, capsys):
     assert out.count("Saved checkpoint: ") >= 2  # every 5 epochs and on each improvement
     assert ns["checkpoint"]["state"].metrics["val_loss"] == 1.0  # the best (epoch 5)
     assert ns["your_model"].params["dense/kernel"].dtype == np.float32
+
+
+def test_framework_agnostic_block_with_float64_parameters_fails_in_one_clear_line(in_tmp):
+    # the block casts the data to float32 but declares dtype=param.dtype: with float64 parameters that is a
+    # contradiction Coral refuses, naming the field and both dtypes (README "Choices made")
+    from coral.errors import InvalidArgumentError
+
+    ns = run(AGNOSTIC_PREAMBLE, {})
+    ns["your_model"].params = {"w": np.zeros(3)}
+    code = G68[4].replace("    # ... your training code ...\n", "    train_loss = val_loss = val_accuracy = 1.0\n")
+    with pytest.raises(InvalidArgumentError, match="metadata.dtype='float64': data has dtype float32"):
+        run(code, ns)

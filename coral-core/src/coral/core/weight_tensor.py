@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-import logging
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Any, Callable
 
 import blake3
@@ -11,8 +10,6 @@ import numpy as np
 
 from ..errors import InvalidArgumentError
 from .dtypes import DTYPES, dtype_from_name, dtype_name
-
-log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -70,13 +67,9 @@ class WeightTensor:
                         "metadata.shape", metadata.shape, f"data has shape {data.shape}"
                     )
                 if metadata.dtype != dtype_name(data.dtype):
-                    # the bytes are the truth (the user guide's framework-agnostic example passes
-                    # data=param.astype(np.float32) with dtype=param.dtype): describe what is stored
-                    log.warning(
-                        "WeightTensor %r: metadata.dtype=%s but data has dtype %s; recording %s",
-                        metadata.name, metadata.dtype, dtype_name(data.dtype), dtype_name(data.dtype),
+                    raise InvalidArgumentError(
+                        "metadata.dtype", metadata.dtype, f"data has dtype {dtype_name(data.dtype)}"
                     )
-                    metadata = replace(metadata, dtype=dtype_name(data.dtype))
         elif metadata is None:
             raise InvalidArgumentError("metadata", None, "a lazy WeightTensor needs its metadata")
         self._data = data
