@@ -23,6 +23,9 @@ demo: $(STAMP)
 	rm -rf demo-repo
 	$(PY) examples/demo.py demo-repo
 	cd demo-repo && ../$(VENV)/bin/coral log
+	@echo
+	@echo "coral is installed in $(VENV), not on your PATH: run $(VENV)/bin/coral log (from demo-repo: ../$(VENV)/bin/coral log),"
+	@echo "or 'source $(VENV)/bin/activate' once per shell and then just 'coral log'."
 
 test: $(STAMP)
 	$(PY) -m pytest -n 2 $(PYTEST_ARGS)

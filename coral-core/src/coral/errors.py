@@ -129,6 +129,10 @@ class CheckpointError(CoralError):
     """A training checkpoint could not be saved or restored (including errors from async saves)."""
 
 
+class NothingChangedError(CoralError):
+    """An import (or commit) would record exactly the tree HEAD already has; ``allow_empty`` commits it anyway."""
+
+
 class MalformedFileError(CoralError, ValueError):
     """A file to import is malformed or unsafe (a bad safetensors header, pickled objects in a ``.pt``);
     the message names the file and the problem."""

@@ -43,6 +43,13 @@ def coral_tensor_to_array(value: Any) -> Any | None:
 
 
 @hookspec(firstresult=True)
+def coral_array_to_tensor(array: Any, kind: str) -> Any | None:
+    """Called when a checkpoint's optimizer/scheduler/RNG state is loaded, for each array that was a framework
+    tensor when saved (``kind`` is its top-level module, e.g. ``"torch"``): return that tensor type with the
+    exact bits, or ``None`` when ``kind`` is not yours (the numpy array is then given back)."""
+
+
+@hookspec(firstresult=True)
 def coral_import_file(path: str) -> dict[str, Any] | None:
     """Called by ``coral import`` for a file or folder core cannot read (``.pt``, ``.bin``, an HF folder): return
     ``{name: ndarray}`` (and never unpickle arbitrary objects), or ``None`` when the format is not yours. A dict

@@ -85,6 +85,14 @@ def coral_import_file(path: str) -> Any:
 def coral_export(weights: dict[str, Any], metadata: dict[str, Any], out: str, format: str) -> Any:
     if format != "orbax":
         return None
+    from pathlib import Path
+
+    from coral.errors import InvalidArgumentError
+
+    if Path(out).expanduser().exists():  # Orbax refuses an existing folder, deep inside its own threads
+        raise InvalidArgumentError(
+            "out", out, "already exists; Orbax writes a new folder: remove it or pick another path"
+        )
     from .orbax_io import write_orbax
 
     return str(write_orbax(weights, metadata, out))

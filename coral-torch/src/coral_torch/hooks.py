@@ -48,6 +48,15 @@ def coral_tensor_to_array(value: Any) -> Any:
 
 
 @hookimpl
+def coral_array_to_tensor(array: Any, kind: str) -> Any:
+    if kind != "torch":
+        return None
+    from . import _hooks_impl  # a torch tensor was saved: the caller wants torch back
+
+    return _hooks_impl.coral_array_to_tensor(array, kind)
+
+
+@hookimpl
 def coral_get_optimizer_state(optimizer: Any) -> Any:
     impl = _impl()
     return impl.coral_get_optimizer_state(optimizer) if impl else None

@@ -134,6 +134,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("import", help="commit the tensors of a .safetensors/.pt/.bin file or a model folder")
     p.add_argument("file")
     p.add_argument("-m", "--message")
+    p.add_argument("--allow-empty", action="store_true", help="commit even when the file holds exactly HEAD's tensors")
     _json_flag(p)
 
     p = sub.add_parser("gc", help="delete objects no live commit needs")

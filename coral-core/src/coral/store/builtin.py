@@ -60,7 +60,16 @@ def coral_set_rng_state(state: dict[str, Any]) -> None:
     if py is not None:
         random.setstate((int(py["version"]), tuple(int(x) for x in np.asarray(py["state"])), py["gauss"]))
     npy = state.get("numpy")
+    if isinstance(npy, (tuple, list)):  # np.random.get_state() as the user guide stores it (section 6.4)
+        kind, keys, pos, has_gauss, cached = npy[:5]
+        npy = {"kind": kind, "keys": keys, "pos": pos, "has_gauss": has_gauss, "cached": cached}
+    elif isinstance(npy, dict) and "bit_generator" in npy:  # np.random.get_state(legacy=False)
+        np.random.set_state(npy)
+        npy = None
     if npy is not None:
         np.random.set_state(
-            (npy["kind"], np.asarray(npy["keys"], dtype=np.uint32), int(npy["pos"]), int(npy["has_gauss"]), float(npy["cached"]))
+            (
+                str(npy["kind"]), np.asarray(npy["keys"], dtype=np.uint32), int(npy["pos"]),
+                int(npy["has_gauss"]), float(npy["cached"]),
+            )
         )
