@@ -157,6 +157,23 @@ def test_slerp_follows_the_arc_and_falls_back_to_linear_when_parallel():
     np.testing.assert_allclose(ms.slerp(arr(1, 2), near, 0.5), arr(1, 2) + 0.5e-6, atol=1e-15)
 
 
+@pytest.mark.parametrize("bad", [math.nan, math.inf])
+def test_slerp_with_a_non_finite_value_falls_back_to_linear_instead_of_dividing_by_zero(bad):
+    with np.errstate(invalid="ignore", over="ignore"):
+        out = ms.slerp(arr(1, bad, 3), arr(2, -4, 6), 0.5)
+    assert out[0] == 1.5 and out[2] == 4.5
+    assert out[1] == bad or (math.isnan(bad) and math.isnan(out[1]))
+
+
+def test_ties_keeps_a_nan_visible_like_average_instead_of_trimming_it_away(tmp_path):
+    base, ours, theirs = {"w": arr(0, 0, 0)}, {"w": arr(1, math.nan, 3)}, {"w": arr(2, -4, 6)}
+    assert ms.trim(arr(1, math.nan, 3), 0.5)[1] != 0  # NaN ranks first, so it is kept
+    repo, *_ = forked(tmp_path, base, ours, theirs)
+    with np.errstate(invalid="ignore"):
+        w = repo.get_weights(repo.merge("other", "ties", density=0.5))["w"].data
+    assert w[0] == 0 and math.isnan(w[1]) and w[2] == 4.5
+
+
 def test_slerp_of_a_float32_matrix_through_merge(tmp_path):
     base = {"m": np.zeros((2, 2), np.float32)}
     repo, *_ = forked(

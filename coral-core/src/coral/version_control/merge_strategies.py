@@ -35,12 +35,14 @@ def keep_count(density: float, size: int) -> int:
 
 def trim(task: np.ndarray, density: float) -> np.ndarray:
     """TIES trim: keep the ``keep_count`` largest magnitudes, zero the rest. Among equal magnitudes at the
-    threshold the lower flat index is kept, so the result never depends on sort internals."""
+    threshold the lower flat index is kept, so the result never depends on sort internals. NaN ranks as the
+    largest magnitude, so a diverged entry is kept (and shows in the merge) rather than silently trimmed."""
     flat = task.reshape(-1)
     k = keep_count(density, flat.size)
     if k >= flat.size:
         return task.copy()
     mag = np.abs(flat)
+    mag[np.isnan(mag)] = np.inf
     threshold = np.partition(mag, flat.size - k)[flat.size - k]
     keep = mag > threshold
     at = np.flatnonzero(mag == threshold)
@@ -50,7 +52,8 @@ def trim(task: np.ndarray, density: float) -> np.ndarray:
 
 def disjoint_mean(tasks: list[np.ndarray], weights: list[float]) -> np.ndarray:
     """TIES sign election and disjoint merge: the sign of ``sum(w_i * task_i)`` wins per entry, and the entry
-    becomes the weighted mean of the non-zero task values that have that sign (0 where none has)."""
+    becomes the weighted mean of the non-zero task values that have that sign (0 where none has); NaN where
+    the vote is NaN (a NaN or inf - inf among the kept values), as ``average`` would give."""
     elected = np.sign(sum(w * t for w, t in zip(weights, tasks, strict=True)))
     num = np.zeros_like(tasks[0])
     den = np.zeros_like(tasks[0])
@@ -58,7 +61,8 @@ def disjoint_mean(tasks: list[np.ndarray], weights: list[float]) -> np.ndarray:
         agree = (t != 0) & (np.sign(t) == elected)
         num += np.where(agree, w * t, 0.0)
         den += np.where(agree, w, 0.0)
-    return np.divide(num, den, out=np.zeros_like(num), where=den > 0)
+    merged = np.divide(num, den, out=np.zeros_like(num), where=den > 0)
+    return np.where(np.isnan(elected), np.nan, merged)
 
 
 def ties(
@@ -109,13 +113,14 @@ def dare_ties(
 
 def slerp(ours: np.ndarray, theirs: np.ndarray, t: float) -> np.ndarray:
     """Spherical interpolation of the two tensors seen as flat vectors (t=0: ours, t=1: theirs); linear
-    interpolation where they are nearly parallel (|cos| > SLERP_PARALLEL_COS) or one of them is zero."""
+    interpolation where they are nearly parallel (|cos| > SLERP_PARALLEL_COS), one of them is zero, or a NaN/inf
+    leaves no angle (the non-finite values then carry through, as in ``average``)."""
     a, b = ours.reshape(-1), theirs.reshape(-1)
     na, nb = float(np.linalg.norm(a)), float(np.linalg.norm(b))
     if na == 0.0 or nb == 0.0:
         return (1.0 - t) * ours + t * theirs
     cos = float(np.dot(a, b)) / (na * nb)
-    if abs(cos) > SLERP_PARALLEL_COS:
+    if not math.isfinite(cos) or abs(cos) > SLERP_PARALLEL_COS:
         return (1.0 - t) * ours + t * theirs
     theta = math.acos(max(-1.0, min(1.0, cos)))
     s = math.sin(theta)
