@@ -73,12 +73,14 @@ def test_fsdp2_sharded_save_loads_bit_exact_on_2_and_1_ranks_and_exports(tmp_pat
     show = subprocess.run([CORAL, "-C", str(repo), "show", commit], capture_output=True, text=True, check=True)
     assert "fsdp 2 ranks" in show.stdout
     target = tmp_path / "model.safetensors"
-    subprocess.run([CORAL, "-C", str(repo), "export", commit, str(target), "--weights-only"], check=True,
-                   capture_output=True)
+    done = subprocess.run([CORAL, "-C", str(repo), "export", commit, str(target), "--weights-only", "--json"],
+                          check=True, capture_output=True, text=True)
     from safetensors.torch import load_file
 
     model = dist_worker.model_fn()
     model.load_state_dict(load_file(target), strict=True)
+    # the report counts the consolidated tensors in the file, not the shards read to build them
+    assert json.loads(done.stdout)["num_tensors"] == len(load_file(target)) == len(model.state_dict())
     exported = {f"model/{k}": v for k, v in model.state_dict().items()}
     assert same(exported, {k: v for k, v in ref.items() if k.startswith("model/")})
 

@@ -217,12 +217,10 @@ def export_commit_report(
     if not done_names:  # the plugin read the commit some other way: it cannot be told what it wrote
         done_names = selected
     kept = set(done_names)
-    return ExportReport(
-        str(written),
-        done_names,
-        sum(commit.tree[n].nbytes for n in done_names),
-        [n for n in selected if n not in kept],
-    )
+    nbytes = sum(commit.tree[n].nbytes for n in done_names)
+    if sharded:  # shards ``name@offsets`` were consolidated: the file holds one tensor per ``name``
+        done_names = sorted({n.split("@", 1)[0] for n in done_names})
+    return ExportReport(str(written), done_names, nbytes, [n for n in selected if n not in kept])
 
 
 def _reason(exc: OSError) -> str:
