@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from . import delta as _delta
-from .planes import _PAYS, compressor, decode_planes, encode_planes, entropy_estimates
+from .planes import PLANE_PAYS, compressor, decode_planes, encode_planes, entropy_estimates
 
 MAGIC = b"CRLC"
 VERSION = 1
@@ -117,7 +117,7 @@ def encode_chunk_parts(
                     return [raw_header(itemsize, length, aligned=aligned), data]
             # then a histogram of a small sample tells "saves half" from "saves a sixth"
             estimates = entropy_estimates(data, _plane_size(itemsize), give_up_above=1.0 - min_saving)
-            kept = sum(e if e < _PAYS else 1.0 for e in estimates) / len(estimates)
+            kept = sum(e if e < PLANE_PAYS else 1.0 for e in estimates) / len(estimates)
             if kept > 1.0 - min_saving:
                 return [raw_header(itemsize, length, aligned=aligned), data]
         mask, body = encode_planes(data, _plane_size(itemsize), level, estimates=estimates)

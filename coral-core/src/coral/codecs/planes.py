@@ -15,7 +15,7 @@ import zstandard
 
 _SAMPLE = 64 * 1024
 SAMPLE_BYTES = _SAMPLE  # bytes per sample in estimates; public for the re-encoder's early cut-off
-_PAYS = 0.92  # compress a plane only when a sample shrinks below this fraction
+PLANE_PAYS = 0.92  # compress a plane only when a sample shrinks below this fraction
 _LEN = struct.Struct("<Q")
 _local = threading.local()
 
@@ -110,7 +110,7 @@ def entropy_estimates(
         counts = np.bincount(_plane(head, itemsize, k), minlength=256)
         p = counts[counts > 0] / m
         e = min(1.0, float(-(p * np.log2(p)).sum()) / 8 + 0.01)
-        kept += e if e < _PAYS else 1.0
+        kept += e if e < PLANE_PAYS else 1.0
         out.append(e)
     return out
 
@@ -135,9 +135,9 @@ def encode_planes(
     for k in range(itemsize):
         plane = np.ascontiguousarray(_plane(arr, itemsize, k))
         payload: bytes | memoryview = memoryview(plane)
-        if n and (estimates is None or estimates[k] < _PAYS):
+        if n and (estimates is None or estimates[k] < PLANE_PAYS):
             packed = c.compress(plane)
-            if len(packed) < _PAYS * n:
+            if len(packed) < PLANE_PAYS * n:
                 payload = packed
                 mask |= 1 << k
         parts.append(_LEN.pack(len(payload)))
