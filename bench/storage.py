@@ -198,7 +198,7 @@ def run_training(args: argparse.Namespace, work: Path, table: Table) -> dict[str
         "insave",
         "save during training (commit_weights, fsynced) vs durable torch.save, median over checkpoints",
         "info",
-        f"{statistics.median([t / c for t, c in zip(torch_saves, saves)]):.2f}x",
+        f"{statistics.median([t / c for t, c in zip(torch_saves, saves, strict=True)]):.2f}x",
         None,
         f"then repack(max_commits=1) (what CheckpointManager runs after a save) took median {statistics.median(repacks):.2f}s",
     )

@@ -164,7 +164,8 @@ def test_retention_prunes_but_keeps_history_and_best(repo):
                            keep_checkpoint_every_n_epochs=3)
     m = CheckpointManager(repo, cfg, experiment_name="ret")
     losses = [0.1, 0.5, 0.6, 0.7, 0.8, 0.9]
-    hashes = [m.save_checkpoint(weights(i), TrainingState(epoch=i, global_step=i + 1, loss=l)) for i, l in enumerate(losses)]
+    hashes = [m.save_checkpoint(weights(i), TrainingState(epoch=i, global_step=i + 1, loss=loss))
+              for i, loss in enumerate(losses)]
     pruned = {c.hash for c in repo.log() if c.pruned}
     kept = set(hashes) - pruned
     # last 2 (epochs 4, 5), every 3 epochs (0, 3), and the best (epoch 0)
@@ -179,9 +180,11 @@ def test_retention_prunes_but_keeps_history_and_best(repo):
 
 
 def test_keep_best_n(repo):
-    cfg = CheckpointConfig(save_every_n_steps=1, save_on_best_metric="loss", keep_best_n_checkpoints=2, keep_last_n_checkpoints=1)
+    cfg = CheckpointConfig(save_every_n_steps=1, save_on_best_metric="loss", keep_best_n_checkpoints=2,
+                           keep_last_n_checkpoints=1)
     m = CheckpointManager(repo, cfg, experiment_name="kb")
-    hashes = [m.save_checkpoint(weights(i), TrainingState(global_step=i + 1, loss=l)) for i, l in enumerate([0.3, 0.1, 0.2, 0.9])]
+    hashes = [m.save_checkpoint(weights(i), TrainingState(global_step=i + 1, loss=loss))
+              for i, loss in enumerate([0.3, 0.1, 0.2, 0.9])]
     kept = {c.hash for c in repo.log() if not c.pruned}
     assert kept == {hashes[1], hashes[2], hashes[3]}
 

@@ -87,14 +87,14 @@ def test_concurrent_saves_to_one_path_both_succeed_and_leave_one_whole_state(tmp
         barrier = threading.Barrier(2)
         errors: list[BaseException] = []
 
-        def save(state: TrainingState) -> None:
+        def save(state: TrainingState, barrier: threading.Barrier, errors: list[BaseException]) -> None:
             try:
                 barrier.wait()
                 state.save(path)
             except BaseException as exc:  # noqa: BLE001 - re-raised below
                 errors.append(exc)
 
-        threads = [threading.Thread(target=save, args=(s,)) for s in states]
+        threads = [threading.Thread(target=save, args=(s, barrier, errors)) for s in states]
         for t in threads:
             t.start()
         for t in threads:

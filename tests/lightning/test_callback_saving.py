@@ -38,7 +38,7 @@ def test_epoch_saves_commit_on_a_new_branch_with_metrics_and_hparams(app, tmp_pa
     assert repo.resolve("main") == base  # main untouched; the branch started from it
     commits = _commits(repo, "experiment_1")
     assert commits[0].hash == base and len(commits) == 4
-    for epoch, (info, logged, weights) in enumerate(zip(commits[1:], rec.metrics, rec.weights), start=1):
+    for epoch, (info, logged, weights) in enumerate(zip(commits[1:], rec.metrics, rec.weights, strict=True), start=1):
         meta = info.metadata
         assert meta["epoch"] == epoch and meta["global_step"] == 8 * epoch
         assert meta["metrics"] == logged and {"train_loss", "val_loss"} <= set(logged)
