@@ -2,8 +2,8 @@
 
 ``PyTorchIntegration`` converts models, optimizers, schedulers and RNGs; ``CoralTrainer`` and ``Checkpointer``
 checkpoint a training loop and resume it exactly; ``save``/``load`` are the one-off path; ``CoralWriter``/
-``CoralReader`` are torch.distributed.checkpoint storage backed by a Coral repository (sharded FSDP2 saves). Names load on first
-use, so the plugin's hooks can be loaded without importing torch.
+``CoralReader`` are torch.distributed.checkpoint storage backed by a Coral repository (sharded FSDP2 saves).
+Names load on first use, so the plugin's hooks can be loaded without importing torch.
 """
 
 from __future__ import annotations

@@ -67,7 +67,8 @@ def run_log(repo: Repository, args: argparse.Namespace, out: Output) -> int:
             for c in order
         ]
         if getattr(args, "metrics", False):  # log --metrics (issue 29)
-            rows = {"commits": rows, "metrics": cmd_provenance.metric_sparklines([infos[c].metadata for c in order][::-1])}
+            sparklines = cmd_provenance.metric_sparklines([infos[c].metadata for c in order][::-1])
+            rows = {"commits": rows, "metrics": sparklines}
         out.json(rows)
         return 0
     if not order:
@@ -164,7 +165,10 @@ def run_show(repo: Repository, args: argparse.Namespace, out: Output) -> int:
         "size",
         "stored",
         right=("size", "stored"),
-        title=f"{len(tensors)} tensors, {human_bytes(doc['logical_bytes'])} ({human_bytes(doc['stored_bytes'])} stored)",
+        title=(
+            f"{len(tensors)} tensors, {human_bytes(doc['logical_bytes'])} "
+            f"({human_bytes(doc['stored_bytes'])} stored)"
+        ),
     )
     for t in tensors:
         table.add_row(

@@ -65,7 +65,8 @@ class Output:
 
     @contextlib.contextmanager
     def progress(self, description: str) -> Iterator[Any]:
-        """A byte-progress bar on stderr when it is a terminal (and not in --json mode); yields ``update(done, total)``."""
+        """A byte-progress bar on stderr when it is a terminal (and not in --json mode); yields
+        ``update(done, total)``."""
         show = self.err.is_terminal and not self.json_mode
         bar = Progress(
             TextColumn("{task.description}"),

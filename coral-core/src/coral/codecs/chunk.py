@@ -23,7 +23,12 @@ CODEC_RAW = 0
 CODEC_PLANES = 1
 CODEC_DELTA_XOR = 2
 CODEC_DELTA_SUB = 3
-CODEC_NAMES = {CODEC_RAW: "raw", CODEC_PLANES: "planes+zstd", CODEC_DELTA_XOR: "delta-xor", CODEC_DELTA_SUB: "delta-sub"}
+CODEC_NAMES = {
+    CODEC_RAW: "raw",
+    CODEC_PLANES: "planes+zstd",
+    CODEC_DELTA_XOR: "delta-xor",
+    CODEC_DELTA_SUB: "delta-sub",
+}
 _HEADER = struct.Struct("<4sBBBBQII8x")
 HEADER_SIZE = _HEADER.size
 ID_BYTES = 32

@@ -50,7 +50,13 @@ def coral_get_rng_state() -> dict[str, Any]:
     kind, keys, pos, has_gauss, cached = np.random.get_state(legacy=True)  # type: ignore[misc]
     return {
         "python": {"version": version, "state": np.asarray(internal, dtype=np.uint64), "gauss": gauss},
-        "numpy": {"kind": kind, "keys": np.asarray(keys), "pos": int(pos), "has_gauss": int(has_gauss), "cached": float(cached)},
+        "numpy": {
+            "kind": kind,
+            "keys": np.asarray(keys),
+            "pos": int(pos),
+            "has_gauss": int(has_gauss),
+            "cached": float(cached),
+        },
     }
 
 
@@ -62,5 +68,11 @@ def coral_set_rng_state(state: dict[str, Any]) -> None:
     npy = state.get("numpy")
     if npy is not None:
         np.random.set_state(
-            (npy["kind"], np.asarray(npy["keys"], dtype=np.uint32), int(npy["pos"]), int(npy["has_gauss"]), float(npy["cached"]))
+            (
+                npy["kind"],
+                np.asarray(npy["keys"], dtype=np.uint32),
+                int(npy["pos"]),
+                int(npy["has_gauss"]),
+                float(npy["cached"]),
+            )
         )
