@@ -8,6 +8,7 @@ untrusted files are checked (offsets in range, no overlap or hole, sizes match) 
 
 from __future__ import annotations
 
+import io
 import json
 import logging
 import math
@@ -208,7 +209,7 @@ class SafetensorsReader:
 
     def __init__(self, path: str | os.PathLike[str]) -> None:
         self.path = Path(path)
-        self._fh: BinaryIO = open(self.path, "rb")  # noqa: SIM115 - closed by close()
+        self._fh: io.BufferedReader = open(self.path, "rb")  # noqa: SIM115 - closed by close()
         try:
             size = os.fstat(self._fh.fileno()).st_size
             if size < 8:

@@ -8,7 +8,7 @@ object that has it). Packed small tensors are copied out of their pack chunk, re
 from __future__ import annotations
 
 import concurrent.futures as cf
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 import numpy as np
 
@@ -88,7 +88,7 @@ class TensorReader:
             base = data
             dest = out if i == 0 else None
             try:
-                data = decode_chunk(blob, (lambda _b, b=base: b) if base is not None else None, out=dest)
+                data = decode_chunk(blob, _constant(base) if base is not None else None, out=dest)
             except CoralError:
                 raise
             except Exception as exc:  # noqa: BLE001 - whatever damaged bytes make a decoder raise is damage
@@ -272,3 +272,8 @@ def missing_chunk(chunk_id: str, tensor: str | None) -> ObjectNotFoundError:
     if tensor:
         return ObjectNotFoundError(f"chunk {chunk_id} of tensor {tensor!r} is missing from the store")
     return ObjectNotFoundError(f"chunk {chunk_id} is missing")
+
+
+def _constant(base: np.ndarray) -> Callable[[str], np.ndarray]:
+    """A ``get_base`` for decode_chunk that answers ``base`` (the chain's next link, already decoded)."""
+    return lambda _base_id: base

@@ -103,7 +103,7 @@ class Reencoder:
         if len(blob) >= 0.97 * len(old):
             return 0
         # the decoded content is unchanged, so replacing the object keeps every reference valid
-        check = decode_chunk(blob, (lambda _b: base) if base is not None else None)  # type: ignore[arg-type,return-value]
+        check = decode_chunk(blob, (lambda _b: base) if base is not None else None)
         if hash_bytes(check.data) != chunk_id:
             raise CorruptObjectError(chunk_id, "re-encoding did not round-trip")
         self.store.put(chunk_key(chunk_id), blob, overwrite=True)
