@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import re
 from abc import ABC, abstractmethod
+from pathlib import Path
 from collections.abc import Callable, Iterable, Iterator, Sequence
 
 from ..errors import InvalidNameError
@@ -119,9 +120,9 @@ class Store(ABC):
         ``CorruptObjectError``; None when the backend keeps no such record."""
         return None
 
-    def temp_files(self) -> list[str]:
-        """Leftover temp files of interrupted writes (crash leftovers no live writer holds), for ``fsck``.
-        Backends without temp files keep this default: none."""
+    def temp_files(self) -> Sequence[str | Path]:
+        """Leftover temp files (keys, or local paths) of interrupted writes (crash leftovers no live writer
+        holds), for ``fsck``. Backends without temp files keep this default: none."""
         return []
 
     def remove_temp_files(self) -> tuple[int, int]:

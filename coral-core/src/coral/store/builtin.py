@@ -47,7 +47,7 @@ def coral_storage_backends(register: Callable[[str, type], None]) -> None:
 @hookimpl
 def coral_get_rng_state() -> dict[str, Any]:
     version, internal, gauss = random.getstate()
-    kind, keys, pos, has_gauss, cached = np.random.get_state(legacy=True)  # type: ignore[misc]
+    kind, keys, pos, has_gauss, cached = np.random.get_state(legacy=True)
     return {
         "python": {"version": version, "state": np.asarray(internal, dtype=np.uint64), "gauss": gauss},
         "numpy": {
