@@ -68,8 +68,9 @@ def run_log(repo: Repository, args: argparse.Namespace, out: Output) -> int:
         ]
         if getattr(args, "metrics", False):  # log --metrics (issue 29)
             sparklines = cmd_provenance.metric_sparklines([infos[c].metadata for c in order][::-1])
-            rows = {"commits": rows, "metrics": sparklines}
-        out.json(rows)
+            out.json({"commits": rows, "metrics": sparklines})
+        else:
+            out.json(rows)
         return 0
     if not order:
         out.line("No commits yet")
@@ -108,7 +109,7 @@ def run_show(repo: Repository, args: argparse.Namespace, out: Output) -> int:
     commit = repo.get_commit(cid)
     pruned = repo.is_pruned(cid)
     sizes = repo.chunk_sizes(cid)
-    tensors = [
+    tensors: list[dict[str, Any]] = [
         {
             "name": name,
             "dtype": entry.dtype,
@@ -120,7 +121,7 @@ def run_show(repo: Repository, args: argparse.Namespace, out: Output) -> int:
         for name, entry in sorted(commit.tree.items())
     ]
     refs = history.decorations(repo).get(cid, [])
-    doc = {
+    doc: dict[str, Any] = {
         "hash": cid,
         "parents": commit.parents,
         "time": iso_time(commit.timestamp),

@@ -101,7 +101,7 @@ class PlainTable(Table):
 
     caption_text: str | None = None
 
-    def add_row(self, *cells: Any, **kwargs: Any) -> None:  # type: ignore[override]
+    def add_row(self, *cells: Any, **kwargs: Any) -> None:
         super().add_row(*(Text(c) if isinstance(c, str) else c for c in cells), **kwargs)
 
 
