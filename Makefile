@@ -7,7 +7,9 @@ STAMP := $(VENV)/.coral-installed
 MEMBERS := coral-core coral-torch coral-lightning coral-hf coral-jax
 PYTEST_ARGS ?=
 
-.PHONY: install demo test bench clean
+.PHONY: install demo lint test bench clean
+
+LINT_PATHS := $(foreach m,$(MEMBERS),$(m)/src) tests bench examples
 
 $(STAMP): Makefile constraints.txt pyproject.toml $(foreach m,$(MEMBERS),$(m)/pyproject.toml)
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -26,6 +28,11 @@ demo: $(STAMP)
 	@echo
 	@echo "coral is installed in $(VENV), not on your PATH: run $(VENV)/bin/coral log (from demo-repo: ../$(VENV)/bin/coral log),"
 	@echo "or 'source $(VENV)/bin/activate' once per shell and then just 'coral log'."
+
+# ruff (rules in pyproject.toml) on every member, the tests, benches and examples; mypy on coral-core
+lint: $(STAMP)
+	$(VENV)/bin/ruff check $(LINT_PATHS)
+	$(VENV)/bin/mypy coral-core/src/coral
 
 test: $(STAMP)
 	$(PY) -m pytest -n 2 $(PYTEST_ARGS)

@@ -180,7 +180,7 @@ def main() -> None:
             d = work / f"save-{mode}"
             d.mkdir()
             res, secs = timed(
-                lambda: relh_crash.run_save_kills(
+                lambda d=d, mode=mode, kills=kills, size=size: relh_crash.run_save_kills(
                     d, mode, kills, seed=seed, size=size, window=WINDOW[size], rotate_every=10, rng=rng
                 )
             )
@@ -198,7 +198,7 @@ def main() -> None:
             d = work / f"maint-{op}"
             d.mkdir()
             res, secs = timed(
-                lambda: relh_crash.run_maint_kills(
+                lambda d=d, op=op: relh_crash.run_maint_kills(
                     d,
                     op,
                     plan["maint_kills"],
@@ -236,7 +236,7 @@ def main() -> None:
         ):
             d = work / f"conc-{len(table.rows)}"
             d.mkdir()
-            res, secs = timed(lambda: relh_crash.run_concurrency(d, seed=seed % 1000, **kw))
+            res, secs = timed(lambda d=d, kw=kw: relh_crash.run_concurrency(d, seed=seed % 1000, **kw))
             extra = f", {res['gc_runs']} gc runs interleaved" if res["gc_runs"] else ""
             table.add(
                 label,
@@ -291,7 +291,7 @@ def main() -> None:
                 {"CORAL_FUZZ_EXAMPLES": str(plan["fuzz_examples"])},
             ),
         ):
-            (passed, failed, bad), secs = timed(lambda: run_pytest(path, env))
+            (passed, failed, bad), secs = timed(lambda path=path, env=env: run_pytest(path, env))
             table.add(
                 label,
                 f"{passed + failed} tests",

@@ -198,9 +198,10 @@ def run_training(args: argparse.Namespace, work: Path, table: Table) -> dict[str
         "insave",
         "save during training (commit_weights, fsynced) vs durable torch.save, median over checkpoints",
         "info",
-        f"{statistics.median([t / c for t, c in zip(torch_saves, saves)]):.2f}x",
+        f"{statistics.median([t / c for t, c in zip(torch_saves, saves, strict=True)]):.2f}x",
         None,
-        f"then repack(max_commits=1) (what CheckpointManager runs after a save) took median {statistics.median(repacks):.2f}s",
+        "then repack(max_commits=1) (what CheckpointManager runs after a save) took median "
+        f"{statistics.median(repacks):.2f}s",
     )
     return {
         "model": model,
@@ -340,7 +341,8 @@ def run_load(args: argparse.Namespace, work: Path, table: Table, ctx: dict[str, 
         f"{r['ratio']:.2f}x",
         r["ratio"] >= 1.5,
         f"Coral {nbytes / r['candidate_s'] / 1e9:.2f} GB/s, torch.load {nbytes / r['baseline_s'] / 1e9:.2f} GB/s, "
-        f"every chunk hash-checked (median of {args.trials} pairs; per-pair {', '.join(f'{x:.2f}' for x in r['ratios'])})",
+        f"every chunk hash-checked (median of {args.trials} pairs; "
+        f"per-pair {', '.join(f'{x:.2f}' for x in r['ratios'])})",
     )
     def mapped() -> float:
         def go() -> dict[str, np.ndarray]:
@@ -496,7 +498,8 @@ def run_history(args: argparse.Namespace, work: Path, table: Table) -> None:
         f"{head * 1e3:.1f} ms",
         head < 0.020,
         f"from the oldest commit (a delta chain): {old * 1e3:.1f} ms; commit+repack cost: first 10 "
-        f"{statistics.median(first) * 1e3:.0f} ms, last 10 {statistics.median(last) * 1e3:.0f} ms (does not grow with history)",
+        f"{statistics.median(first) * 1e3:.0f} ms, last 10 {statistics.median(last) * 1e3:.0f} ms "
+        "(does not grow with history)",
     )
 
 

@@ -173,7 +173,7 @@ def test_only_changed_chunks_of_a_large_tensor_are_written(tmp_path):
         after = chunk_ids(repo)
         assert len(after - before) == 1
         e1, e2 = entry.chunks, repo.get_commit(second).tree["big"].chunks
-        assert [a == b for a, b in zip(e1, e2)] == [True, False, True]
+        assert [a == b for a, b in zip(e1, e2, strict=True)] == [True, False, True]
         assert repo.load_arrays(second)["big"].tobytes() == w2.tobytes()
         assert repo.load_arrays(first)["big"].tobytes() == w.tobytes()
 

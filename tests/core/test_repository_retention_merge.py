@@ -98,7 +98,7 @@ def _repacked(repo: Repository, steps: int = 4):
     history = drifting_history(repo, steps)
     assert repo.repack()["chunks"] == steps - 1
     chunk = {h: repo.get_commit(h).tree["w"].chunks[0] for h, _ in history}
-    for (newer, _), (older, _) in zip(history[1:], history):
+    for (newer, _), (older, _) in zip(history[1:], history, strict=False):
         assert parse_header(repo.store.get(chunk_key(chunk[older]))).base == chunk[newer]  # reverse deltas
     return history, chunk
 

@@ -47,7 +47,9 @@ def test_seed_example_configs_construct():
 
 def test_from_toml_reads_checkpoint_table(tmp_path):
     p = tmp_path / "coral.toml"
-    p.write_text('[checkpoint]\nsave_every_n_steps = 100\nsave_on_best_metric = "val_loss"\nkeep_last_n_checkpoints = 3\n')
+    p.write_text(
+        '[checkpoint]\nsave_every_n_steps = 100\nsave_on_best_metric = "val_loss"\nkeep_last_n_checkpoints = 3\n'
+    )
     cfg = CheckpointConfig.from_toml(p)
     assert (cfg.save_every_n_steps, cfg.save_on_best_metric, cfg.keep_last_n_checkpoints) == (100, "val_loss", 3)
 

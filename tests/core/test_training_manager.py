@@ -9,7 +9,13 @@ import numpy as np
 import pytest
 
 from coral import Repository
-from coral.errors import CheckpointError, InsufficientSpaceError, InvalidArgumentError, PrunedCommitError, RefExistsError
+from coral.errors import (
+    CheckpointError,
+    InsufficientSpaceError,
+    InvalidArgumentError,
+    PrunedCommitError,
+    RefExistsError,
+)
 from coral.training import CheckpointConfig, CheckpointManager, TrainingState
 
 
@@ -89,7 +95,8 @@ def test_rng_state_is_captured_and_restorable(repo):
 def test_best_tracking_tag_and_load_best(repo):
     cfg = CheckpointConfig(save_on_best_metric="acc", minimize_metric=False, save_every_n_steps=1)
     m = CheckpointManager(repo, cfg, experiment_name="best")
-    hashes = [m.save_checkpoint(weights(i), TrainingState(global_step=i + 1, metrics={"acc": a})) for i, a in enumerate([0.5, 0.9, 0.7])]
+    hashes = [m.save_checkpoint(weights(i), TrainingState(global_step=i + 1, metrics={"acc": a}))
+              for i, a in enumerate([0.5, 0.9, 0.7])]
     assert m.best_metric_value == 0.9 and m.best_checkpoint_hash == hashes[1]
     assert repo.resolve("best-best") == hashes[1]
     assert m.load_checkpoint(load_best=True)["commit_hash"] == hashes[1]
@@ -164,7 +171,8 @@ def test_retention_prunes_but_keeps_history_and_best(repo):
                            keep_checkpoint_every_n_epochs=3)
     m = CheckpointManager(repo, cfg, experiment_name="ret")
     losses = [0.1, 0.5, 0.6, 0.7, 0.8, 0.9]
-    hashes = [m.save_checkpoint(weights(i), TrainingState(epoch=i, global_step=i + 1, loss=l)) for i, l in enumerate(losses)]
+    hashes = [m.save_checkpoint(weights(i), TrainingState(epoch=i, global_step=i + 1, loss=loss))
+              for i, loss in enumerate(losses)]
     pruned = {c.hash for c in repo.log() if c.pruned}
     kept = set(hashes) - pruned
     # last 2 (epochs 4, 5), every 3 epochs (0, 3), and the best (epoch 0)
@@ -179,9 +187,11 @@ def test_retention_prunes_but_keeps_history_and_best(repo):
 
 
 def test_keep_best_n(repo):
-    cfg = CheckpointConfig(save_every_n_steps=1, save_on_best_metric="loss", keep_best_n_checkpoints=2, keep_last_n_checkpoints=1)
+    cfg = CheckpointConfig(save_every_n_steps=1, save_on_best_metric="loss", keep_best_n_checkpoints=2,
+                           keep_last_n_checkpoints=1)
     m = CheckpointManager(repo, cfg, experiment_name="kb")
-    hashes = [m.save_checkpoint(weights(i), TrainingState(global_step=i + 1, loss=l)) for i, l in enumerate([0.3, 0.1, 0.2, 0.9])]
+    hashes = [m.save_checkpoint(weights(i), TrainingState(global_step=i + 1, loss=loss))
+              for i, loss in enumerate([0.3, 0.1, 0.2, 0.9])]
     kept = {c.hash for c in repo.log() if not c.pruned}
     assert kept == {hashes[1], hashes[2], hashes[3]}
 
@@ -194,7 +204,8 @@ def test_diff_checkpoints(repo):
     w["extra"] = np.ones(3, np.float32)
     b = m.save_checkpoint(w, TrainingState(global_step=2))
     d = m.diff_checkpoints(a, b)
-    assert d["identical"] is False and d["changed"] == ["layer.weight"] and d["added"] == ["extra"] and d["removed"] == []
+    assert d["identical"] is False and d["changed"] == ["layer.weight"]
+    assert d["added"] == ["extra"] and d["removed"] == []
     assert d["similarity"]["layer.weight"] == pytest.approx(1.0)
     assert m.diff_checkpoints(a, a)["identical"] is True
 

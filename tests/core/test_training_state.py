@@ -14,7 +14,9 @@ from coral.training import TrainingState
 
 def test_format_summary_matches_documented_line():
     state = TrainingState(epoch=10, global_step=5000, learning_rate=0.0001, loss=0.234, metrics={"accuracy": 0.96})
-    assert state.format_summary() == "Epoch: 10 | Step: 5000 | Learning Rate: 1.00e-04 | Loss: 0.2340 | accuracy: 0.9600"
+    assert state.format_summary() == (
+        "Epoch: 10 | Step: 5000 | Learning Rate: 1.00e-04 | Loss: 0.2340 | accuracy: 0.9600"
+    )
 
 
 def test_update_metrics_merges():
@@ -29,7 +31,10 @@ def test_save_load_roundtrip_keeps_arrays_exact_and_not_as_lists(tmp_path):
     bf16 = np.arange(6, dtype=np.float32).astype(ml_dtypes.bfloat16).reshape(2, 3)
     state = TrainingState(
         epoch=3, global_step=30, learning_rate=1e-3, loss=0.5, metrics={"acc": 0.9, "nan_metric": float("nan")},
-        optimizer_state={"state": {0: {"exp_avg": moments, "step": np.array(7.0, dtype=np.float32)}}, "param_groups": [{"lr": 1e-3, "params": [0]}]},
+        optimizer_state={
+            "state": {0: {"exp_avg": moments, "step": np.array(7.0, dtype=np.float32)}},
+            "param_groups": [{"lr": 1e-3, "params": [0]}],
+        },
         scheduler_state={"last_epoch": 3, "base_lrs": [0.001]},
         random_state={"numpy": {"keys": np.arange(4, dtype=np.uint32)}},
         data_state={"position": 12, "bf16": bf16},
@@ -87,14 +92,14 @@ def test_concurrent_saves_to_one_path_both_succeed_and_leave_one_whole_state(tmp
         barrier = threading.Barrier(2)
         errors: list[BaseException] = []
 
-        def save(state: TrainingState) -> None:
+        def save(state: TrainingState, barrier: threading.Barrier, errors: list[BaseException]) -> None:
             try:
                 barrier.wait()
                 state.save(path)
             except BaseException as exc:  # noqa: BLE001 - re-raised below
                 errors.append(exc)
 
-        threads = [threading.Thread(target=save, args=(s,)) for s in states]
+        threads = [threading.Thread(target=save, args=(s, barrier, errors)) for s in states]
         for t in threads:
             t.start()
         for t in threads:

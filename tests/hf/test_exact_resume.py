@@ -89,7 +89,8 @@ def test_resume_folder_holds_what_the_trainer_reads(tmp_path, tiny):
         "rng_state.pth",
     } <= names
     assert json.loads((tmp_path / "ckpt" / "trainer_state.json").read_text())["global_step"] == 2
-    # plain tensors and containers only: loadable with weights_only=True (numpy allowed for the RNG, as the Trainer does)
+    # plain tensors and containers only: loadable with weights_only=True
+    # (numpy allowed for the RNG, as the Trainer does)
     torch.load(tmp_path / "ckpt" / "optimizer.pt", weights_only=True)
     torch.load(tmp_path / "ckpt" / "scheduler.pt", weights_only=True)
     from transformers.trainer_pt_utils import safe_globals

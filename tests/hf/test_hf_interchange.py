@@ -1,4 +1,5 @@
-"""HF folders in and out of Coral: ``coral export --format hf`` loads with from_pretrained, ``coral import`` is bit-exact."""
+"""HF folders in and out of Coral: ``coral export --format hf`` loads with from_pretrained, ``coral import`` is
+bit-exact."""
 
 from __future__ import annotations
 

@@ -59,7 +59,8 @@ class TinyDataset(torch.utils.data.Dataset):
 
 
 class StopAt(TrainerCallback):
-    """Ends training after ``step`` optimizer steps, as a crash or preemption would (the schedule stays that of max_steps)."""
+    """Ends training after ``step`` optimizer steps, as a crash or preemption would (the schedule stays that of
+    max_steps)."""
 
     def __init__(self, step: int) -> None:
         self.step = step

@@ -4,12 +4,11 @@ from __future__ import annotations
 
 from typing import Any
 
+import coral
 import numpy as np
 import pytest
 
 jax = pytest.importorskip("jax")
-
-import coral
 
 
 def _leaf_bytes(x: Any) -> tuple[str, bytes] | Any:
@@ -26,7 +25,7 @@ def assert_bit_equal(a: Any, b: Any) -> None:
     assert jax.tree_util.tree_structure(a) == jax.tree_util.tree_structure(b)
     la, lb = jax.tree_util.tree_leaves(a), jax.tree_util.tree_leaves(b)
     assert len(la) == len(lb)
-    for x, y in zip(la, lb):
+    for x, y in zip(la, lb, strict=True):
         bx, by = _leaf_bytes(x), _leaf_bytes(y)
         if isinstance(x, float) and np.isnan(x):
             assert isinstance(y, float) and np.isnan(y)

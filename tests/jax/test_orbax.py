@@ -74,7 +74,7 @@ def test_export_commit_restores_bit_exact_in_orbax(tmp_path, repo, linen_state, 
     bit_equal(state["params"], restored["params"])
     bit_equal(state["key"], restored["key"])  # a typed key stays a typed key
     for a, b in zip(
-        jax.tree_util.tree_leaves(state["opt_state"]), jax.tree_util.tree_leaves(restored["opt_state"])
+        jax.tree_util.tree_leaves(state["opt_state"]), jax.tree_util.tree_leaves(restored["opt_state"]), strict=True
     ):
         assert a.dtype == b.dtype and np.asarray(a).tobytes() == np.asarray(b).tobytes()
     # with a template Orbax restores into the exact classes

@@ -133,7 +133,9 @@ def main(argv: list[str] | None = None) -> int:
     pl.seed_everything(args.seed, workers=True, verbose=False)
     module = TinyModule()
     train, val = loaders(loader_seed=args.loader_seed)
-    cb = CoralCallback(repo_path=args.repo, init=True, branch=args.branch, save_every_n_epochs=1, save_on_best="val_loss")
+    cb = CoralCallback(
+        repo_path=args.repo, init=True, branch=args.branch, save_every_n_epochs=1, save_on_best="val_loss"
+    )
     extra: dict[str, Any] = {}
     if args.devices > 1:
         extra = {"devices": args.devices, "strategy": "ddp", "use_distributed_sampler": True}

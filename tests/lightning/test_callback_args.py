@@ -84,7 +84,8 @@ def test_retention_options_are_validated_by_checkpoint_config(tmp_path) -> None:
     with pytest.raises(ConfigError, match="keep_last_n_checkpoints"):
         CoralCallback(repo_path=tmp_path / "r", init=True, keep_last_n_checkpoints=0)
     # without save_on_best, keep_best_n_checkpoints ranks by the logged "loss"
-    assert CoralCallback(repo_path=tmp_path / "r", init=True, keep_best_n_checkpoints=2).manager.policy.ranking_metric == "loss"
+    cb = CoralCallback(repo_path=tmp_path / "r", init=True, keep_best_n_checkpoints=2)
+    assert cb.manager.policy.ranking_metric == "loss"
     cb = CoralCallback(repo_path=tmp_path / "r", init=True, save_on_best="val_loss", keep_best_n_checkpoints=2,
                        keep_last_n_checkpoints=1, keep_checkpoint_every_n_epochs=5)
     assert cb.manager.config.keep_best_n_checkpoints == 2

@@ -38,7 +38,7 @@ def test_epoch_saves_commit_on_a_new_branch_with_metrics_and_hparams(app, tmp_pa
     assert repo.resolve("main") == base  # main untouched; the branch started from it
     commits = _commits(repo, "experiment_1")
     assert commits[0].hash == base and len(commits) == 4
-    for epoch, (info, logged, weights) in enumerate(zip(commits[1:], rec.metrics, rec.weights), start=1):
+    for epoch, (info, logged, weights) in enumerate(zip(commits[1:], rec.metrics, rec.weights, strict=True), start=1):
         meta = info.metadata
         assert meta["epoch"] == epoch and meta["global_step"] == 8 * epoch
         assert meta["metrics"] == logged and {"train_loss", "val_loss"} <= set(logged)
@@ -91,7 +91,8 @@ def test_save_on_best_also_checks_validation_in_the_middle_of_an_epoch(app, tmp_
     cb = CoralCallback(repo_path=tmp_path / "r", init=True, save_on_best="score", mode="min", branch="mid")
     _fit(app, tmp_path, [cb], max_epochs=2, module=app.ScriptedModule([5.0, 4.0, 3.0, 9.0]), val_check_interval=4)
     commits = _commits(cb.repo, "mid")
-    assert [(c.metadata["global_step"], c.metadata["metrics"]["score"]) for c in commits] == [(4, 5.0), (8, 4.0), (12, 3.0)]
+    steps_scores = [(c.metadata["global_step"], c.metadata["metrics"]["score"]) for c in commits]
+    assert steps_scores == [(4, 5.0), (8, 4.0), (12, 3.0)]
 
 
 def test_epoch_and_best_together_make_one_commit_per_moment(app, tmp_path) -> None:

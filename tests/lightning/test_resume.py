@@ -19,7 +19,9 @@ from pytorch_lightning.callbacks import EarlyStopping
 
 def _run(app_path: Path, *args: str, timeout: int = 300) -> None:
     env = dict(os.environ, PYTHONHASHSEED="0", OMP_NUM_THREADS="1")
-    proc = subprocess.run([sys.executable, str(app_path), *args], capture_output=True, text=True, env=env, timeout=timeout, check=False)
+    proc = subprocess.run(
+        [sys.executable, str(app_path), *args], capture_output=True, text=True, env=env, timeout=timeout, check=False
+    )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
 
 
@@ -35,7 +37,9 @@ def test_two_plus_two_epochs_in_a_new_process_equal_four_bit_for_bit(app, app_pa
     assert app.main(["--repo", str(tmp_path / "r"), "--max-epochs", "2", "--out", str(first)]) == 0
     # the one line a user writes: trainer.fit(model, ..., ckpt_path="coral://last"), here in a fresh interpreter
     resumed = tmp_path / "resumed"
-    _run(app_path, "--repo", str(tmp_path / "r"), "--max-epochs", "4", "--resume", "coral://last", "--out", str(resumed))
+    _run(
+        app_path, "--repo", str(tmp_path / "r"), "--max-epochs", "4", "--resume", "coral://last", "--out", str(resumed)
+    )
 
     want, want_info = _result(straight)
     got, got_info = _result(resumed)
@@ -114,7 +118,8 @@ def test_resume_line_on_a_first_run_starts_fresh(app, tmp_path) -> None:
     fresh, first = tmp_path / "fresh", tmp_path / "first"
     assert app.main(["--repo", str(tmp_path / "a"), "--max-epochs", "1", "--out", str(fresh)]) == 0
     # the same script with the resume line, before any checkpoint exists: a warning, then a normal fit
-    assert app.main(["--repo", str(tmp_path / "b"), "--max-epochs", "1", "--resume", "coral://last", "--out", str(first)]) == 0
+    argv = ["--repo", str(tmp_path / "b"), "--max-epochs", "1", "--resume", "coral://last", "--out", str(first)]
+    assert app.main(argv) == 0
     want, _ = _result(fresh)
     got, _ = _result(first)
     assert want.keys() == got.keys()

@@ -50,7 +50,7 @@ def _equal(a, b) -> bool:
     if isinstance(a, dict):
         return isinstance(b, dict) and set(a) == set(b) and all(_equal(a[k], b[k]) for k in a)
     if isinstance(a, (list, tuple)):
-        return type(a) is type(b) and len(a) == len(b) and all(_equal(x, y) for x, y in zip(a, b))
+        return type(a) is type(b) and len(a) == len(b) and all(_equal(x, y) for x, y in zip(a, b, strict=True))
     if isinstance(a, float) and math.isnan(a):
         return isinstance(b, float) and math.isnan(b)
     return a == b and type(a) is type(b)
@@ -76,7 +76,9 @@ def test_commit_round_trip_is_exact(tmp_path) -> None:
     manager = CheckpointManager(repo, experiment_name="t")
     state = TrainingState(epoch=3, global_step=120, optimizer_state=parts.optimizer_state,
                           scheduler_state=parts.scheduler_state, data_state=parts.data_state)
-    h = manager.save_checkpoint(parts.weights, state, force=True, metadata={**parts.metadata, "lightning": {"format": 1}})
+    h = manager.save_checkpoint(
+        parts.weights, state, force=True, metadata={**parts.metadata, "lightning": {"format": 1}}
+    )
     back = build_checkpoint(repo, h)
     assert back.pop("coral")["commit"] == h
     assert back.pop("hyper_parameters") == parts.metadata["hparams"]  # display copy: JSON values

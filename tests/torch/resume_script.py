@@ -54,7 +54,8 @@ def main() -> None:
             model.train()
             for i, (x, y) in enumerate(data):
                 opt.zero_grad()
-                loss = nn.functional.cross_entropy(model(x), y) + 1e-3 * random.random() + 1e-3 * float(np.random.rand())
+                noise = 1e-3 * random.random() + 1e-3 * float(np.random.rand())
+                loss = nn.functional.cross_entropy(model(x), y) + noise
                 loss.backward()
                 opt.step()
                 step += 1

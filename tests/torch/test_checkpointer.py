@@ -27,7 +27,9 @@ class ListTracker:
     def log_metrics(self, metrics: Mapping[str, float], step: int | None = None) -> None:
         self.calls.append(("metrics", dict(metrics), step))
 
-    def log_checkpoint(self, commit_hash: str, step: int | None = None, metadata: Mapping[str, Any] | None = None) -> None:
+    def log_checkpoint(
+        self, commit_hash: str, step: int | None = None, metadata: Mapping[str, Any] | None = None
+    ) -> None:
         self.calls.append(("checkpoint", commit_hash, step))
 
     def end_run(self, status: str = "completed") -> None:
@@ -157,7 +159,10 @@ def test_context_manager_ends_tracker_run_completed(tmp_path):
 def test_context_manager_marks_failed_and_reraises(tmp_path):
     model, _opt, _sched = setup()
     tracker = ListTracker()
-    with pytest.raises(RuntimeError, match="diverged"), Checkpointer(model, tmp_path / "r", "run-bad", tracker=tracker) as ckpt:
+    with (
+        pytest.raises(RuntimeError, match="diverged"),
+        Checkpointer(model, tmp_path / "r", "run-bad", tracker=tracker) as ckpt,
+    ):
         ckpt.log(0, 1, loss=2.0)
         raise RuntimeError("loss diverged")
     assert tracker.calls[-1] == ("end", "failed")

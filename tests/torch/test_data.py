@@ -79,7 +79,7 @@ def test_resumable_loader_replays_to_the_batch_after_the_checkpoint(seed):
     np.random.set_state(rng[2])
     got = list(second)
     assert len(got) == len(rest)
-    assert all(torch.equal(x, y) for x, y in zip(got, rest))  # same order and same random "augmentation"
+    assert all(torch.equal(x, y) for x, y in zip(got, rest, strict=True))  # same order and same random "augmentation"
     assert torch.equal(torch.rand(2), after_epoch)
 
 

@@ -57,7 +57,8 @@ def test_bf16_stays_bf16_bit_for_bit_through_a_repository(tmp_path):
     repo = Repository(tmp_path, init=True)
     repo.stage_weights(weights)
     cid = repo.commit("bf16")
-    fresh = nn.Sequential(nn.Linear(4, 6), nn.BatchNorm1d(6), nn.ReLU(), nn.Dropout(0.1), nn.Linear(6, 2)).to(torch.bfloat16)
+    fresh = nn.Sequential(nn.Linear(4, 6), nn.BatchNorm1d(6), nn.ReLU(), nn.Dropout(0.1), nn.Linear(6, 2))
+    fresh = fresh.to(torch.bfloat16)
     P.weights_to_model(repo.get_weights(cid), fresh, strict=True)
     for name, t in model.state_dict().items():
         u = fresh.state_dict()[name]
@@ -130,7 +131,9 @@ def test_optimizer_state_round_trips_through_a_checkpoint_commit(tmp_path):
     opt = torch.optim.AdamW(model.parameters(), lr=0.01)
     trained(model, opt)
     mgr = CheckpointManager(Repository(tmp_path, init=True), CheckpointConfig(), experiment_name="opt")
-    mgr.save_checkpoint(P.model_to_weights(model), TrainingState(optimizer_state=P.save_optimizer_state(opt)), force=True)
+    mgr.save_checkpoint(
+        P.model_to_weights(model), TrainingState(optimizer_state=P.save_optimizer_state(opt)), force=True
+    )
     loaded = mgr.load_checkpoint()["state"].optimizer_state
     opt2 = torch.optim.AdamW(model.parameters(), lr=0.5)
     P.load_optimizer_state(opt2, loaded)
@@ -177,7 +180,9 @@ def test_scheduler_state_round_trips_through_a_commit(tmp_path, make):
         opt.step()
         sched.step(1.0 / (i + 1)) if isinstance(sched, torch.optim.lr_scheduler.ReduceLROnPlateau) else sched.step()
     mgr = CheckpointManager(Repository(tmp_path, init=True), CheckpointConfig(), experiment_name="s")
-    mgr.save_checkpoint(P.model_to_weights(model), TrainingState(scheduler_state=P.save_scheduler_state(sched)), force=True)
+    mgr.save_checkpoint(
+        P.model_to_weights(model), TrainingState(scheduler_state=P.save_scheduler_state(sched)), force=True
+    )
     opt2 = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
     sched2 = make(opt2)
     P.load_scheduler_state(sched2, mgr.load_checkpoint()["state"].scheduler_state)

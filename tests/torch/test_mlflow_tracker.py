@@ -53,7 +53,10 @@ def test_checkpointer_logs_metrics_params_and_each_commit(tmp_path, tracking_uri
 
 def test_failed_block_marks_the_run_failed(tmp_path, tracking_uri):
     bridge = MLflowBridge(experiment_name="coral-bad", tracking_uri=tracking_uri, run_name="bad-run")
-    with pytest.raises(ValueError, match="boom"), Checkpointer(nn.Linear(2, 2), tmp_path / "r", "exp-bad", tracker=bridge) as ckpt:
+    with (
+        pytest.raises(ValueError, match="boom"),
+        Checkpointer(nn.Linear(2, 2), tmp_path / "r", "exp-bad", tracker=bridge) as ckpt,
+    ):
         ckpt.log(0, 1, loss=float("nan"), accuracy=0.5)
         raise ValueError("boom")
     run = run_of(bridge)

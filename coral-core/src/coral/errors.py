@@ -98,7 +98,9 @@ class MergeConflictError(CoralError):
     def __init__(self, conflicts: dict[str, str]) -> None:
         self.conflicts = conflicts
         names = ", ".join(f"{k} ({v})" for k, v in sorted(conflicts.items()))
-        super().__init__(f"merge conflicts: {names}; choose a side with on_conflict='ours'/'theirs' (CLI: --ours/--theirs)")
+        super().__init__(
+            f"merge conflicts: {names}; choose a side with on_conflict='ours'/'theirs' (CLI: --ours/--theirs)"
+        )
 
 
 class ShapeMismatchError(CoralError, ValueError):

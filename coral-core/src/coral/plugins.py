@@ -114,7 +114,7 @@ def unregister(plugin: Any = None, name: str | None = None) -> None:
     pm = get_plugin_manager()
     removed = pm.unregister(plugin=plugin, name=name)
     if removed is not None:
-        for key, info in list(_sources.items()):
+        for key in list(_sources):
             if pm.get_plugin(key) is None:
                 _sources.pop(key, None)
 

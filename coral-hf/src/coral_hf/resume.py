@@ -55,7 +55,8 @@ def _to_torch(value: Any) -> Any:
 
 
 def hf_rng_state(random_state: dict[str, Any], distributed: bool) -> dict[str, Any]:
-    """Coral's captured generators (python, numpy, torch, torch_cuda) in the layout of the Trainer's ``rng_state.pth``."""
+    """Coral's captured generators (python, numpy, torch, torch_cuda) in the layout of the Trainer's
+    ``rng_state.pth``."""
     out: dict[str, Any] = {}
     py = random_state.get("python")
     if py is not None:
@@ -96,7 +97,8 @@ def resume_from_coral(
     trainer_state = hf.get("trainer_state")
     if not isinstance(trainer_state, dict):
         raise CheckpointError(
-            f"commit {commit_hash[:12]} ({ref}) was not saved by CoralTrainerCallback: it has no HF trainer state to resume from"
+            f"commit {commit_hash[:12]} ({ref}) was not saved by CoralTrainerCallback: "
+            "it has no HF trainer state to resume from"
         )
     ckpt = load_checkpoint_commit(repository, commit_hash)
     state = ckpt["state"]

@@ -176,7 +176,7 @@ def flatten_pytree(tree: Any, *, copy: bool = False) -> tuple[dict[str, np.ndarr
     skeleton = _flatten(tree, [], out)
     names = list(out.values)
     jax_names = [n for n in names if is_jax_array(out.values[n])]
-    fetched = dict(zip(jax_names, host_arrays([out.values[n] for n in jax_names], copy=copy)))
+    fetched = dict(zip(jax_names, host_arrays([out.values[n] for n in jax_names], copy=copy), strict=True))
     arrays: dict[str, np.ndarray] = {}
     for n in names:
         if n in fetched:
@@ -262,7 +262,7 @@ def _build(skel: Mapping[str, Any], src: _Source, as_numpy: bool) -> Any:
         return children
     if t == "tuple":
         return tuple(children)
-    return dict(zip(skel["keys"], children))
+    return dict(zip(skel["keys"], children, strict=True))
 
 
 def _check_shape(name: str, arr: np.ndarray, shape: tuple[int, ...]) -> None:

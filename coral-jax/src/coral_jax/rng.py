@@ -91,7 +91,7 @@ def get_rng_state() -> dict[str, Any] | None:
     return {
         "jax": {
             n: {"data": d, "impl": key_impl_name(keys[n]) if is_typed_key(keys[n]) else None}
-            for n, d in zip(names, data)
+            for n, d in zip(names, data, strict=True)
         }
     }
 

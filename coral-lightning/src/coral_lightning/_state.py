@@ -172,8 +172,14 @@ def split_checkpoint(checkpoint: Mapping[str, Any], include_optimizer: bool) -> 
     skeleton = detach(rest, tensors, "checkpoint")
     return CheckpointParts(
         weights=weights,
-        optimizer_state=to_numpy_tree(optimizer_states, "optimizer_states") if include_optimizer and optimizer_states is not None else None,
-        scheduler_state=to_numpy_tree(lr_schedulers, "lr_schedulers") if include_optimizer and lr_schedulers is not None else None,
+        optimizer_state=(
+            to_numpy_tree(optimizer_states, "optimizer_states")
+            if include_optimizer and optimizer_states is not None
+            else None
+        ),
+        scheduler_state=(
+            to_numpy_tree(lr_schedulers, "lr_schedulers") if include_optimizer and lr_schedulers is not None else None
+        ),
         data_state={"lightning": {"format": FORMAT, "skeleton": skeleton, "tensors": tensors}},
         metadata=metadata,
     )

@@ -1,4 +1,5 @@
-"""CoralCheckpointIO: Lightning reads ``ckpt_path="coral://<ref>"`` from a Coral repository; other paths pass through."""
+"""CoralCheckpointIO: Lightning reads ``ckpt_path="coral://<ref>"`` from a Coral repository; other paths pass
+through."""
 
 from __future__ import annotations
 

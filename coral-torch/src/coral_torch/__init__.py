@@ -2,8 +2,8 @@
 
 ``PyTorchIntegration`` converts models, optimizers, schedulers and RNGs; ``CoralTrainer`` and ``Checkpointer``
 checkpoint a training loop and resume it exactly; ``save``/``load`` are the one-off path; ``CoralWriter``/
-``CoralReader`` are torch.distributed.checkpoint storage backed by a Coral repository (sharded FSDP2 saves). Names load on first
-use, so the plugin's hooks can be loaded without importing torch.
+``CoralReader`` are torch.distributed.checkpoint storage backed by a Coral repository (sharded FSDP2 saves).
+Names load on first use, so the plugin's hooks can be loaded without importing torch.
 """
 
 from __future__ import annotations
@@ -13,13 +13,17 @@ from typing import TYPE_CHECKING
 from coral.lazy import lazy_exports
 
 if TYPE_CHECKING:
-    from .checkpointer import Checkpointer
-    from .convert import numpy_to_tensor, tensor_to_numpy
-    from .dcp import CoralReader, CoralWriter
-    from .data import ResumableLoader
-    from .integration import PyTorchIntegration
-    from .oneoff import load, save
-    from .trainer import CoralTrainer
+    # the redundant aliases mark these as re-exports (resolved at run time by lazy_exports below)
+    from .checkpointer import Checkpointer as Checkpointer
+    from .convert import numpy_to_tensor as numpy_to_tensor
+    from .convert import tensor_to_numpy as tensor_to_numpy
+    from .data import ResumableLoader as ResumableLoader
+    from .dcp import CoralReader as CoralReader
+    from .dcp import CoralWriter as CoralWriter
+    from .integration import PyTorchIntegration as PyTorchIntegration
+    from .oneoff import load as load
+    from .oneoff import save as save
+    from .trainer import CoralTrainer as CoralTrainer
 
 _WHERE = {
     "Checkpointer": "checkpointer",

@@ -59,14 +59,22 @@ def coral_set_optimizer_state(optimizer: Any, state: Any) -> Any:
 
 @hookimpl
 def coral_get_scheduler_state(scheduler: Any) -> Any:
-    if hasattr(scheduler, "state_dict") and hasattr(scheduler, "optimizer") and isinstance(scheduler.optimizer, torch.optim.Optimizer):
+    if (
+        hasattr(scheduler, "state_dict")
+        and hasattr(scheduler, "optimizer")
+        and isinstance(scheduler.optimizer, torch.optim.Optimizer)
+    ):
         return PyTorchIntegration.save_scheduler_state(scheduler)
     return None
 
 
 @hookimpl
 def coral_set_scheduler_state(scheduler: Any, state: Any) -> Any:
-    if hasattr(scheduler, "load_state_dict") and hasattr(scheduler, "optimizer") and isinstance(scheduler.optimizer, torch.optim.Optimizer):
+    if (
+        hasattr(scheduler, "load_state_dict")
+        and hasattr(scheduler, "optimizer")
+        and isinstance(scheduler.optimizer, torch.optim.Optimizer)
+    ):
         PyTorchIntegration.load_scheduler_state(scheduler, state)
         return True
     return None

@@ -29,8 +29,8 @@ class Checkpointer:
     order (``data=``) from this experiment's checkpoint at construction; ``epoch`` is then the epoch to run
     next, so ``for epoch in range(ckpt.epoch, N)`` neither repeats nor skips one. With no save rule given,
     it saves every epoch. ``hparams`` (a JSON-like dict) is recorded in every checkpoint's provenance, next
-    to the optimizer's lr, betas and weight decay. As a context manager it starts and ends the tracker run (``"completed"``, or
-    ``"failed"`` when an exception escapes).
+    to the optimizer's lr, betas and weight decay. As a context manager it starts and ends the tracker run
+    (``"completed"``, or ``"failed"`` when an exception escapes).
 
     In a process group, build it and call ``log``/``save`` on every rank: global rank 0 commits, the others
     wait at a barrier (``barrier_timeout`` seconds) and return the same hash. ``distributed="dcp"`` saves
@@ -64,7 +64,9 @@ class Checkpointer:
     ) -> None:
         self.model = _state.check_model(model)
         self.distributed = _dist.check_distributed_mode(distributed)
-        if barrier_timeout is not None and (isinstance(barrier_timeout, bool) or not isinstance(barrier_timeout, (int, float)) or barrier_timeout <= 0):
+        if barrier_timeout is not None and (
+            isinstance(barrier_timeout, bool) or not isinstance(barrier_timeout, (int, float)) or barrier_timeout <= 0
+        ):
             raise InvalidArgumentError("barrier_timeout", barrier_timeout, "must be a positive number of seconds")
         self._timeout = barrier_timeout
         self.optimizer = _state.check_optimizer(optimizer)
@@ -72,10 +74,14 @@ class Checkpointer:
         if resume not in (False, True, "best"):
             raise InvalidArgumentError("resume", resume, "must be False, True (latest) or 'best'")
         if tracker is not None and not isinstance(tracker, Tracker):
-            raise InvalidArgumentError("tracker", type(tracker).__name__, "needs start_run, log_metrics, log_checkpoint, end_run")
+            raise InvalidArgumentError(
+                "tracker", type(tracker).__name__, "needs start_run, log_metrics, log_checkpoint, end_run"
+            )
         policy = (every_n_epochs, every_n_steps, on_best, keep_last, keep_best)
         if config is not None and (any(v is not None for v in policy) or minimize is not True):
-            raise InvalidArgumentError("config", "CheckpointConfig", "give either config= or the policy keywords, not both")
+            raise InvalidArgumentError(
+                "config", "CheckpointConfig", "give either config= or the policy keywords, not both"
+            )
         if config is None:
             if every_n_epochs is None and every_n_steps is None and on_best is None:
                 every_n_epochs = 1
@@ -221,7 +227,9 @@ class Checkpointer:
 
     def _saved(self, state: TrainingState, commit_hash: str | None) -> None:
         if commit_hash is not None and self.tracker is not None:
-            _state.guarded(self.tracker.log_checkpoint, commit_hash, step=state.global_step, metadata={"epoch": state.epoch})
+            _state.guarded(
+                self.tracker.log_checkpoint, commit_hash, step=state.global_step, metadata={"epoch": state.epoch}
+            )
 
     # ---- tracker run -------------------------------------------------------------------------------------
     def _ensure_run(self) -> None:
@@ -239,7 +247,9 @@ class Checkpointer:
             "on_best": cfg.save_on_best_metric,
             "resumed_from": self.resumed_from,
         }
-        self.tracker.start_run(run_name=self.manager.experiment_name, params={k: v for k, v in params.items() if v is not None})
+        self.tracker.start_run(
+            run_name=self.manager.experiment_name, params={k: v for k, v in params.items() if v is not None}
+        )
         self._run_open = True
 
     def close(self, status: str = "completed") -> None:

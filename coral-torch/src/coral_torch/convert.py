@@ -15,7 +15,8 @@ _TORCH_TO_NAME: dict[torch.dtype, str] = {
 for _tname, _cname in [
     ("uint16", "uint16"), ("uint32", "uint32"), ("uint64", "uint64"),
     ("float8_e4m3fn", "float8_e4m3fn"), ("float8_e5m2", "float8_e5m2"),
-    ("float8_e4m3fnuz", "float8_e4m3fnuz"), ("float8_e5m2fnuz", "float8_e5m2fnuz"), ("float8_e8m0fnu", "float8_e8m0fnu"),
+    ("float8_e4m3fnuz", "float8_e4m3fnuz"), ("float8_e5m2fnuz", "float8_e5m2fnuz"),
+    ("float8_e8m0fnu", "float8_e8m0fnu"),
 ]:
     if hasattr(torch, _tname):
         _TORCH_TO_NAME[getattr(torch, _tname)] = _cname
@@ -54,7 +55,9 @@ def tensor_to_numpy(t: torch.Tensor) -> np.ndarray:
     t = t.contiguous()
     name = torch_dtype_name(t.dtype)
     target = dtype_from_name(name)
-    if name in ("bool", "uint8", "int8", "int16", "int32", "int64", "float16", "float32", "float64", "complex64", "complex128"):
+    if name in (
+        "bool", "uint8", "int8", "int16", "int32", "int64", "float16", "float32", "float64", "complex64", "complex128"
+    ):
         return t.numpy()
     itemsize = target.itemsize
     if itemsize in _SAME_SIZE_INT and t.dtype.itemsize == itemsize:
@@ -74,7 +77,9 @@ def numpy_to_tensor(a: np.ndarray, name: str | None = None) -> torch.Tensor:
         from coral.errors import UnsupportedDtypeError
 
         raise UnsupportedDtypeError(f"dtype {name} has no torch equivalent")
-    if name in ("bool", "uint8", "int8", "int16", "int32", "int64", "float16", "float32", "float64", "complex64", "complex128"):
+    if name in (
+        "bool", "uint8", "int8", "int16", "int32", "int64", "float16", "float32", "float64", "complex64", "complex128"
+    ):
         return torch.from_numpy(a)
     itemsize = a.dtype.itemsize
     raw = a.view({1: np.uint8, 2: np.int16, 4: np.int32, 8: np.int64}[itemsize])

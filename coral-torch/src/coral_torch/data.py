@@ -126,7 +126,10 @@ class ResumableLoader:
             start = pending["epoch_start"]
             _restore_generators(self.loader, start.get("generators"))
             torch.set_rng_state(numpy_to_tensor(np.asarray(start["torch"], dtype=np.uint8)))
-        self._epoch_start = {"generators": _generator_states(self.loader), "torch": tensor_to_numpy(torch.get_rng_state()).copy()}
+        self._epoch_start = {
+            "generators": _generator_states(self.loader),
+            "torch": tensor_to_numpy(torch.get_rng_state()).copy(),
+        }
         self._batches = 0
         it = iter(self.loader)
         if pending:

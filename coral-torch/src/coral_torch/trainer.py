@@ -153,7 +153,9 @@ class CoralTrainer:
             value = self.training_metrics.get(name)
             if value is None:
                 raise InvalidArgumentError(
-                    "scheduler", "ReduceLROnPlateau", f"needs the metric {name!r}: pass it to step() or update_metrics()"
+                    "scheduler",
+                    "ReduceLROnPlateau",
+                    f"needs the metric {name!r}: pass it to step() or update_metrics()",
                 )
             self.scheduler.step(value)
         else:
@@ -277,7 +279,9 @@ class CoralTrainer:
         if commit_hash is None:
             return
         if self.tracker is not None:
-            _state.guarded(self.tracker.log_checkpoint, commit_hash, step=state.global_step, metadata={"epoch": state.epoch})
+            _state.guarded(
+                self.tracker.log_checkpoint, commit_hash, step=state.global_step, metadata={"epoch": state.epoch}
+            )
         for fn in list(self._callbacks["checkpoint_save"]):
             _state.guarded(fn, self, commit_hash)
 

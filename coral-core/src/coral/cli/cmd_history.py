@@ -67,8 +67,10 @@ def run_log(repo: Repository, args: argparse.Namespace, out: Output) -> int:
             for c in order
         ]
         if getattr(args, "metrics", False):  # log --metrics (issue 29)
-            rows = {"commits": rows, "metrics": cmd_provenance.metric_sparklines([infos[c].metadata for c in order][::-1])}
-        out.json(rows)
+            sparklines = cmd_provenance.metric_sparklines([infos[c].metadata for c in order][::-1])
+            out.json({"commits": rows, "metrics": sparklines})
+        else:
+            out.json(rows)
         return 0
     if not order:
         out.line("No commits yet")
@@ -107,7 +109,7 @@ def run_show(repo: Repository, args: argparse.Namespace, out: Output) -> int:
     commit = repo.get_commit(cid)
     pruned = repo.is_pruned(cid)
     sizes = repo.chunk_sizes(cid)
-    tensors = [
+    tensors: list[dict[str, Any]] = [
         {
             "name": name,
             "dtype": entry.dtype,
@@ -119,7 +121,7 @@ def run_show(repo: Repository, args: argparse.Namespace, out: Output) -> int:
         for name, entry in sorted(commit.tree.items())
     ]
     refs = history.decorations(repo).get(cid, [])
-    doc = {
+    doc: dict[str, Any] = {
         "hash": cid,
         "parents": commit.parents,
         "time": iso_time(commit.timestamp),
@@ -164,7 +166,10 @@ def run_show(repo: Repository, args: argparse.Namespace, out: Output) -> int:
         "size",
         "stored",
         right=("size", "stored"),
-        title=f"{len(tensors)} tensors, {human_bytes(doc['logical_bytes'])} ({human_bytes(doc['stored_bytes'])} stored)",
+        title=(
+            f"{len(tensors)} tensors, {human_bytes(doc['logical_bytes'])} "
+            f"({human_bytes(doc['stored_bytes'])} stored)"
+        ),
     )
     for t in tensors:
         table.add_row(

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from . import provenance_view, series
@@ -20,7 +20,7 @@ def print_provenance(out: Output, metadata: Mapping[str, Any]) -> None:
         out.line("    " + line)
 
 
-def metric_sparklines(metadatas: list[Mapping[str, Any]]) -> list[dict[str, Any]]:
+def metric_sparklines(metadatas: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
     """Per metric over the given commits (oldest first): values, first, last, min, max and the sparkline."""
     rows = []
     for name in series.metric_names(metadatas):

@@ -36,7 +36,7 @@ def run_branch(repo: Repository, args: argparse.Namespace, out: Output) -> int:
         out.line(f"Created branch {args.name} at {short(target)}")
         return 0
     current = repo.current_branch
-    rows = []
+    rows: list[dict[str, Any]] = []
     for name, target in sorted((r[len("heads/") :], t) for r, t in repo.store.list_refs("heads/").items()):
         rows.append({"name": name, "commit": target, "current": name == current})
     if out.json_mode:

@@ -12,7 +12,7 @@ from ..version_control.repository import Repository
 from .output import Output, human_bytes, short
 
 
-def add_parsers(sub: argparse._SubParsersAction, json_flag) -> None:  # type: ignore[type-arg]
+def add_parsers(sub: argparse._SubParsersAction, json_flag) -> None:
     """Add the remote commands to the ``coral`` parser."""
     p = sub.add_parser("remote", help="list, add NAME URL, or remove NAME remotes")
     p.add_argument("action", nargs="?", choices=["add", "remove", "list"], default="list")

@@ -38,7 +38,7 @@ def run_report(repo: Repository, args: argparse.Namespace, out: Output) -> int:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
-    summary = {"path": str(path), "bytes": len(page.encode()), "commits": len(data.order),
+    summary: dict[str, Any] = {"path": str(path), "bytes": len(page.encode()), "commits": len(data.order),
                "branches": data.branches, "metrics": list(data.metrics)}
     if out.json_mode:
         out.json(summary)

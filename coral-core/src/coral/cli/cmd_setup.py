@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
+from typing import Any
 
 from ..plugins import list_plugins
 from ..version_control.repository import CORAL_DIR, Repository
@@ -24,7 +25,7 @@ def run_init(args: argparse.Namespace, out: Output, cwd: Path) -> int:
 
 
 def run_plugins(args: argparse.Namespace, out: Output) -> int:
-    rows = [
+    rows: list[dict[str, Any]] = [
         {"name": p.name, "distribution": p.distribution, "module": p.module, "hooks": list(p.hooks)}
         for p in list_plugins()
     ]

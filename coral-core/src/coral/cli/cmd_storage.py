@@ -6,7 +6,7 @@ import argparse
 from typing import Any
 
 from ..errors import ObjectNotFoundError
-from ..objects.tensors import chunk_key, pack_bytes
+from ..objects.tensors import TensorEntry, chunk_key, pack_bytes
 from ..version_control.repository import Repository
 from . import cmd_remote, history
 from .output import Output, human_bytes, human_time, iso_time, ratio, short
@@ -178,11 +178,13 @@ def _tensor_costs(repo: Repository, cid: str, size: Any) -> list[dict[str, Any]]
         if not repo.is_pruned(p):
             for entry in repo.get_commit(p).tree.values():
                 parent_chunks.update(entry.chunks)
-    rows = []
+    rows: list[dict[str, Any]] = []
     shared = pack_bytes(commit.tree)
     for name, entry in commit.tree.items():
         # a pack's cost is split among the tensors in it by their sizes
-        share = (lambda n, e=entry: n * e.nbytes // shared[e.chunks[0]]) if entry.packed else (lambda n: n)
+        def share(n: int, e: TensorEntry = entry) -> int:
+            return n * e.nbytes // shared[e.chunks[0]] if e.packed else n
+
         stored = 0 if pruned else sum(share(size(c)) for c in entry.chunks)
         new = 0 if pruned else sum(share(size(c)) for c in set(entry.chunks) - parent_chunks)
         rows.append(

@@ -65,7 +65,8 @@ class Output:
 
     @contextlib.contextmanager
     def progress(self, description: str) -> Iterator[Any]:
-        """A byte-progress bar on stderr when it is a terminal (and not in --json mode); yields ``update(done, total)``."""
+        """A byte-progress bar on stderr when it is a terminal (and not in --json mode); yields
+        ``update(done, total)``."""
         show = self.err.is_terminal and not self.json_mode
         bar = Progress(
             TextColumn("{task.description}"),
@@ -100,7 +101,7 @@ class PlainTable(Table):
 
     caption_text: str | None = None
 
-    def add_row(self, *cells: Any, **kwargs: Any) -> None:  # type: ignore[override]
+    def add_row(self, *cells: Any, **kwargs: Any) -> None:
         super().add_row(*(Text(c) if isinstance(c, str) else c for c in cells), **kwargs)
 
 

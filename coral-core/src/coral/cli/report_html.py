@@ -49,7 +49,8 @@ class ReportData:
 
 def gather(repo: Repository, branches: list[str] | None = None, metrics: list[str] | None = None) -> ReportData:
     """Read branches, every commit, the metrics per branch and the bytes each commit added."""
-    names = branches or repo.list_branches() or ([repo.head_commit()] if repo.head_commit() else [])
+    head = repo.head_commit()
+    names = branches or repo.list_branches() or ([head] if head else [])
     infos = history.collect(repo, history.all_starts(repo))
     order = history.topo_order(infos)
     metas = [infos[c].metadata for c in reversed(order)]
@@ -152,7 +153,7 @@ def graph_svg(data: ReportData, colors: dict[str, str]) -> str:
     w, h = max(640, text_x + 560), max(row_h * len(rows) + 10, 30)
     y = {cid: 14 + i * row_h for i, (_, cid) in enumerate(rows)}
     x = {cid: left + lane[cid] * lane_w for cid in lane}
-    tip_color = {}
+    tip_color: dict[str, str] = {}
     for branch in data.branches:
         for cid in data.chains.get(branch, []):
             tip_color.setdefault(cid, colors.get(branch, "#555"))

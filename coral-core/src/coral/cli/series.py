@@ -7,7 +7,7 @@ Commits written without metrics (or before provenance existed) simply add no poi
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -47,7 +47,7 @@ def metric_value(metadata: Mapping[str, Any], name: str) -> float | None:
     return None
 
 
-def metric_names(metadatas: list[Mapping[str, Any]]) -> list[str]:
+def metric_names(metadatas: Sequence[Mapping[str, Any]]) -> list[str]:
     """Every numeric metric found, in first-seen order, ``loss`` first."""
     names: dict[str, None] = {}
     for meta in metadatas:
@@ -88,7 +88,7 @@ def series(repo: Repository, ref: str, metric: str) -> list[Point]:
         value = metric_value(meta, metric)
         if value is None:
             continue
-        step = meta.get("global_step")
+        step: Any = meta.get("global_step")  # int(step) below only where numeric() found a number
         ckpt = meta.get("coral_checkpoint")
         points.append(
             Point(

@@ -23,7 +23,12 @@ CODEC_RAW = 0
 CODEC_PLANES = 1
 CODEC_DELTA_XOR = 2
 CODEC_DELTA_SUB = 3
-CODEC_NAMES = {CODEC_RAW: "raw", CODEC_PLANES: "planes+zstd", CODEC_DELTA_XOR: "delta-xor", CODEC_DELTA_SUB: "delta-sub"}
+CODEC_NAMES = {
+    CODEC_RAW: "raw",
+    CODEC_PLANES: "planes+zstd",
+    CODEC_DELTA_XOR: "delta-xor",
+    CODEC_DELTA_SUB: "delta-sub",
+}
 _HEADER = struct.Struct("<4sBBBBQII8x")
 HEADER_SIZE = _HEADER.size
 ID_BYTES = 32
@@ -88,7 +93,8 @@ def encode_chunk(
     the save path uses it to spend zstd time only where it pays a lot (raw chunks load fastest).
     """
     parts = encode_chunk_parts(data, itemsize, level=level, compress=compress, min_saving=min_saving)
-    return parts[0] if len(parts) == 1 else b"".join(bytes(p) for p in parts)
+    # bytes() of a bytes object is that object (the single planes+zstd part comes back uncopied)
+    return bytes(parts[0]) if len(parts) == 1 else b"".join(bytes(p) for p in parts)
 
 
 _RAW_PROBE = 64 * 1024
@@ -151,7 +157,7 @@ def _delta_candidates(data: memoryview | bytes, base: memoryview | bytes, itemsi
     a, b = memoryview(data)[:m], memoryview(base)[:m]
     sizes = {}
     for codec, fn in ((CODEC_DELTA_SUB, _delta.sub_residual), (CODEC_DELTA_XOR, _delta.xor_residual)):
-        _mask, body = encode_planes(memoryview(fn(a, b, itemsize)).cast("B"), lanes, 1, sample=False)
+        _mask, body = encode_planes(fn(a, b, itemsize).data.cast("B"), lanes, 1, sample=False)
         sizes[codec] = len(body)
     return [min(sizes, key=lambda c: sizes[c])]
 
@@ -178,7 +184,7 @@ def encode_delta(
     for codec in _delta_candidates(data, base, itemsize, is_float):
         fn = _delta.sub_residual if codec == CODEC_DELTA_SUB else _delta.xor_residual
         residual = fn(data, base, itemsize)
-        mask, body = encode_planes(memoryview(residual).cast("B"), lanes, level, sample=False)
+        mask, body = encode_planes(residual.data.cast("B"), lanes, level, sample=False)
         blob = _pack(codec, itemsize, base_depth + 1, len(data), mask, base_id) + body
         if best is None or len(blob) < len(best):
             best = blob

@@ -6,12 +6,14 @@ zeros); the wrapping integer difference suits integer tensors and counters. Both
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 
-_UINT = {1: np.uint8, 2: np.uint16, 4: np.uint32, 8: np.uint64}
+_UINT: dict[int, type[np.unsignedinteger[Any]]] = {1: np.uint8, 2: np.uint16, 4: np.uint32, 8: np.uint64}
 
 
-def _lanes(itemsize: int) -> tuple[type, int]:
+def _lanes(itemsize: int) -> tuple[type[np.unsignedinteger[Any]], int]:
     """Unsigned lane type used for an element size (16-byte complex128 uses two 8-byte lanes)."""
     if itemsize in _UINT:
         return _UINT[itemsize], itemsize
@@ -23,7 +25,7 @@ def xor_residual(data: memoryview | bytes, base: memoryview | bytes, itemsize: i
     return np.bitwise_xor(np.frombuffer(data, dtype=t), np.frombuffer(base, dtype=t))
 
 
-def xor_apply(residual: np.ndarray, base: memoryview | bytes, itemsize: int, out: np.ndarray) -> None:
+def xor_apply(residual: np.ndarray, base: memoryview | bytes | np.ndarray, itemsize: int, out: np.ndarray) -> None:
     t, _ = _lanes(itemsize)
     np.bitwise_xor(residual.view(t), np.frombuffer(base, dtype=t), out=out.view(t))
 
@@ -39,7 +41,7 @@ def sub_residual(data: memoryview | bytes, base: memoryview | bytes, itemsize: i
     return zz.view(t)
 
 
-def sub_apply(residual: np.ndarray, base: memoryview | bytes, itemsize: int, out: np.ndarray) -> None:
+def sub_apply(residual: np.ndarray, base: memoryview | bytes | np.ndarray, itemsize: int, out: np.ndarray) -> None:
     t, _ = _lanes(itemsize)
     zz = residual.view(t)
     sign = zz & 1

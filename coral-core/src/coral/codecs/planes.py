@@ -83,7 +83,7 @@ def plane_estimates(data: memoryview | bytes, itemsize: int, level: int, sample:
     out = []
     for k in range(itemsize):
         probe = np.ascontiguousarray(_plane(head, itemsize, k))
-        out.append(min(1.0, len(c.compress(probe)) / m))
+        out.append(min(1.0, len(c.compress(probe.data)) / m))
     return out
 
 
@@ -134,9 +134,9 @@ def encode_planes(
     parts: list[bytes | memoryview] = []
     for k in range(itemsize):
         plane = np.ascontiguousarray(_plane(arr, itemsize, k))
-        payload: bytes | memoryview = memoryview(plane)
+        payload: bytes | memoryview = plane.data
         if n and (estimates is None or estimates[k] < PLANE_PAYS):
-            packed = c.compress(plane)
+            packed = c.compress(plane.data)
             if len(packed) < PLANE_PAYS * n:
                 payload = packed
                 mask |= 1 << k

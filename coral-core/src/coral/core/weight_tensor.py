@@ -112,7 +112,7 @@ class WeightTensor:
         """BLAKE3 of the canonical bytes: equal hashes mean bit-identical data of the same dtype and shape."""
         h = blake3.blake3(f"{self.metadata.dtype}:{self.shape}:".encode())
         # a uint8 view: ml_dtypes arrays (float8, int4, ...) do not export a castable buffer themselves
-        h.update(memoryview(self.data.reshape(-1).view(np.uint8)) if self.data.size else b"")
+        h.update(self.data.reshape(-1).view(np.uint8).data if self.data.size else b"")
         return h.hexdigest()
 
     def __eq__(self, other: object) -> bool:

@@ -1,4 +1,5 @@
-"""``coral.integrations.hf_trainer``: the HuggingFace Trainer integration, re-exported from ``coral_hf`` (pip install coral-hf)."""
+"""``coral.integrations.hf_trainer``: the HuggingFace Trainer integration, re-exported from ``coral_hf``
+(pip install coral-hf)."""
 
 from ._shim import load
 

@@ -1,4 +1,5 @@
-"""``coral.integrations.lightning``: the Lightning integration, re-exported from ``coral_lightning`` (pip install coral-lightning)."""
+"""``coral.integrations.lightning``: the Lightning integration, re-exported from ``coral_lightning``
+(pip install coral-lightning)."""
 
 from ._shim import load
 

@@ -25,7 +25,9 @@ class Tracker(Protocol):
 
     def log_metrics(self, metrics: Mapping[str, float], step: int | None = None) -> None: ...
 
-    def log_checkpoint(self, commit_hash: str, step: int | None = None, metadata: Mapping[str, Any] | None = None) -> None: ...
+    def log_checkpoint(
+        self, commit_hash: str, step: int | None = None, metadata: Mapping[str, Any] | None = None
+    ) -> None: ...
 
     def end_run(self, status: str = "completed") -> None: ...
 
@@ -41,7 +43,9 @@ class MLflowBridge:
     _STATUS: ClassVar[dict[str, str]] = {"completed": "FINISHED", "failed": "FAILED", "killed": "KILLED"}
     _PARAM_LIMIT = 6000
 
-    def __init__(self, experiment_name: str = "coral", tracking_uri: str | None = None, run_name: str | None = None) -> None:
+    def __init__(
+        self, experiment_name: str = "coral", tracking_uri: str | None = None, run_name: str | None = None
+    ) -> None:
         try:
             import mlflow
         except ImportError as exc:
@@ -108,7 +112,9 @@ class MLflowBridge:
         if items:
             self._client.log_batch(run, metrics=items)
 
-    def log_checkpoint(self, commit_hash: str, step: int | None = None, metadata: Mapping[str, Any] | None = None) -> None:
+    def log_checkpoint(
+        self, commit_hash: str, step: int | None = None, metadata: Mapping[str, Any] | None = None
+    ) -> None:
         """Record a checkpoint's commit hash on the run (tags ``coral.commit`` and ``coral.commit.<step>``)."""
         from mlflow.entities import Metric, RunTag
 

@@ -8,6 +8,7 @@ untrusted files are checked (offsets in range, no overlap or hole, sizes match) 
 
 from __future__ import annotations
 
+import io
 import json
 import logging
 import math
@@ -208,7 +209,7 @@ class SafetensorsReader:
 
     def __init__(self, path: str | os.PathLike[str]) -> None:
         self.path = Path(path)
-        self._fh: BinaryIO = open(self.path, "rb")  # noqa: SIM115 - closed by close()
+        self._fh: io.BufferedReader = open(self.path, "rb")  # noqa: SIM115 - closed by close()
         try:
             size = os.fstat(self._fh.fileno()).st_size
             if size < 8:
@@ -250,7 +251,7 @@ class SafetensorsReader:
         if info is None:
             raise InvalidArgumentError("name", name, f"no such tensor in {self.path}")
         out = np.empty(info.shape, dtype=dtype_from_name(info.dtype))
-        view = memoryview(out.reshape(-1).view(np.uint8))
+        view = out.reshape(-1).view(np.uint8).data
         self._fh.seek(self._data_start + info.begin)
         done = 0
         while done < info.nbytes:
@@ -369,7 +370,7 @@ def _write_array(fh: BinaryIO, spec: TensorSpec, array: np.ndarray) -> None:
         array = array.astype(array.dtype.newbyteorder("<"))
     flat = np.ascontiguousarray(array).reshape(-1).view(np.uint8)
     for start in range(0, flat.nbytes, _COPY_BYTES):
-        fh.write(memoryview(flat[start : start + _COPY_BYTES]))
+        fh.write(flat[start : start + _COPY_BYTES].data)
 
 
 def save_file(

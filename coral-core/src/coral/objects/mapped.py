@@ -154,10 +154,10 @@ class MappedLoader:
 
 def _check_mapped(chunk_id: str, view: np.ndarray, tensor: str, prefix: bytes, check: Any) -> None:
     """A mapped chunk's checks: BLAKE3 of its body, and the store's seal over header + body when it keeps one."""
-    if hash_bytes(memoryview(view)) != chunk_id:
+    if hash_bytes(view.data) != chunk_id:
         raise CorruptObjectError(chunk_id, "content does not match its hash", tensor)
     if check is not None:
         try:
-            check([prefix, memoryview(view)])
+            check([prefix, view.data])
         except CorruptObjectError as exc:
             raise naming_tensor(exc, tensor) from None

@@ -92,7 +92,7 @@ class Region:
         """The region's ``nbytes`` (after ``lead``) as a uint8 array; the region lives as long as it does."""
         buf = (ctypes.c_char * (self.lead + self.nbytes)).from_address(self.addr)
         self._finalizer = weakref.finalize(buf, _unmap, self.addr, self.size)
-        return np.frombuffer(buf, dtype=np.uint8, count=self.nbytes, offset=self.lead)
+        return np.frombuffer(memoryview(buf), dtype=np.uint8, count=self.nbytes, offset=self.lead)
 
     def release(self) -> None:
         """Unmap now, on an error before any array was handed out (after that, collection unmaps it)."""

@@ -8,7 +8,7 @@ object that has it). Packed small tensors are copied out of their pack chunk, re
 from __future__ import annotations
 
 import concurrent.futures as cf
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 import numpy as np
 
@@ -88,12 +88,12 @@ class TensorReader:
             base = data
             dest = out if i == 0 else None
             try:
-                data = decode_chunk(blob, (lambda _b, b=base: b) if base is not None else None, out=dest)
+                data = decode_chunk(blob, _constant(base) if base is not None else None, out=dest)
             except CoralError:
                 raise
             except Exception as exc:  # noqa: BLE001 - whatever damaged bytes make a decoder raise is damage
                 raise CorruptObjectError(cid, f"cannot decode: {exc}", tensor) from None
-            if hash_bytes(memoryview(data)) != cid:
+            if hash_bytes(data.data) != cid:
                 raise CorruptObjectError(cid, "content does not match its hash", tensor)
             if i > 0 or head.base is not None:  # bases, and delta chunks, are worth keeping decoded
                 self.cache.put(cid, data if dest is None else data.copy())
@@ -117,7 +117,7 @@ class TensorReader:
                 if head.length != dest.nbytes:
                     raise CorruptObjectError(chunk_id, f"chunk has {head.length} bytes, expected {dest.nbytes}", tensor)
                 try:
-                    got = self.store.get_into(key, head.body, memoryview(dest))
+                    got = self.store.get_into(key, head.body, dest.data)
                     size = self.store.size(key)
                 except ObjectNotFoundError:
                     raise missing_chunk(chunk_id, tensor) from None
@@ -125,7 +125,7 @@ class TensorReader:
                     raise naming_tensor(exc, tensor) from None
                 if got != head.length or size != head.body + head.length:
                     raise CorruptObjectError(chunk_id, "cannot decode: raw body has the wrong length", tensor)
-                if hash_bytes(memoryview(dest)) != chunk_id:
+                if hash_bytes(dest.data) != chunk_id:
                     raise CorruptObjectError(chunk_id, "content does not match its hash", tensor)
                 return
         try:
@@ -179,8 +179,8 @@ class TensorReader:
             raise CorruptObjectError(
                 "manifest", f"bytes {start}..{start + flat.nbytes} lie outside its pack ({head.length} bytes)", name
             )
-        got = self.store.get_into(key, head.body + start, memoryview(flat))
-        if got != flat.nbytes or hash_bytes(memoryview(flat)) != entry.digest:
+        got = self.store.get_into(key, head.body + start, flat.data)
+        if got != flat.nbytes or hash_bytes(flat.data) != entry.digest:
             raise CorruptObjectError(entry.chunks[0], "packed tensor does not match its digest", name)
         return out
 
@@ -292,3 +292,8 @@ def missing_chunk(chunk_id: str, tensor: str | None) -> ObjectNotFoundError:
     if tensor:
         return ObjectNotFoundError(f"chunk {chunk_id} of tensor {tensor!r} is missing from the store")
     return ObjectNotFoundError(f"chunk {chunk_id} is missing")
+
+
+def _constant(base: np.ndarray) -> Callable[[str], np.ndarray]:
+    """A ``get_base`` for decode_chunk that answers ``base`` (the chain's next link, already decoded)."""
+    return lambda _base_id: base

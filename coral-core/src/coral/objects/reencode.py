@@ -69,7 +69,7 @@ class Reencoder:
             return 0
         if was_raw and len(old) == old_head.body + old_head.length:
             data = np.frombuffer(old, dtype=np.uint8, offset=old_head.body)  # no copy
-            if hash_bytes(memoryview(data)) != chunk_id:
+            if hash_bytes(data.data) != chunk_id:
                 raise CorruptObjectError(chunk_id, "content does not match its hash")
         else:
             data = self.reader.read_chunk(chunk_id)
@@ -80,20 +80,20 @@ class Reencoder:
             base = self.reader.read_chunk(base_id)
             if base.nbytes == data.nbytes:
                 delta = encode_delta(
-                    memoryview(data), memoryview(base), base_id, height, itemsize, is_float=is_float(dtype)
+                    data.data, base.data, base_id, height, itemsize, is_float=is_float(dtype)
                 )
         key: bytes | None = None
         if was_raw and self.compress:
             # skip the full keyframe encode when samples say it cannot come near the delta
             if delta is not None and data.nbytes > 4 * SAMPLE_BYTES:
                 lanes = 8 if itemsize == 16 else itemsize
-                est = sum(min(e, 1.0) for e in plane_estimates(memoryview(data), lanes, self.level)) / lanes
+                est = sum(min(e, 1.0) for e in plane_estimates(data.data, lanes, self.level)) / lanes
                 if est * data.nbytes > 1.1 * len(delta):
                     est = -1.0
             else:
                 est = 0.0
             if est >= 0.0:
-                key = encode_chunk(memoryview(data), itemsize, level=self.level, compress=True)
+                key = encode_chunk(data.data, itemsize, level=self.level, compress=True)
         if key is not None and (delta is None or len(delta) * 1.02 >= len(key)):
             blob, base = key, None
         elif delta is not None:
@@ -103,8 +103,8 @@ class Reencoder:
         if len(blob) >= 0.97 * len(old):
             return 0
         # the decoded content is unchanged, so replacing the object keeps every reference valid
-        check = decode_chunk(blob, (lambda _b: base) if base is not None else None)  # type: ignore[arg-type,return-value]
-        if hash_bytes(memoryview(check)) != chunk_id:
+        check = decode_chunk(blob, (lambda _b: base) if base is not None else None)
+        if hash_bytes(check.data) != chunk_id:
             raise CorruptObjectError(chunk_id, "re-encoding did not round-trip")
         self.store.put(chunk_key(chunk_id), blob, overwrite=True)
         return len(old) - len(blob)

@@ -236,7 +236,7 @@ class TensorWriter:
                 entries[name] = TensorEntry(dtype_name(arr.dtype), tuple(arr.shape), [""] * nchunks)
                 if not nbytes:
                     continue
-                view = memoryview(arr.reshape(-1).view(np.uint8))
+                view = arr.reshape(-1).view(np.uint8).data
                 aligned = nchunks > 1  # raw bodies at page boundaries: the chunks can be mapped side by side
                 for i in range(nchunks):
                     part = view[i * CHUNK_BYTES : (i + 1) * CHUNK_BYTES]
@@ -290,7 +290,7 @@ def _packs(
     # export/import round trip (or a save in another order) stores no new pack
     for name, arr in sorted(small, key=lambda item: item[0]):
         dt = dtype_name(arr.dtype)
-        raw = memoryview(arr.reshape(-1).view(np.uint8))
+        raw = arr.reshape(-1).view(np.uint8).data
         pack = packs.get(dt)
         if pack is not None and len(pack.buf) + arr.nbytes > CHUNK_BYTES:
             yield flush(dt)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import re
 from abc import ABC, abstractmethod
+from pathlib import Path
 from collections.abc import Callable, Iterable, Iterator, Sequence
 
 from ..errors import InvalidNameError
@@ -119,9 +120,9 @@ class Store(ABC):
         ``CorruptObjectError``; None when the backend keeps no such record."""
         return None
 
-    def temp_files(self) -> list[str]:
-        """Leftover temp files of interrupted writes (crash leftovers no live writer holds), for ``fsck``.
-        Backends without temp files keep this default: none."""
+    def temp_files(self) -> Sequence[str | Path]:
+        """Leftover temp files (keys, or local paths) of interrupted writes (crash leftovers no live writer
+        holds), for ``fsck``. Backends without temp files keep this default: none."""
         return []
 
     def remove_temp_files(self) -> tuple[int, int]:
@@ -170,19 +171,19 @@ class Store(ABC):
         yield
 
     # staged chunks (written, not yet committed) that a gc in another process must keep
-    def hold_staged(self, token: str, chunk_ids: Iterable[str]) -> None:
+    def hold_staged(self, token: str, chunk_ids: Iterable[str]) -> None:  # noqa: B027 - optional, a no-op by default
         """Record the chunks ``token`` (one Repository) has staged, replacing its earlier record, so that a
         gc in another process keeps them until ``release_staged`` or until this process dies. Called under
         the shared gc lock. The default records nothing (a commit then refuses chunks a gc removed)."""
 
-    def release_staged(self, token: str) -> None:
+    def release_staged(self, token: str) -> None:  # noqa: B027 - optional, a no-op by default
         """Drop the record of ``hold_staged`` (after the commit, or when the staged tensors are discarded)."""
 
     def staged_elsewhere(self) -> set[str]:
         """Chunk ids that live writers hold as staged (gc treats them as live)."""
         return set()
 
-    def close(self) -> None:
+    def close(self) -> None:  # noqa: B027 - optional, a no-op by default
         """Release resources; the default has none."""
 
     def describe(self) -> str:

@@ -47,10 +47,16 @@ def coral_storage_backends(register: Callable[[str, type], None]) -> None:
 @hookimpl
 def coral_get_rng_state() -> dict[str, Any]:
     version, internal, gauss = random.getstate()
-    kind, keys, pos, has_gauss, cached = np.random.get_state(legacy=True)  # type: ignore[misc]
+    kind, keys, pos, has_gauss, cached = np.random.get_state(legacy=True)
     return {
         "python": {"version": version, "state": np.asarray(internal, dtype=np.uint64), "gauss": gauss},
-        "numpy": {"kind": kind, "keys": np.asarray(keys), "pos": int(pos), "has_gauss": int(has_gauss), "cached": float(cached)},
+        "numpy": {
+            "kind": kind,
+            "keys": np.asarray(keys),
+            "pos": int(pos),
+            "has_gauss": int(has_gauss),
+            "cached": float(cached),
+        },
     }
 
 
@@ -69,7 +75,10 @@ def coral_set_rng_state(state: dict[str, Any]) -> None:
     if npy is not None:
         np.random.set_state(
             (
-                str(npy["kind"]), np.asarray(npy["keys"], dtype=np.uint32), int(npy["pos"]),
-                int(npy["has_gauss"]), float(npy["cached"]),
+                str(npy["kind"]),
+                np.asarray(npy["keys"], dtype=np.uint32),
+                int(npy["pos"]),
+                int(npy["has_gauss"]),
+                float(npy["cached"]),
             )
         )

@@ -7,6 +7,7 @@ with a lease. ``S3Files`` (``s3_files.py``) makes both true conditional writes.
 
 from __future__ import annotations
 
+import builtins
 import contextlib
 import hashlib
 import os
@@ -110,7 +111,7 @@ class FsspecFiles:
             if key.startswith(prefix):
                 yield key
 
-    def read_many(self, keys: list[str]) -> dict[str, bytes]:
+    def read_many(self, keys: builtins.list[str]) -> dict[str, bytes]:
         """The bytes of several files at once (concurrently where the filesystem can); absent ones left out."""
         if not keys:
             return {}

@@ -121,7 +121,7 @@ class LeaseLocks:
             self._timeout(name, deadline)
             self._pause(attempt)
             attempt += 1
-        state = {"token": token}
+        state: dict[str, str | None] = {"token": token}
         lock = threading.Lock()
 
         def renew() -> None:

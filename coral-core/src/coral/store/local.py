@@ -8,6 +8,7 @@ are ``atomicfile``'s.
 
 from __future__ import annotations
 
+import builtins
 import contextlib
 import errno
 import fcntl
@@ -421,7 +422,7 @@ class LocalStore(Store):
         for token in list(self._held):
             self.release_staged(token)
 
-    def temp_files(self) -> list[Path]:
+    def temp_files(self) -> builtins.list[Path]:
         """Leftover temp files of interrupted writes and staging records of dead processes (unlocked)."""
         return [p for p, _size in self._stale_temp_files(remove=False)]
 
@@ -430,7 +431,7 @@ class LocalStore(Store):
         found = self._stale_temp_files(remove=True)
         return len(found), sum(size for _p, size in found)
 
-    def _stale_temp_files(self, remove: bool) -> list[tuple[Path, int]]:
+    def _stale_temp_files(self, remove: bool) -> builtins.list[tuple[Path, int]]:
         out = []
         for p in self._tmp.iterdir():
             if not p.name.startswith((".put-", ".staged-")):

@@ -13,11 +13,11 @@ _KNOWN = {
 }
 
 
-def storage_backends() -> dict[str, type]:
+def storage_backends() -> dict[str, type[Store]]:
     """Every URL scheme the installed plugins serve, mapped to its Store class."""
     from ..plugins import get_plugin_manager
 
-    found: dict[str, type] = {}
+    found: dict[str, type[Store]] = {}
 
     def register(scheme: str, cls: type) -> None:
         if not isinstance(cls, type) or not issubclass(cls, Store):

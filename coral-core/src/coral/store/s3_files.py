@@ -9,6 +9,7 @@ Every network error is translated into one line naming the URL and the endpoint.
 
 from __future__ import annotations
 
+import builtins
 import logging
 import threading
 import uuid
@@ -148,7 +149,7 @@ class S3Files(FsspecFiles):
 
         return iter(self._call(run))
 
-    def read_many(self, keys: list[str]) -> dict[str, bytes]:
+    def read_many(self, keys: builtins.list[str]) -> dict[str, bytes]:
         return self._call(lambda: super(S3Files, self).read_many(keys))
 
     # ---- conditional operations (boto3) ---------------------------------------------------------------------

@@ -250,7 +250,11 @@ class StoreContract:
     def test_concurrent_cas_create_has_exactly_one_winner(self, store: Store) -> None:
         for round_ in range(5):
             name = f"heads/race{round_}"
-            won = self._run_threads(lambda i, name=name: store.compare_and_swap(name, None, f"writer-{i}"))
+
+            def create(i: int, name: str = name) -> bool:
+                return store.compare_and_swap(name, None, f"writer-{i}")
+
+            won = self._run_threads(create)
             winners = [i for i, ok in enumerate(won) if ok]
             assert len(winners) == 1, f"round {round_}: {len(winners)} writers won a create-only CAS"
             assert store.get_ref(name) == f"writer-{winners[0]}"

@@ -135,7 +135,7 @@ class CallbackSetup:
             self.save_every_n_epochs = 1
         self.metadata_keys = _metadata_keys(options.get("metadata_keys"), frozenset(reserved_metadata))
         self.retention = {
-            name: options.get(name)  # type: ignore[misc]
+            name: options.get(name)
             for name in ("keep_last_n_checkpoints", "keep_best_n_checkpoints", "keep_checkpoint_every_n_epochs")
         }
         branch = options.get("branch")

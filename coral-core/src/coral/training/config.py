@@ -63,7 +63,9 @@ class CheckpointConfig:
         v = self.save_every_n_steps
         if isinstance(v, str) and v == "auto":
             if self.mean_time_between_failures is None:
-                raise ConfigError("mean_time_between_failures", None, "save_every_n_steps='auto' needs the MTBF in seconds")
+                raise ConfigError(
+                    "mean_time_between_failures", None, "save_every_n_steps='auto' needs the MTBF in seconds"
+                )
         elif v is not None and (isinstance(v, bool) or not isinstance(v, int) or v < 1):
             raise ConfigError("save_every_n_steps", v, "must be a positive integer, 'auto' or None")
         m = self.mean_time_between_failures
@@ -72,7 +74,8 @@ class CheckpointConfig:
         for name in _BOOLS:
             if not isinstance(getattr(self, name), bool):
                 raise ConfigError(name, getattr(self, name), "must be True or False")
-        if self.save_on_best_metric is not None and (not isinstance(self.save_on_best_metric, str) or not self.save_on_best_metric):
+        best = self.save_on_best_metric
+        if best is not None and (not isinstance(best, str) or not best):
             raise ConfigError("save_on_best_metric", self.save_on_best_metric, "must be a metric name")
         if not isinstance(self.commit_message_template, str):
             raise ConfigError("commit_message_template", self.commit_message_template, "must be a format string")
@@ -81,12 +84,16 @@ class CheckpointConfig:
                 if spec and "{" not in spec:
                     format(0.0 if any(c in spec for c in "eEfFgG%") else 0, spec)
         except (ValueError, TypeError) as exc:
-            raise ConfigError("commit_message_template", self.commit_message_template, f"is not a valid format string: {exc}") from None
+            raise ConfigError(
+                "commit_message_template", self.commit_message_template, f"is not a valid format string: {exc}"
+            ) from None
         t = self.early_stopping_threshold
         if isinstance(t, bool) or not isinstance(t, (int, float)) or not _finite(t) or t < 0:
             raise ConfigError("early_stopping_threshold", t, "must be a finite number >= 0")
         if self.early_stopping_patience is not None and self.save_on_best_metric is None:
-            raise ConfigError("early_stopping_patience", self.early_stopping_patience, "needs save_on_best_metric to watch")
+            raise ConfigError(
+                "early_stopping_patience", self.early_stopping_patience, "needs save_on_best_metric to watch"
+            )
         # keep_best_n_checkpoints without save_on_best_metric ranks by loss (lower is better): see SavePolicy
         self.min_free_space = parse_size("min_free_space", self.min_free_space)
         check_push_to(self.push_to)
@@ -99,7 +106,9 @@ class CheckpointConfig:
         known = {f.name for f in fields(cls)}
         unknown = sorted(set(data) - known)
         if unknown:
-            raise ConfigError(unknown[0], data[unknown[0]], f"unknown CheckpointConfig field (known: {', '.join(sorted(known))})")
+            raise ConfigError(
+                unknown[0], data[unknown[0]], f"unknown CheckpointConfig field (known: {', '.join(sorted(known))})"
+            )
         return cls(**data)
 
     @classmethod

@@ -57,13 +57,17 @@ def restore_data_state(sources: Any, state: Any) -> None:
         if isinstance(src, CheckpointableIterator):
             src.set_state(st)
         else:
-            raise InvalidArgumentError("data source", type(src).__name__, "has no set_state() and no plugin restores it")
+            raise InvalidArgumentError(
+                "data source", type(src).__name__, "has no set_state() and no plugin restores it"
+            )
 
     if isinstance(state, Mapping) and "__source__" in state:
         put(sources, state["__source__"])
     elif isinstance(state, Mapping) and "__sources__" in state:
         if not isinstance(sources, Mapping):
-            raise InvalidArgumentError("sources", type(sources).__name__, "state has several named sources: pass a dict")
+            raise InvalidArgumentError(
+                "sources", type(sources).__name__, "state has several named sources: pass a dict"
+            )
         for k, st in state["__sources__"].items():
             if k in sources:
                 put(sources[k], st)

@@ -86,7 +86,11 @@ def encode_inline(value: Any) -> Any:
     arrays: dict[str, np.ndarray] = {}
     skeleton = split_state(value, "t", arrays)
     blobs = {
-        k: {"dtype": dtype_name(a.dtype), "shape": list(a.shape), "b64": base64.b64encode(np.ascontiguousarray(a).tobytes()).decode()}
+        k: {
+            "dtype": dtype_name(a.dtype),
+            "shape": list(a.shape),
+            "b64": base64.b64encode(np.ascontiguousarray(a).tobytes()).decode(),
+        }
         for k, a in arrays.items()
     }
     return {"skeleton": skeleton, NDARRAY: blobs}

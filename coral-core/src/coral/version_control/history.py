@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterator
+from typing import TypeGuard
 
 from ..errors import CoralError, CorruptObjectError, ObjectNotFoundError, RefNotFoundError
 from ..store.base import Store
@@ -13,7 +14,7 @@ COMMIT_ID = re.compile(r"^[0-9a-f]{64}$")
 _CACHE_SIZE = 4096
 
 
-def is_commit_id(value: object) -> bool:
+def is_commit_id(value: object) -> TypeGuard[str]:
     """True for a full 64-hex commit id (what a branch or a parent must hold)."""
     return isinstance(value, str) and COMMIT_ID.fullmatch(value) is not None
 

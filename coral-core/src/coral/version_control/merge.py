@@ -82,9 +82,9 @@ class MergeOptions:
                     param, value, f"is not used by {_names(used)} (it is for {_names(_USES[param])})"
                 )
         for name in sorted(used):
-            param = _REQUIRED.get(name)
-            if param and given[param] is None:
-                raise InvalidArgumentError(param, None, f"{name} needs it ({_HINTS[param]})")
+            needed = _REQUIRED.get(name)
+            if needed and given[needed] is None:
+                raise InvalidArgumentError(needed, None, f"{name} needs it ({_HINTS[needed]})")
         w = _check_weights(weights, needs_positive=bool(used & {"ties", "dare_ties"}))
         if density is not None and (not _is_real(density) or not 0.0 < float(density) <= 1.0):
             raise InvalidArgumentError("density", density, "must be in (0, 1]: the fraction of each task vector kept")

@@ -13,7 +13,13 @@ def validate_ref_name(name: str, what: str = "branch") -> str:
     """Branch/tag names: letters, digits, ``._-`` and ``/``; no ``..``, no leading ``/`` or ``-``, no NUL."""
     if not isinstance(name, str) or not name or len(name) > 200:
         raise InvalidNameError(what, name, "must be a non-empty string of at most 200 characters")
-    if "\x00" in name or ".." in name or name.startswith("/") or name.endswith((".", ".lock")) or not _REF.fullmatch(name):
+    if (
+        "\x00" in name
+        or ".." in name
+        or name.startswith("/")
+        or name.endswith((".", ".lock"))
+        or not _REF.fullmatch(name)
+    ):
         raise InvalidNameError(what, name, "use letters, digits, '.', '_', '-' and '/'; no '..' or leading '/'")
     if name == "HEAD" or re.search(r"[~^]", name):
         raise InvalidNameError(what, name, "reserved name")

@@ -18,9 +18,9 @@ def repack(
     newer commit (see ``Repository.repack``). Returns ``{"chunks": n, "bytes_saved": b}``."""
     heads = set(store.list_refs("heads/").values())
     protected: set[str] = set()
-    for h in heads:
-        if not history.is_pruned(h):
-            for e in history.read_commit(h).tree.values():
+    for head in heads:
+        if not history.is_pruned(head):
+            for e in history.read_commit(head).tree.values():
                 protected.update(e.chunks)
     more: Iterator[str] = iter(())
     if max_commits is None:

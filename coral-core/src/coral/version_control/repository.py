@@ -261,7 +261,9 @@ class Repository:
                 check_stored=False,
             )
 
-    def commit_tree(self, tree: Mapping[str, TensorEntry], message: str, metadata: Mapping[str, Any] | None = None) -> str:
+    def commit_tree(
+        self, tree: Mapping[str, TensorEntry], message: str, metadata: Mapping[str, Any] | None = None
+    ) -> str:
         """Commit tensors whose chunks other writers already stored (e.g. the ranks of a sharded save).
 
         Every chunk is checked to be in the store before the ref moves: a tree with a missing chunk is refused."""

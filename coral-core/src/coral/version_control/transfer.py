@@ -134,7 +134,7 @@ class ChunkCopier:
             raise
         except Exception as exc:  # noqa: BLE001 - whatever damaged bytes make a decoder raise is damage
             raise CorruptObjectError(cid, f"cannot decode: {exc}") from None
-        if hash_bytes(memoryview(data)) != cid:
+        if hash_bytes(data.data) != cid:
             raise CorruptObjectError(cid, "content does not match its hash (not sent)")
 
 
