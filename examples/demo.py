@@ -8,12 +8,11 @@ from __future__ import annotations
 import sys
 
 import torch
-from torch import nn
-from torch.utils.data import DataLoader, TensorDataset
-
 from coral import Repository
 from coral.integrations.pytorch import PyTorchIntegration
 from coral.training import CheckpointConfig, CheckpointManager, TrainingState
+from torch import nn
+from torch.utils.data import DataLoader, TensorDataset
 
 
 def main(repo_dir: str) -> None:

@@ -1,7 +1,6 @@
 """Merging a commit HEAD already contains creates nothing, as git says 'Already up to date'."""
 
 import numpy as np
-
 from coral import Repository
 
 

@@ -174,7 +174,6 @@ def test_unknown_scheme_names_the_scheme_and_what_to_install():
 
 def test_registering_a_plugin_with_an_unknown_hook_is_refused():
     import pytest
-
     from coral import hookimpl, plugins
     from coral.errors import PluginError
 

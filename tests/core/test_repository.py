@@ -406,7 +406,6 @@ def test_ordinary_tensor_names_with_slashes_and_dots_are_fine(repo):
 def test_names_with_a_trailing_newline_are_refused(tmp_path):
     import numpy as np
     import pytest
-
     from coral import Repository
     from coral.errors import InvalidNameError
 

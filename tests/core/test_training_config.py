@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import pytest
-
 from coral.errors import ConfigError
 from coral.training import CheckpointConfig
 

@@ -7,7 +7,6 @@ import json
 import ml_dtypes
 import numpy as np
 import pytest
-
 from coral.errors import InvalidArgumentError
 from coral.training import TrainingState
 

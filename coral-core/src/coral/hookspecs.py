@@ -7,7 +7,8 @@ object?" questions: a plugin returns ``None`` when the object is not its kind.
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import pluggy
 

@@ -25,7 +25,7 @@ log = logging.getLogger(__name__)
 
 _pm: pluggy.PluginManager | None = None
 _lock = threading.Lock()
-_sources: dict[str, "PluginInfo"] = {}
+_sources: dict[str, PluginInfo] = {}
 
 BUILTIN_PLUGINS = ("coral.store.builtin",)
 

@@ -8,9 +8,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from coral.lazy import lazy_exports
-
 from coral.errors import RemotesUnavailableError
+from coral.lazy import lazy_exports
 
 if TYPE_CHECKING:
     from .callback import CoralCallback, CoralLightningCallback

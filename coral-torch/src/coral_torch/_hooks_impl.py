@@ -5,11 +5,9 @@ from __future__ import annotations
 from typing import Any
 
 import torch
-
 from coral.hookspecs import hookimpl
 
 from .convert import numpy_to_tensor, tensor_to_numpy
-
 from .integration import PyTorchIntegration, _set_torch_rng_state, _torch_rng_state
 
 

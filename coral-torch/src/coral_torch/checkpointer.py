@@ -5,8 +5,9 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
+from collections.abc import Mapping
 from types import TracebackType
-from typing import Any, Mapping, Self
+from typing import Any, Self
 
 import torch
 from coral import Repository

@@ -6,8 +6,9 @@ import contextlib
 import json
 import os
 import sys
-from datetime import datetime, timezone
-from typing import Any, Iterator
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from typing import Any
 
 from rich.console import Console
 from rich.progress import (
@@ -44,7 +45,7 @@ class Output:
         """One line, printed literally (no rich markup), never wrapped."""
         self.console.print(text if isinstance(text, Text) else Text(text), soft_wrap=True)
 
-    def table(self, *columns: str, title: str | None = None, right: tuple[str, ...] = ()) -> "PlainTable":
+    def table(self, *columns: str, title: str | None = None, right: tuple[str, ...] = ()) -> PlainTable:
         """A borderless table; cells are plain text (a ``[`` in a tensor name is never rich markup)."""
         table = PlainTable(box=None, header_style="bold", pad_edge=False, show_edge=False)
         table.caption_text = title
@@ -52,7 +53,7 @@ class Output:
             table.add_column(col, justify="right" if col in right else "left", overflow="fold")
         return table
 
-    def print_table(self, table: "PlainTable") -> None:
+    def print_table(self, table: PlainTable) -> None:
         if table.caption_text:
             self.line(table.caption_text)
         if self.console.is_terminal:
@@ -122,7 +123,7 @@ def human_time(ts: float) -> str:
 
 def iso_time(ts: float | None) -> str | None:
     """UTC ISO-8601 time for JSON output (what ``CommitInfo.to_dict`` uses)."""
-    return None if ts is None else datetime.fromtimestamp(ts, tz=timezone.utc).isoformat()
+    return None if ts is None else datetime.fromtimestamp(ts, tz=UTC).isoformat()
 
 
 def ratio(value: float) -> str:

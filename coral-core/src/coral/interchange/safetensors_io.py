@@ -14,9 +14,10 @@ import logging
 import math
 import os
 import struct
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, BinaryIO, Callable, Iterable, Iterator, Mapping
+from typing import Any, BinaryIO
 
 import numpy as np
 
@@ -232,7 +233,7 @@ class SafetensorsReader:
     def close(self) -> None:
         self._fh.close()
 
-    def __enter__(self) -> "SafetensorsReader":
+    def __enter__(self) -> SafetensorsReader:
         return self
 
     def __exit__(self, *exc: object) -> None:

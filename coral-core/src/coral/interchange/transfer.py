@@ -14,9 +14,10 @@ import logging
 import os
 import re
 import tempfile
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator, Mapping
+from typing import Any
 
 import numpy as np
 
@@ -267,7 +268,7 @@ class WeightsFile:
     def close(self) -> None:
         self._close()
 
-    def __enter__(self) -> "WeightsFile":
+    def __enter__(self) -> WeightsFile:
         return self
 
     def __exit__(self, *exc: object) -> None:

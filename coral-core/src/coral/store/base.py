@@ -10,8 +10,8 @@ from __future__ import annotations
 import contextlib
 import re
 from abc import ABC, abstractmethod
-from pathlib import Path
 from collections.abc import Callable, Iterable, Iterator, Sequence
+from pathlib import Path
 
 from ..errors import InvalidNameError
 

@@ -7,10 +7,10 @@ from .iterators import CheckpointableIterator, capture_data_state, restore_data_
 from .layout import STATE_PREFIXES, load_checkpoint_commit
 from .manager import CheckpointManager
 from .policy import SavePolicy
+from .provenance import Provenance, git_info, read_provenance
 from .pusher import BackgroundPusher
 from .retention import RetentionRules, prune_commits, select_kept
 from .rng import capture_random_state, restore_random_state
-from .provenance import Provenance, git_info, read_provenance
 from .state import TrainingState
 from .writer import BackgroundSaver, repack_latest
 

@@ -102,7 +102,7 @@ class CheckpointConfig:
             raise ConfigError("min_free_space", f, "must be a number of bytes >= 0")
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "CheckpointConfig":
+    def from_dict(cls, data: dict[str, Any]) -> CheckpointConfig:
         known = {f.name for f in fields(cls)}
         unknown = sorted(set(data) - known)
         if unknown:
@@ -124,7 +124,7 @@ class CheckpointConfig:
         return cls.from_dict(checkpoint_fields(table, f"{path} [checkpoint]"))
 
     @classmethod
-    def from_env(cls, environ: dict[str, str] | None = None, prefix: str = "CORAL_") -> "CheckpointConfig":
+    def from_env(cls, environ: dict[str, str] | None = None, prefix: str = "CORAL_") -> CheckpointConfig:
         """Build from ``CORAL_<FIELD>`` variables (e.g. ``CORAL_SAVE_EVERY_N_STEPS=500``)."""
         env = os.environ if environ is None else environ
         values: dict[str, Any] = {}

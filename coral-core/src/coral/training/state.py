@@ -81,7 +81,7 @@ class TrainingState:
         return {f.name: getattr(self, f.name) for f in fields(self)}
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "TrainingState":
+    def from_dict(cls, data: dict[str, Any]) -> TrainingState:
         if not isinstance(data, dict):
             raise InvalidArgumentError("data", type(data).__name__, "expected a dict")
         known = {f.name for f in fields(cls)}
@@ -100,7 +100,7 @@ class TrainingState:
         atomic_write(path, json.dumps(inline, allow_nan=False))
 
     @classmethod
-    def load(cls, path: str | os.PathLike[str]) -> "TrainingState":
+    def load(cls, path: str | os.PathLike[str]) -> TrainingState:
         try:
             raw = json.loads(Path(path).read_text(encoding="utf-8"))
         except (OSError, ValueError) as exc:

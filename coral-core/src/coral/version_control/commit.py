@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import time
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 import blake3
@@ -48,7 +48,7 @@ class Commit:
         return blake3.blake3(self.to_bytes()).hexdigest()
 
     @classmethod
-    def from_bytes(cls, commit_id: str, raw: bytes) -> "Commit":
+    def from_bytes(cls, commit_id: str, raw: bytes) -> Commit:
         if blake3.blake3(raw).hexdigest() != commit_id:
             raise CorruptObjectError(commit_id, "commit content does not match its hash")
         try:
@@ -93,7 +93,7 @@ class CommitInfo:
 
     @property
     def time(self) -> datetime:
-        return datetime.fromtimestamp(self.timestamp, tz=timezone.utc)
+        return datetime.fromtimestamp(self.timestamp, tz=UTC)
 
     def to_dict(self) -> dict[str, Any]:
         return {
