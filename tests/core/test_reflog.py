@@ -185,6 +185,12 @@ def test_a_damaged_branch_stops_every_command_and_nothing_is_written(three, cont
     assert repo.reflog("main")[0]["reason"].startswith("reset") and repo.reflog("main")[0]["old"] == content.strip()
 
 
+def test_corrupt_ref_error_is_exported_where_the_other_ref_errors_are():
+    import coral
+
+    assert coral.CorruptRefError is CorruptRefError and issubclass(CorruptRefError, coral.CoralError)
+
+
 def test_a_ref_with_blanks_around_it_reads_as_its_value(three):
     repo, (_c0, _c1, c2) = three
     ref_file(repo, "heads/main").write_text(f"  {c2}\n")
