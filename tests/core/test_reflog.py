@@ -185,6 +185,12 @@ def test_a_damaged_branch_stops_every_command_and_nothing_is_written(three, cont
     assert repo.reflog("main")[0]["reason"].startswith("reset") and repo.reflog("main")[0]["old"] == content.strip()
 
 
+def test_corrupt_ref_error_is_exported_where_the_other_ref_errors_are():
+    import coral
+
+    assert coral.CorruptRefError is CorruptRefError and issubclass(CorruptRefError, coral.CoralError)
+
+
 def test_a_ref_with_blanks_around_it_reads_as_its_value(three):
     repo, (_c0, _c1, c2) = three
     ref_file(repo, "heads/main").write_text(f"  {c2}\n")
@@ -210,6 +216,18 @@ def test_a_damaged_head_or_tag_is_named_by_fsck(three):
         repo.gc()
 
 
+def test_repairing_a_damaged_branch_keeps_its_history_before_the_damage(three, capsys):
+    repo, (c0, c1, c2) = three
+    repo.reset_branch("main", c0)  # a mistake: c1 and c2 are reachable only through the reflog
+    ref_file(repo, "heads/main").write_text("garbage-not-a-hash")
+    code, out, _ = cli(capsys, "-C", str(repo.path), "branch", "--force", "main", c0)
+    assert code == 0
+    assert [e["new"] for e in repo.reflog("main")] == [c0, c0, c2, c1, c0]
+    assert repo.gc()["objects_removed"] == 0
+    repo.reset_branch("main", "main@{2}")
+    assert repo.resolve("main") == c2 and repo.get_weights("main")["w"].data[0] == 2
+
+
 # ---- CLI ---------------------------------------------------------------------------------------------------------
 
 
@@ -232,10 +250,10 @@ def test_cli_reflog_branch_force_and_gc_expire(three, capsys):
 
 
 def test_fsck_names_a_damaged_reflog_entry_and_readers_skip_it(three):
-    repo, (_c0, c1, c2) = three
+    repo, (c0, _c1, c2) = three
     entry = sorted((repo.path / ".coral" / "objects" / "reflog" / "heads" / "main").iterdir())[1]
     entry.write_bytes(entry.read_bytes()[:-3])
     report = repo.fsck()
     assert not report["ok"] and any(entry.name in e for e in report["errors"])
-    assert [e["new"] for e in repo.reflog("main")] == [c2]  # the chain stops at the hole
+    assert [e["new"] for e in repo.reflog("main")] == [c2, c0]  # the hole is skipped, not the history before it
     assert repo.log()[0].hash == c2 and repo.resolve("main@{0}") == c2

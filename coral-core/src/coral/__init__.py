@@ -4,7 +4,7 @@
 """
 
 from .core.weight_tensor import WeightMetadata, WeightTensor
-from .errors import CoralError, CorruptObjectError, RefNotFoundError
+from .errors import CoralError, CorruptObjectError, CorruptRefError, RefNotFoundError
 from .hookspecs import hookimpl
 from .plugins import get_plugin_manager
 from .version_control.repository import Repository
@@ -15,6 +15,7 @@ __version__ = "0.1.0"
 __all__ = [
     "CoralError",
     "CorruptObjectError",
+    "CorruptRefError",
     "RefNotFoundError",
     "Repository",
     "SoupResult",

@@ -99,15 +99,17 @@ class Reflog:
 
     def entries(self, ref: str, current: str | None) -> list[ReflogEntry]:
         """The updates that happened to ``ref``, newest first: the chain back from its ``current`` value
-        (orphans skipped). When no entry reaches ``current`` (a damaged or hand-edited ref), the chain starts
-        at the newest entry."""
+        (orphans skipped). Where no entry reaches the value (a damaged or hand-edited ref, now or before a
+        repair), the chain goes on at the newest older entry, so a repair never hides the history before it."""
         raw = self.raw(ref)
-        if not raw:
-            return []
-        if not any(e.new == current for e in raw):
-            current = raw[-1].new
-        chain = []
-        for e in reversed(raw):
+        first: dict[str | None, int] = {}
+        for i, e in enumerate(raw):
+            first.setdefault(e.new, i)
+        chain: list[ReflogEntry] = []
+        for i in range(len(raw) - 1, -1, -1):
+            e = raw[i]
+            if current is not None and e.new != current and first.get(current, i + 1) > i:
+                current = e.new  # nothing older reaches it: the value was not written by an update
             if e.new == current:
                 chain.append(e)
                 current = e.old
