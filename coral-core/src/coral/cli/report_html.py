@@ -23,7 +23,7 @@ body{font-family:system-ui,-apple-system,Segoe UI,Helvetica,Arial,sans-serif;mar
 h1{font-size:22px;margin:0 0 4px} h2{font-size:17px;margin:28px 0 8px;border-bottom:1px solid #ddd}
 .meta{color:#666;font-size:13px} .charts{display:flex;flex-wrap:wrap;gap:16px}
 svg text{font-size:11px;fill:#444} .axis{stroke:#999;stroke-width:1} .grid{stroke:#eee;stroke-width:1}
-.curve{fill:none;stroke-width:2} .point{stroke:none} .pruned{fill:#fff;stroke-width:1.5}
+.curve{fill:none;stroke-width:2} .pruned{fill:#fff;stroke-width:1.5}
 .best{fill:none;stroke-width:2.5} .edge{stroke:#888;stroke-width:1.5} .commit{stroke:#fff;stroke-width:1.5}
 .bar{fill:#4c78a8} table{border-collapse:collapse;font-size:13px}
 td,th{padding:3px 10px;border-bottom:1px solid #eee;text-align:left;vertical-align:top}
