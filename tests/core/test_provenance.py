@@ -241,6 +241,17 @@ def test_plot_errors_are_one_line(two_runs, capsys):
     assert not (path / "x.png").exists()
 
 
+def test_plot_and_report_refuse_a_bad_output_path_in_one_line(two_runs, capsys):
+    path, _, _ = two_runs
+    for argv, shown in ((("plot", "loss", "-o", str(path / "x.xyz")), "x.xyz"),
+                        (("plot", "loss", "-o", str(path / "nodir" / "x.png")), "nodir"),
+                        (("report", "-o", str(path / "nodir" / "r.html")), "nodir")):
+        code, out, err = cli(capsys, "-C", str(path), *argv)
+        assert code == 1 and err.startswith("error: invalid -o=") and shown in err, err
+        assert len(err.strip().splitlines()) == 1 and "Error:" not in err  # no raw exception text
+    assert not (path / "x.xyz").exists() and not (path / "nodir").exists()
+
+
 def test_plot_without_matplotlib_names_the_extra(two_runs, capsys, monkeypatch):
     path, _, _ = two_runs
     monkeypatch.setitem(sys.modules, "matplotlib", None)  # what an environment without the extra looks like
