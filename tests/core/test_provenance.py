@@ -236,6 +236,8 @@ def test_plot_errors_are_one_line(two_runs, capsys):
     path, _, _ = two_runs
     code, out, err = cli(capsys, "-C", str(path), "plot", "loss", "--branch", "nope")
     assert code == 1 and err.startswith("error: ") and "nope" in err
+    code, out, err = cli(capsys, "-C", str(path), "plot", "loss", "lsos")
+    assert code == 1 and err.startswith("error: invalid METRIC='lsos'") and "recorded: loss, accuracy" in err, err
     code, out, err = cli(capsys, "-C", str(path), "plot", "loss", "-o", str(path / "x.png"), "--size", "big")
     assert code == 1 and "--size" in err and "big" in err
     assert not (path / "x.png").exists()

@@ -63,6 +63,11 @@ def run_plot(repo: Repository, args: argparse.Namespace, out: Output) -> int:
     if args.width < 16 or args.height < 4:
         raise InvalidArgumentError("--width/--height", f"{args.width}x{args.height}", "need at least 16x4")
     data = collect(repo, args.metrics, branches)
+    missing = [m for m, per in data.items() if not any(per.values())]
+    if missing:  # a typo'd metric is an error, not an empty chart
+        metas = [repo.get_commit(c).metadata for b in branches for c in series.branch_commits(repo, b)]
+        recorded = ", ".join(series.metric_names(metas)) or "none"
+        raise InvalidArgumentError("METRIC", missing[0], f"no values on {', '.join(branches)} (recorded: {recorded})")
     if out.json_mode:
         out.json({m: {b: [p.__dict__ for p in pts] for b, pts in per.items()} for m, per in data.items()})
         return 0
