@@ -82,8 +82,9 @@ def test_optimizer_param_groups_in_the_state_become_hparams(tmp_path):
 
 def test_bad_hparams_is_one_clear_error(tmp_path):
     with Repository(tmp_path / "repo", init=True) as repo:
-        with pytest.raises(InvalidArgumentError, match="hparams"):
+        with pytest.raises(InvalidArgumentError, match="hparams") as raised:
             CheckpointManager(repo, experiment_name="x", hparams=[("lr", 0.1)])
+        assert "hparams=[('lr', 0.1)]" in str(raised.value) and "not a list" in str(raised.value)
 
 
 def test_provenance_can_be_switched_off(tmp_path, monkeypatch):
