@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -327,3 +328,16 @@ def test_plot_counts_pruned_checkpoints(tmp_path, capsys):
     points = json.loads(out)["loss"]["main"]
     assert [p["value"] for p in points] == [0.9, 0.5, 0.7]
     assert [p["pruned"] for p in points] == [True, True, False]
+
+
+def test_report_graph_is_wide_enough_for_its_longest_row(tmp_path, capsys):
+    path = tmp_path / "repo"
+    train(path, "a-long-experiment-name-for-the-tag", [0.9, 0.5])
+    report = tmp_path / "r.html"
+    code, out, err = cli(capsys, "-C", str(path), "report", "-o", str(report))
+    assert code == 0, err
+    page = report.read_text()
+    width = int(re.search(r'<svg class="graph"[^>]* width="(\d+)"', page).group(1))
+    rows = re.findall(r'<svg class="graph".*?</svg>', page)[0]
+    longest = max(len(re.sub(r"<[^>]+>", "", t)) for t in re.findall(r"<text[^>]*>.*?</text>", rows))
+    assert width >= 6.5 * longest + 40  # 11 px text is over 6 px a character: the row must not be cut
