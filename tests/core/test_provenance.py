@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -82,8 +83,9 @@ def test_optimizer_param_groups_in_the_state_become_hparams(tmp_path):
 
 def test_bad_hparams_is_one_clear_error(tmp_path):
     with Repository(tmp_path / "repo", init=True) as repo:
-        with pytest.raises(InvalidArgumentError, match="hparams"):
+        with pytest.raises(InvalidArgumentError, match="hparams") as raised:
             CheckpointManager(repo, experiment_name="x", hparams=[("lr", 0.1)])
+        assert "hparams=[('lr', 0.1)]" in str(raised.value) and "not a list" in str(raised.value)
 
 
 def test_provenance_can_be_switched_off(tmp_path, monkeypatch):
@@ -236,9 +238,22 @@ def test_plot_errors_are_one_line(two_runs, capsys):
     path, _, _ = two_runs
     code, out, err = cli(capsys, "-C", str(path), "plot", "loss", "--branch", "nope")
     assert code == 1 and err.startswith("error: ") and "nope" in err
+    code, out, err = cli(capsys, "-C", str(path), "plot", "loss", "lsos")
+    assert code == 1 and err.startswith("error: invalid METRIC='lsos'") and "recorded: loss, accuracy" in err, err
     code, out, err = cli(capsys, "-C", str(path), "plot", "loss", "-o", str(path / "x.png"), "--size", "big")
     assert code == 1 and "--size" in err and "big" in err
     assert not (path / "x.png").exists()
+
+
+def test_plot_and_report_refuse_a_bad_output_path_in_one_line(two_runs, capsys):
+    path, _, _ = two_runs
+    for argv, shown in ((("plot", "loss", "-o", str(path / "x.xyz")), "x.xyz"),
+                        (("plot", "loss", "-o", str(path / "nodir" / "x.png")), "nodir"),
+                        (("report", "-o", str(path / "nodir" / "r.html")), "nodir")):
+        code, out, err = cli(capsys, "-C", str(path), *argv)
+        assert code == 1 and err.startswith("error: invalid -o=") and shown in err, err
+        assert len(err.strip().splitlines()) == 1 and "Error:" not in err  # no raw exception text
+    assert not (path / "x.xyz").exists() and not (path / "nodir").exists()
 
 
 def test_plot_without_matplotlib_names_the_extra(two_runs, capsys, monkeypatch):
@@ -313,3 +328,16 @@ def test_plot_counts_pruned_checkpoints(tmp_path, capsys):
     points = json.loads(out)["loss"]["main"]
     assert [p["value"] for p in points] == [0.9, 0.5, 0.7]
     assert [p["pruned"] for p in points] == [True, True, False]
+
+
+def test_report_graph_is_wide_enough_for_its_longest_row(tmp_path, capsys):
+    path = tmp_path / "repo"
+    train(path, "a-long-experiment-name-for-the-tag", [0.9, 0.5])
+    report = tmp_path / "r.html"
+    code, out, err = cli(capsys, "-C", str(path), "report", "-o", str(report))
+    assert code == 0, err
+    page = report.read_text()
+    width = int(re.search(r'<svg class="graph"[^>]* width="(\d+)"', page).group(1))
+    rows = re.findall(r'<svg class="graph".*?</svg>', page)[0]
+    longest = max(len(re.sub(r"<[^>]+>", "", t)) for t in re.findall(r"<text[^>]*>.*?</text>", rows))
+    assert width >= 6.5 * longest + 40  # 11 px text is over 6 px a character: the row must not be cut

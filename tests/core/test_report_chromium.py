@@ -82,3 +82,26 @@ def test_report_renders_in_headless_chromium(tmp_path):
     assert done.returncode == 0 and shot.exists(), done.stderr[-2000:]
     assert png_size(shot) == (1200, 1400)
     assert shot.stat().st_size > 20_000  # curves, text and bars; a blank page compresses to a few KB
+
+
+def test_pruned_points_render_as_visible_rings(tmp_path):
+    """A pruned checkpoint is drawn hollow: a ring in the branch colour around a white centre, not a gap."""
+    binary = chromium()
+    pytest.importorskip("PIL")
+    from coral.cli import report_html, series
+    from PIL import Image
+
+    values = ((10, 0.9), (20, 0.5), (30, 0.1))
+    points = [series.Point(step=s, value=v, commit=f"{s:064x}", pruned=s < 30, is_best=False) for s, v in values]
+    svg = report_html.metric_svg("loss", {"main": points}, {"main": "#d62728"})
+    page = tmp_path / "chart.html"
+    page.write_text(f"<html><head><style>{report_html.CSS}body{{margin:0}}</style></head><body>{svg}</body></html>")
+    shot = tmp_path / "chart.png"
+    done = run_chromium(binary, f"--screenshot={shot}", "--window-size=500,300", page.as_uri(), home=tmp_path)
+    assert done.returncode == 0 and shot.exists(), done.stderr[-2000:]
+    image = Image.open(shot).convert("RGB")
+    pruned = re.findall(r'class="point pruned" cx="([\d.]+)" cy="([\d.]+)"', svg)
+    cx, cy = float(pruned[1][0]), float(pruned[1][1])  # step 20: clear of the axes
+    ring = [image.getpixel((round(cx + dx), round(cy + dy))) for dx, dy in ((3, 0), (-3, 0), (0, 3), (0, -3))]
+    assert all(r > 150 and g < 110 and b < 110 for r, g, b in ring), ring  # the ring is the branch's red
+    assert min(image.getpixel((round(cx), round(cy)))) > 200  # hollow: a white centre

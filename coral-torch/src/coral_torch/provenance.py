@@ -25,7 +25,10 @@ def environment() -> dict[str, Any]:
 def optimizer_hparams(optimizer: torch.optim.Optimizer) -> dict[str, Any]:
     """The optimizer's class and its first param group's lr, betas, weight decay (...); ``groups`` when several."""
     groups = [{k: json_safe(g[k]) for k in OPTIMIZER_KEYS if k in g} for g in optimizer.param_groups]
-    out: dict[str, Any] = {"name": type(optimizer).__name__}
+    inner = optimizer
+    while isinstance(getattr(inner, "optimizer", None), torch.optim.Optimizer):  # accelerate's wrapper
+        inner = inner.optimizer
+    out: dict[str, Any] = {"name": type(inner).__name__}
     out.update(groups[0] if groups else {})
     if any(g != groups[0] for g in groups[1:]):
         out["groups"] = groups

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import re
+from pathlib import Path
 from typing import Any
 
 from ..errors import InvalidArgumentError, MissingExtraError
@@ -35,6 +36,18 @@ def parse_size(text: str) -> tuple[int, int]:
     return int(m[1]), int(m[2])
 
 
+IMAGE_FORMATS = ("png", "svg", "svgz", "pdf", "eps", "ps", "jpg", "jpeg", "tif", "tiff", "webp")
+
+
+def check_image_path(text: str) -> None:
+    """Refuse an image path matplotlib cannot write (unknown extension, missing folder) before drawing anything."""
+    path = Path(text)
+    if path.suffix.lower().lstrip(".") not in IMAGE_FORMATS:
+        raise InvalidArgumentError("-o", text, f"the extension picks the format: one of {', '.join(IMAGE_FORMATS)}")
+    if not path.parent.is_dir():
+        raise InvalidArgumentError("-o", text, f"folder {str(path.parent)!r} does not exist")
+
+
 def collect(repo: Repository, metrics: list[str], branches: list[str]) -> dict[str, dict[str, list[series.Point]]]:
     """``{metric: {branch: points}}``; a branch without the metric has an empty list."""
     return {m: {b: series.series(repo, b, m) for b in branches} for m in metrics}
@@ -46,9 +59,15 @@ def run_plot(repo: Repository, args: argparse.Namespace, out: Output) -> int:
         repo.resolve(b)  # an unknown branch is one clear error before anything is drawn
     if args.output:
         size = parse_size(args.size)
+        check_image_path(args.output)
     if args.width < 16 or args.height < 4:
         raise InvalidArgumentError("--width/--height", f"{args.width}x{args.height}", "need at least 16x4")
     data = collect(repo, args.metrics, branches)
+    missing = [m for m, per in data.items() if not any(per.values())]
+    if missing:  # a typo'd metric is an error, not an empty chart
+        metas = [repo.get_commit(c).metadata for b in branches for c in series.branch_commits(repo, b)]
+        recorded = ", ".join(series.metric_names(metas)) or "none"
+        raise InvalidArgumentError("METRIC", missing[0], f"no values on {', '.join(branches)} (recorded: {recorded})")
     if out.json_mode:
         out.json({m: {b: [p.__dict__ for p in pts] for b, pts in per.items()} for m, per in data.items()})
         return 0

@@ -8,6 +8,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from ..errors import InvalidArgumentError
 from ..version_control.repository import Repository
 from . import report_html
 from .output import Output, human_bytes
@@ -23,9 +24,11 @@ def add_parser(sub: Any) -> None:
 
 
 def run_report(repo: Repository, args: argparse.Namespace, out: Output) -> int:
+    path = Path(args.output)
+    if not path.parent.is_dir():
+        raise InvalidArgumentError("-o", args.output, f"folder {str(path.parent)!r} does not exist")
     data = report_html.gather(repo, args.branch, args.metric)
     page = report_html.render(data)
-    path = Path(args.output)
     # write beside the target, then rename: a reader never sees half a page
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent if str(path.parent) else ".")
     try:

@@ -23,7 +23,7 @@ body{font-family:system-ui,-apple-system,Segoe UI,Helvetica,Arial,sans-serif;mar
 h1{font-size:22px;margin:0 0 4px} h2{font-size:17px;margin:28px 0 8px;border-bottom:1px solid #ddd}
 .meta{color:#666;font-size:13px} .charts{display:flex;flex-wrap:wrap;gap:16px}
 svg text{font-size:11px;fill:#444} .axis{stroke:#999;stroke-width:1} .grid{stroke:#eee;stroke-width:1}
-.curve{fill:none;stroke-width:2} .point{stroke:none} .pruned{fill:#fff;stroke-width:1.5}
+.curve{fill:none;stroke-width:2} .pruned{fill:#fff;stroke-width:1.5}
 .best{fill:none;stroke-width:2.5} .edge{stroke:#888;stroke-width:1.5} .commit{stroke:#fff;stroke-width:1.5}
 .bar{fill:#4c78a8} table{border-collapse:collapse;font-size:13px}
 td,th{padding:3px 10px;border-bottom:1px solid #eee;text-align:left;vertical-align:top}
@@ -142,6 +142,16 @@ def metric_svg(metric: str, per_branch: dict[str, list[series.Point]], colors: d
     return "".join(parts)
 
 
+def graph_label(data: ReportData, cid: str) -> tuple[str, str, str]:
+    """A graph row's text: hash, refs and message; its key metrics; the pruned mark."""
+    info = data.infos[cid]
+    refs = data.decorations.get(cid, [])
+    metrics = " ".join(f"{k}={v}" for k, v in history.key_metrics(info.metadata, 3))
+    decorated = f"({', '.join(refs)}) " if refs else ""
+    label = f"{cid[:8]} {decorated}{(info.message or '').splitlines()[0][:60]}"
+    return label, metrics, "  [pruned]" if info.pruned else ""
+
+
 def graph_svg(data: ReportData, colors: dict[str, str]) -> str:
     """The commit graph: lanes like ``coral log --graph``, a dot per commit, a line per parent link."""
     rows = [(g, c) for g, c in history.graph_rows(data.order, {c: data.infos[c].parents for c in data.order})
@@ -150,7 +160,9 @@ def graph_svg(data: ReportData, colors: dict[str, str]) -> str:
     row_h, lane_w, left = 22, 18, 16
     lanes = max(lane.values(), default=0) + 1
     text_x = left + lanes * lane_w + 8
-    w, h = max(640, text_x + 560), max(row_h * len(rows) + 10, 30)
+    labels = {cid: graph_label(data, cid) for _, cid in rows}
+    longest = max((len(a) + len(b) + len(c) for a, b, c in labels.values()), default=0)
+    w, h = max(640, text_x + 7 * longest + 40), max(row_h * len(rows) + 10, 30)  # ~7 px a character at 11 px
     y = {cid: 14 + i * row_h for i, (_, cid) in enumerate(rows)}
     x = {cid: left + lane[cid] * lane_w for cid in lane}
     tip_color: dict[str, str] = {}
@@ -164,10 +176,7 @@ def graph_svg(data: ReportData, colors: dict[str, str]) -> str:
                 parts.append(f'<line class="edge" x1="{x[cid]}" y1="{y[cid]}" x2="{x[p]}" y2="{y[p]}"/>')
     for cid in y:
         info = data.infos[cid]
-        refs = data.decorations.get(cid, [])
-        metrics = " ".join(f"{k}={v}" for k, v in history.key_metrics(info.metadata, 3))
-        decorated = f"({', '.join(refs)}) " if refs else ""
-        label = f"{cid[:8]} {decorated}{(info.message or '').splitlines()[0][:60]}"
+        label, metrics, _ = labels[cid]
         parts.append(f'<circle class="commit" cx="{x[cid]}" cy="{y[cid]}" r="5" '
                      f'fill="{tip_color.get(cid, "#555")}"><title>{_esc(cid)}</title></circle>')
         pruned = '<tspan fill="#c33" dx="8">[pruned]</tspan>' if info.pruned else ""

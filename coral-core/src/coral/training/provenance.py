@@ -250,7 +250,9 @@ class Provenance:
 
     def __init__(self, hparams: Mapping[str, Any] | None = None) -> None:
         if hparams is not None and not isinstance(hparams, Mapping):
-            raise InvalidArgumentError("hparams", type(hparams).__name__, "expected a mapping such as {'lr': 0.001}")
+            shown = hparams if len(repr(hparams)) <= 80 else f"<{type(hparams).__name__}>"
+            raise InvalidArgumentError("hparams", shown, f"expected a mapping such as {{'lr': 0.001}}, "
+                                       f"not a {type(hparams).__name__} (vars(args) for an argparse Namespace)")
         self.hparams: dict[str, Any] = json_safe(dict(hparams or {}))
         self.enabled = enabled_by_environment()
         if self.enabled:
