@@ -7,6 +7,7 @@ from .iterators import CheckpointableIterator, capture_data_state, restore_data_
 from .layout import STATE_PREFIXES, load_checkpoint_commit
 from .manager import CheckpointManager
 from .policy import SavePolicy
+from .preemption import PreemptionGuard, PreemptionHandler, exit_code
 from .retention import RetentionRules, prune_commits, select_kept
 from .rng import capture_random_state, restore_random_state
 from .state import TrainingState
@@ -22,10 +23,13 @@ __all__ = [
     "CheckpointManager",
     "CheckpointableIterator",
     "RetentionRules",
+    "PreemptionGuard",
+    "PreemptionHandler",
     "SavePolicy",
     "TrainingState",
     "capture_data_state",
     "capture_random_state",
+    "exit_code",
     "load_checkpoint_commit",
     "prune_commits",
     "repack_latest",
