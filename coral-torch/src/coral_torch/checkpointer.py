@@ -11,12 +11,18 @@ import torch
 from coral import Repository
 from coral.errors import InvalidArgumentError
 from coral.integrations.trackers import Tracker
-from coral.training import CheckpointConfig, CheckpointManager, TrainingState
+from coral.training import CheckpointConfig, CheckpointManager, PreemptionGuard, TrainingState
 
 from . import _state
 from .data import is_mid_epoch
 
 log = logging.getLogger(__name__)
+
+
+def _global_rank() -> int:
+    """This process's rank in an initialised torch.distributed group (0 otherwise)."""
+    dist = torch.distributed
+    return dist.get_rank() if dist.is_available() and dist.is_initialized() else 0
 
 
 class Checkpointer:
@@ -27,6 +33,10 @@ class Checkpointer:
     next, so ``for epoch in range(ckpt.epoch, N)`` neither repeats nor skips one. With no save rule given,
     it saves every epoch. As a context manager it starts and ends the tracker run (``"completed"``, or
     ``"failed"`` when an exception escapes).
+
+    Preemption (``save_on_preemption``, on by default): after SIGTERM, the next ``log()`` saves at its step
+    and ``should_stop`` turns True; break out of the loop and leaving the ``with`` block (or
+    ``exit_if_preempted()``) raises ``SystemExit(143)``.
     """
 
     def __init__(
@@ -76,8 +86,10 @@ class Checkpointer:
         self._run_open = False
         self.resumed_from: str | None = None
         self.manager.register_checkpoint_callback(self._saved)
+        self.preemption = PreemptionGuard.from_config(config)
         if resume:
             self._resume(best=resume == "best")
+        self.preemption.install()
 
     # ---- resume ------------------------------------------------------------------------------------------
     def _resume(self, best: bool) -> None:
@@ -112,13 +124,28 @@ class Checkpointer:
             numeric = {k: v for k, v in values.items() if _state.finite(v)}
             if numeric:
                 self.tracker.log_metrics(numeric, step=self._global_step)
-        probe = self._state(epoch, values, with_tensors=False)
-        if self.manager.should_save_checkpoint(probe):
-            state = self._state(epoch, values, with_tensors=True)
-            commit = self.manager.save_checkpoint(_state.model_weights(self.model, self.manager), state, force=True)
+        if self.preemption.check():  # every rank alike (an all-reduce in a process group)
+            commit = self._save_preempted(epoch, values)
         else:
-            commit = self.manager.save_checkpoint({}, probe)  # keeps early-stopping counts; saves nothing
+            probe = self._state(epoch, values, with_tensors=False)
+            if self.manager.should_save_checkpoint(probe):
+                state = self._state(epoch, values, with_tensors=True)
+                commit = self.manager.save_checkpoint(_state.model_weights(self.model, self.manager), state, force=True)
+            else:
+                commit = self.manager.save_checkpoint({}, probe)  # keeps early-stopping counts; saves nothing
         self._epoch = epoch if self.data is not None and is_mid_epoch(self.data) else epoch + 1
+        return commit
+
+    def _save_preempted(self, epoch: int, values: dict[str, Any]) -> str | None:
+        """The preemption checkpoint at this very step (rank 0 commits), waited for within the deadline."""
+        commit = None
+        if _global_rank() == 0:
+            state = self._state(epoch, values, with_tensors=True)
+            commit = self.manager.save_checkpoint(
+                _state.model_weights(self.model, self.manager), state, force=True,
+                metadata=self.preemption.metadata(self._global_step), synchronous=True,
+            )
+        self.preemption.finish(self.manager.wait, commit)
         return commit
 
     def save(self, epoch: int | None = None, step: int | None = None, **metrics: Any) -> str | None:
@@ -167,16 +194,28 @@ class Checkpointer:
         self._run_open = True
 
     def close(self, status: str = "completed") -> None:
-        """Wait for pending saves and end the tracker run with ``status``."""
+        """Wait for pending saves, end the tracker run with ``status`` and put the signal handlers back."""
+        if self.preemption.should_stop and status == "completed":
+            status = "killed"  # the tracker run ends KILLED, like a run stopped by a signal
         try:
             self.manager.wait()
         except BaseException:
             status = "failed"
             raise
         finally:
+            self.preemption.uninstall()
             if self.tracker is not None and self._run_open:
                 self.tracker.end_run(status)
                 self._run_open = False
+
+    @property
+    def should_stop(self) -> bool:
+        """True once a preemption signal arrived and its checkpoint is saved: end the training loop now."""
+        return self.preemption.should_stop
+
+    def exit_if_preempted(self) -> None:
+        """Raise ``SystemExit(128 + signum)`` (143 for SIGTERM) if the run stopped for a preemption."""
+        self.preemption.exit_if_preempted()
 
     def __enter__(self) -> Self:
         self._ensure_run()
@@ -186,6 +225,8 @@ class Checkpointer:
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
         self.close("failed" if exc_type is not None else "completed")
+        if exc_type is None:
+            self.exit_if_preempted()  # the process reports the signal's conventional code (143 for SIGTERM)
 
     # ---- properties --------------------------------------------------------------------------------------
     @property

@@ -11,7 +11,7 @@ import torch
 from coral import Repository
 from coral.errors import InvalidArgumentError
 from coral.integrations.trackers import Tracker
-from coral.training import CheckpointConfig, CheckpointManager, TrainingState
+from coral.training import CheckpointConfig, CheckpointManager, PreemptionGuard, TrainingState
 
 from . import _state
 
@@ -20,12 +20,19 @@ log = logging.getLogger(__name__)
 EVENTS = ("epoch_end", "step_end", "checkpoint_save")
 
 
+def _global_rank() -> int:
+    dist = torch.distributed
+    return dist.get_rank() if dist.is_available() and dist.is_initialized() else 0
+
+
 class CoralTrainer:
     """Checkpoints a training loop you write yourself: call ``step()`` per batch and ``epoch_end(epoch)`` per epoch.
 
     ``epoch_end`` steps the scheduler (when set) and then saves when the CheckpointConfig says so (with no
     config: every epoch), so the saved scheduler state is the one the next epoch starts from. Checkpoints hold
     the model's full ``state_dict``, the optimizer and scheduler states, every RNG and the data order (``set_data``).
+    After a preemption signal, ``step()`` saves at that step and ``should_stop`` turns True; ``close()`` then
+    raises ``SystemExit(128 + signum)``.
     """
 
     def __init__(
@@ -56,6 +63,8 @@ class CoralTrainer:
         self._callbacks: dict[str, list[Callable[..., Any]]] = {e: [] for e in EVENTS}
         self._tracking = False
         self.manager.register_checkpoint_callback(self._saved)
+        self.preemption = PreemptionGuard.from_config(self.config)
+        self.preemption.install()
 
     # ---- setup -------------------------------------------------------------------------------------------
     def set_optimizer(self, optimizer: torch.optim.Optimizer) -> None:
@@ -95,10 +104,20 @@ class CoralTrainer:
         self.training_metrics.update({k: _state.number(k, v) for k, v in metrics.items()})
         self._log_metrics({"loss": loss, **metrics} if loss is not None else metrics)
         self._fire("step_end", self)
+        epoch = self.current_epoch + 1 if self._epoch_complete else self.current_epoch
+        if self.preemption.check():  # every rank alike; rank 0 commits at exactly this step
+            commit = None
+            if _global_rank() == 0:
+                state = self._state(epoch, epoch_complete=False, with_tensors=True)
+                commit = self.manager.save_checkpoint(
+                    _state.model_weights(self.model, self.manager), state, force=True,
+                    metadata=self.preemption.metadata(self.global_step), synchronous=True,
+                )
+            self.preemption.finish(self.manager.wait, commit)
+            return commit
         every = self.config.save_every_n_steps
         if not every:
             return None
-        epoch = self.current_epoch + 1 if self._epoch_complete else self.current_epoch
         with _state.policy_view(self.manager, steps=True, epochs=False):
             if every == "auto":
                 probe = self._state(epoch, epoch_complete=False, with_tensors=False)
@@ -223,15 +242,24 @@ class CoralTrainer:
         self.manager.wait()
 
     def close(self, status: str = "completed") -> None:
-        """Wait for pending saves and end the tracker run (``"completed"`` or ``"failed"``)."""
+        """Wait for pending saves and end the tracker run (``"completed"`` or ``"failed"``); after a preemption,
+        put the signal handlers back and raise ``SystemExit(128 + signum)``."""
+        preempted = self.preemption.should_stop
         try:
             self.manager.wait()
         except BaseException:
             status = "failed"
             raise
         finally:
+            self.preemption.uninstall()
             if self.tracker is not None:
-                self.tracker.end_run(status)
+                self.tracker.end_run("killed" if preempted and status == "completed" else status)
+        self.preemption.exit_if_preempted()
+
+    @property
+    def should_stop(self) -> bool:
+        """True once a preemption signal arrived and its checkpoint is saved: end the training loop now."""
+        return self.preemption.should_stop
 
     # ---- internals ---------------------------------------------------------------------------------------
     def _state(self, epoch: int, *, epoch_complete: bool, with_tensors: bool) -> TrainingState:

@@ -22,7 +22,9 @@ class CallbackOptions(TypedDict, total=False):
     ``push_to`` [None]: not available yet; ``include_optimizer`` [True]: optimizer and scheduler state too;
     ``metadata_keys`` [none]: extra values recorded in each commit; ``keep_last_n_checkpoints``,
     ``keep_best_n_checkpoints``, ``keep_checkpoint_every_n_epochs`` [None]: retention (see CheckpointConfig);
-    ``experiment_name`` [from the branch]: the CheckpointManager history the checkpoints go to.
+    ``experiment_name`` [from the branch]: the CheckpointManager history the checkpoints go to;
+    ``save_on_preemption`` [True], ``preemption_signals`` [("SIGTERM",)], ``preemption_deadline`` [90.0]:
+    save, stop and exit 128+signum when the machine is being taken away (see CheckpointConfig).
     """
 
     save_every_n_epochs: int | None
@@ -37,6 +39,9 @@ class CallbackOptions(TypedDict, total=False):
     keep_best_n_checkpoints: int | None
     keep_checkpoint_every_n_epochs: int | None
     experiment_name: str | None
+    save_on_preemption: bool
+    preemption_signals: tuple[str, ...]
+    preemption_deadline: float
 
 
 OPTION_NAMES = frozenset(CallbackOptions.__annotations__)
@@ -142,6 +147,11 @@ class CallbackSetup:
             name: options.get(name)  # type: ignore[misc]
             for name in ("keep_last_n_checkpoints", "keep_best_n_checkpoints", "keep_checkpoint_every_n_epochs")
         }
+        self.preemption_options = {
+            name: options[name]  # type: ignore[literal-required]
+            for name in ("save_on_preemption", "preemption_signals", "preemption_deadline") if name in options
+        }
+        CheckpointConfig(**self.preemption_options)  # bad values: one clear line, before anything is opened
         branch = options.get("branch")
         if branch is not None:
             validate_ref_name(branch, "branch")
@@ -165,6 +175,7 @@ class CallbackSetup:
             "save_scheduler_state": self.include_optimizer,
             "save_random_state": True,
             **self.retention,
+            **getattr(self, "preemption_options", {}),
         }
         values.update(overrides)
         return CheckpointConfig(**values)
