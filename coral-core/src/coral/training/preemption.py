@@ -218,6 +218,11 @@ class PreemptionGuard:
         log.warning("preemption: %s received; saving a checkpoint at this step, then stopping", self.handler.signal_name)
         return True
 
+    @property
+    def due(self) -> bool:
+        """True from the step boundary where the preemption was agreed on (the save may still be to do)."""
+        return self._due
+
     def metadata(self, step: int) -> dict[str, Any]:
         assert self.handler is not None
         return self.handler.metadata(step)
