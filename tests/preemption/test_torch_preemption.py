@@ -5,9 +5,8 @@ from __future__ import annotations
 import signal
 from pathlib import Path
 
-from safetensors.torch import load_file
-
 from preempt_helpers import commits, preempted_commits, run, signal_at_step, start, stopped_step
+from safetensors.torch import load_file
 
 
 def test_sigterm_mid_epoch_saves_that_step_exits_143_and_resumes_bit_exact(tmp_path: Path) -> None:

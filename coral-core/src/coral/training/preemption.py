@@ -32,7 +32,9 @@ def check_signals(value: Any) -> tuple[str, ...]:
     """Validate ``preemption_signals`` (names such as ``"SIGTERM"``, or a single name) as a tuple of names."""
     names = (value,) if isinstance(value, str) else value
     if not isinstance(names, (tuple, list)) or not names:
-        raise ConfigError("preemption_signals", value, f"must be a non-empty tuple of signal names from {ACCEPTED_SIGNALS}")
+        raise ConfigError(
+            "preemption_signals", value, f"must be a non-empty tuple of signal names from {ACCEPTED_SIGNALS}"
+        )
     out: list[str] = []
     for name in names:
         if not isinstance(name, str) or name.upper() not in ACCEPTED_SIGNALS:
@@ -215,7 +217,9 @@ class PreemptionGuard:
             return False
         self.handler.request(signum)
         self._due = True
-        log.warning("preemption: %s received; saving a checkpoint at this step, then stopping", self.handler.signal_name)
+        log.warning(
+            "preemption: %s received; saving a checkpoint at this step, then stopping", self.handler.signal_name
+        )
         return True
 
     @property
