@@ -13,6 +13,7 @@ from coral.errors import (
     InvalidArgumentError,
     InvalidNameError,
     RepositoryNotFoundError,
+    UnknownRemoteError,
 )
 from coral_lightning import CoralCallback, CoralCheckpointIO, CoralLightningCallback, RemotesUnavailableError
 
@@ -48,10 +49,11 @@ def test_exactly_one_of_repo_and_repo_path(tmp_path) -> None:
         CoralCallback(repo=str(tmp_path / "r"))  # type: ignore[arg-type]
 
 
-def test_push_to_says_remotes_are_not_available(tmp_path) -> None:
-    with pytest.raises(RemotesUnavailableError, match="remotes are not available yet") as info:
+def test_push_to_an_unknown_remote_fails_at_construction(tmp_path) -> None:
+    with pytest.raises(UnknownRemoteError, match="remote='origin'") as info:
         CoralCallback(repo_path=tmp_path / "r", init=True, push_to="origin")
-    assert isinstance(info.value, CoralError) and isinstance(info.value, NotImplementedError)
+    assert isinstance(info.value, CoralError)
+    assert issubclass(RemotesUnavailableError, CoralError)  # still importable for old code
 
 
 @pytest.mark.parametrize(

@@ -31,3 +31,24 @@ def test_sigterm_mid_epoch_saves_that_step_exits_143_and_resumes_bit_exact(tmp_p
     assert a.keys() == b.keys()
     for k in a:
         assert a[k].dtype == b[k].dtype and a[k].numpy().tobytes() == b[k].numpy().tobytes(), k
+
+
+def test_sigterm_with_push_to_s3_the_preemption_checkpoint_is_on_the_remote_when_the_process_exits(
+    tmp_path: Path, s3_url: str
+) -> None:
+    from coral import Repository
+
+    Repository(s3_url, init=True).close()  # the remote: a repository on moto's S3 server
+    repo = tmp_path / "repo"
+    with Repository(repo, init=True) as local:
+        local.add_remote("origin", s3_url)
+    out = tmp_path / "out.safetensors"
+    proc = start("torch_run.py", str(repo), str(out), "--sleep", "0.05", "--push-to", "origin")
+    lines = signal_at_step(proc, 4, signal.SIGTERM)
+    assert proc.returncode == 143, "\n".join(lines[-30:])
+    marks = [c for c in commits(repo) if (c.metadata or {}).get("preempted")]
+    assert len(marks) == 1
+    with Repository(s3_url) as remote:  # nothing runs any more: what is there was pushed before the exit
+        on_remote = [c for c in remote.log() if c.hash == marks[0].hash]
+        assert on_remote and on_remote[0].metadata["preempted"] == {"signal": "SIGTERM", "step": stopped_step(lines)}
+        assert remote.fsck()["ok"]

@@ -1,6 +1,6 @@
 """A plain PyTorch loop with Checkpointer, for the preemption tests (run in a real subprocess).
 
-``python torch_run.py REPO OUT [--user-handler FILE] [--sleep S]``: resumes what REPO holds, prints
+``python torch_run.py REPO OUT [--user-handler FILE] [--sleep S] [--push-to REMOTE]``: resumes what REPO holds, prints
 ``step N`` after each step, stops when ``ckpt.should_stop`` (a preemption) and writes the final weights to OUT.
 """
 
@@ -26,6 +26,7 @@ def main() -> None:
     ap.add_argument("--epochs", type=int, default=2)
     ap.add_argument("--sleep", type=float, default=0.0)
     ap.add_argument("--user-handler", default=None, help="install a SIGTERM handler first; it writes this file")
+    ap.add_argument("--push-to", default=None, help="a remote of REPO each checkpoint is pushed to (push_to)")
     args = ap.parse_args()
     if args.user_handler:
         def user_handler(signum: int, frame: object) -> None:
@@ -44,7 +45,8 @@ def main() -> None:
     model = nn.Sequential(nn.Linear(8, 16), nn.ReLU(), nn.Dropout(0.3), nn.Linear(16, 3))
     opt = torch.optim.AdamW(model.parameters(), lr=0.05)
     # no save rule fires within the run: the only checkpoint is the preemption one
-    with Checkpointer(model, args.repo, "pre", optimizer=opt, data=data, every_n_steps=10_000, resume=True) as ckpt:
+    with Checkpointer(model, args.repo, "pre", optimizer=opt, data=data, every_n_steps=10_000, resume=True,
+                      push_to=args.push_to) as ckpt:
         step = ckpt.global_step
         for epoch in range(ckpt.epoch, args.epochs):
             for x, y in data:

@@ -297,6 +297,8 @@ class CoralTrainerCallback(TrainerCallback, CallbackSetup):
             hf["values"] = json_safe(
                 {k: v for k in self.metadata_keys if (v := _lookup(k, numbers, logs, state)) is not None}
             )
+        self.manager.provenance.add_source(args)  # provenance: TrainingArguments' lr, batch size, seed...
+        self.manager.provenance.add_source(optimizer, "optimizer")
         commit = self.manager.save_checkpoint(
             PyTorchIntegration.model_to_weights(model), training_state, force=True,
             metadata={"hf": hf, **(extra or {})}, synchronous=extra is not None,

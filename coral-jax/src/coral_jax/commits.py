@@ -9,6 +9,7 @@ from typing import Any
 import numpy as np
 from coral import Repository
 from coral.errors import InvalidArgumentError
+from coral.training.provenance import Provenance
 
 from .pytree import flatten_pytree, unflatten_pytree
 
@@ -38,7 +39,7 @@ def commit_arrays(
     """Stage ``arrays`` and commit them with the structure (and ``info``) under ``metadata["coral_jax"]``."""
     if not arrays:
         raise InvalidArgumentError("tree", "no arrays", "a checkpoint needs at least one array leaf")
-    meta = dict(metadata or {})
+    meta = Provenance().capture() | dict(metadata or {})  # provenance: versions, device, code commit (issue 29)
     if META_KEY in meta:
         raise InvalidArgumentError("metadata", META_KEY, "is reserved for coral-jax")
     meta[META_KEY] = {"structure": structure, **dict(info or {})}

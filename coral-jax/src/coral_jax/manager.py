@@ -21,6 +21,7 @@ import numpy as np
 from coral import Repository
 from coral.errors import ConfigError, InvalidArgumentError, RefNotFoundError
 from coral.training import (
+    BackgroundPusher,
     BackgroundSaver,
     CheckpointConfig,
     PreemptionGuard,
@@ -31,6 +32,7 @@ from coral.training import (
     restore_random_state,
     select_kept,
 )
+from coral.training.config import check_push_to
 from coral.training.tensors_in_state import join_state, split_state
 from coral.version_control.jsonsafe import from_jsonable, to_jsonable
 from coral.version_control.names import validate_ref_name
@@ -53,7 +55,8 @@ class CoralCheckpointManagerOptions:
     ``save_interval_steps``: ``save`` skips steps not divisible by it (the first save always happens);
     ``enable_async``: write in a background thread. Unlike Orbax the newest checkpoint is always kept, so
     there is always a resume point. ``save_rng_state`` captures every plugin's generators (python, numpy,
-    torch, tracked JAX keys) and ``restore`` puts them back; ``use_deltas`` delta-encodes the previous step.
+    torch, tracked JAX keys) and ``restore`` puts them back; ``use_deltas`` delta-encodes the previous step;
+    ``push_to`` names a remote each saved step is pushed to in the background (``wait_until_finished`` waits).
     ``save_on_preemption`` / ``preemption_signals`` / ``preemption_deadline``: as in CheckpointConfig; test
     ``reached_preemption(step)`` in the loop.
     """
@@ -67,11 +70,13 @@ class CoralCheckpointManagerOptions:
     enable_async: bool = False
     save_rng_state: bool = False
     use_deltas: bool = True
+    push_to: str | None = None
     save_on_preemption: bool = True
     preemption_signals: tuple[str, ...] = ("SIGTERM",)
     preemption_deadline: float = 90.0
 
     def __post_init__(self) -> None:
+        check_push_to(self.push_to)
         # the same checks (and one-line errors) as CheckpointConfig's
         CheckpointConfig(
             save_on_preemption=self.save_on_preemption, preemption_signals=self.preemption_signals,
@@ -171,6 +176,8 @@ class CoralCheckpointManager:
         self.name = validate_ref_name(name or self.repository.current_branch or "default", "manager name")
         self._lock = threading.RLock()
         self._saver = BackgroundSaver(f"jax-{self.name}")
+        push_to = self.options.push_to
+        self._pusher = BackgroundPusher(self.repository, push_to) if push_to else None
         self._inflight: int | None = None
         self._checkpoints = read_index(self.repository, self.name)
         o = self.options
@@ -274,7 +281,7 @@ class CoralCheckpointManager:
         arrays are copied to host memory here and written in a background thread.
         """
         step = _check_step(step)
-        self._saver.raise_pending()
+        self._raise_pending()
         if not force and not self.should_save(step):
             return False
         if step in self.all_steps():
@@ -303,7 +310,8 @@ class CoralCheckpointManager:
             if preempted:
                 self._preemption.finish(self.wait_until_finished, cid)
             return True
-        self.wait_until_finished()
+        self._saver.wait()  # the previous save, not the pushes: the training loop never waits on the network
+        self._raise_pending()
         with self._lock:
             self._inflight = step
         self._saver.start(self._write, *job, on_done=self._finished)
@@ -329,11 +337,21 @@ class CoralCheckpointManager:
         self._apply_retention()
         if self.options.use_deltas:
             repack_latest(repo, f"step {step}")
+        if self._pusher is not None:  # in the background: the training loop never waits on the network
+            self._pusher.request()
         return cid
 
+    def _raise_pending(self) -> None:
+        """Raise (once) the error of a background save or push that failed."""
+        self._saver.raise_pending()
+        if self._pusher is not None:
+            self._pusher.raise_pending()
+
     def wait_until_finished(self) -> None:
-        """Block until a background save is written; re-raise its error if it failed."""
+        """Block until a background save is written and pushed (``push_to``); re-raise an error if one failed."""
         self._saver.wait()
+        if self._pusher is not None:
+            self._pusher.wait()
 
     def close(self) -> None:
         """Finish pending writes and put the signal handlers back."""

@@ -16,6 +16,7 @@ from coral.training.layout import model_only
 from coral.version_control.repository import Repository
 from coral_torch import PyTorchIntegration
 
+from . import loader_state
 from ._compat import LIGHTNING_PACKAGE, LIGHTNING_VERSION, Callback, Checkpoint
 from ._state import FORMAT, PER_RANK, plain, rng_for_rank, split_checkpoint
 from .io import CoralCheckpointIO, is_coral_path, parse_coral_path
@@ -74,6 +75,8 @@ class CoralCallback(Callback, CallbackSetup):
         self.last_commit_hash: str | None = None
         self._resumed_from: str | None = None
         self._pending_rng: Any = None
+        self._pending_loaders: Any = None
+        self._epoch_start_loaders: dict[str, Any] = {}
         self._fit_started = False
         self._last_step_saved = -1
         self._warned_missing = False
@@ -142,11 +145,14 @@ class CoralCallback(Callback, CallbackSetup):
     def setup(self, trainer: Any, pl_module: Any, stage: str) -> None:
         self._install_io(trainer)
         self._allow_fresh_start(trainer)
+        self._restore_loaders_before_first_iter(trainer)
         if not any(isinstance(cb, _CoralSaver) and cb.owner is self for cb in trainer.callbacks):
             trainer.callbacks.append(_CoralSaver(self))
         if stage == "fit":
             self._fit_started = False
             self._pending_rng = None
+            self._pending_loaders = None
+            self._epoch_start_loaders = {}
             self._resumed_from = None
             self._last_step_saved = -1
             if trainer.is_global_zero:
@@ -171,6 +177,27 @@ class CoralCallback(Callback, CallbackSetup):
 
         resume_start._coral_wrapped = True  # type: ignore[attr-defined]
         connector.resume_start = resume_start
+
+    def _restore_loaders_before_first_iter(self, trainer: Any) -> None:
+        """Lightning creates the first epoch's iterator inside ``setup_data`` (drawing the workers' base seed from
+        the loader's generator) before any epoch hook: restore the generators right before that, at the point
+        where Lightning restores stateful loaders itself."""
+        loop = getattr(trainer, "fit_loop", None)
+        original = getattr(loop, "_load_combined_loader_states", None)
+        if original is None or getattr(original, "_coral_wrapped", False):
+            return
+
+        def load_states() -> None:
+            self._apply_pending_loaders(trainer)
+            return original()
+
+        load_states._coral_wrapped = True  # type: ignore[attr-defined]
+        loop._load_combined_loader_states = load_states
+
+    def _apply_pending_loaders(self, trainer: Any) -> None:
+        if self._pending_loaders:
+            loader_state.restore(trainer, self._pending_loaders)
+        self._pending_loaders = None
 
     def on_fit_start(self, trainer: Any, pl_module: Any) -> None:
         for key in self.metadata_keys:
@@ -208,6 +235,7 @@ class CoralCallback(Callback, CallbackSetup):
             )
         self._resumed_from = info.get("commit")
         self._pending_rng = rng_for_rank(info.get("random_state"), trainer.global_rank)
+        self._pending_loaders = rng_for_rank(info.get("loaders"), trainer.global_rank)
         if self._fit_started:  # strategies that restore after setup
             self._restore_rng()
 
@@ -215,6 +243,11 @@ class CoralCallback(Callback, CallbackSetup):
         if self._pending_rng:
             hook().coral_set_rng_state(state=dict(self._pending_rng))
         self._pending_rng = None
+
+    def on_train_epoch_start(self, trainer: Any, pl_module: Any) -> None:
+        """Put back the loaders' generators if Lightning offered no earlier point, then note their state."""
+        self._apply_pending_loaders(trainer)
+        self._epoch_start_loaders = loader_state.capture(trainer)
 
     def _on_train_batch_end(self, trainer: Any, pl_module: Any) -> None:
         n = self.save_every_n_steps
@@ -292,6 +325,15 @@ class CoralCallback(Callback, CallbackSetup):
             return {PER_RANK: every}
         return merged
 
+    def _gather(self, trainer: Any, value: Any) -> Any:
+        """Every rank's value under ``PER_RANK`` in a multi-process run (a collective), else the value itself."""
+        dist = torch.distributed
+        if trainer.world_size > 1 and dist.is_available() and dist.is_initialized():
+            every: list[Any] = [None] * dist.get_world_size()
+            dist.all_gather_object(every, value)
+            return {PER_RANK: every}
+        return value
+
     def _maybe_save(
         self, trainer: Any, pl_module: Any, periodic: bool, trigger: str, epoch_end: bool, preempted: bool = False
     ) -> str | None:
@@ -309,12 +351,15 @@ class CoralCallback(Callback, CallbackSetup):
             return None
         checkpoint = trainer._checkpoint_connector.dump_checkpoint(weights_only=False)  # every rank: may be collective
         rng = self._rng(trainer)
+        loaders = self._gather(trainer, loader_state.capture(trainer) if epoch_end else self._epoch_start_loaders)
         outcome: tuple[str, Any] = ("ok", None)
         error: BaseException | None = None
         if trainer.is_global_zero:
             try:
                 extra = self.preemption.metadata(state.global_step) if preempted else None
-                outcome = ("ok", self._commit(trainer, pl_module, state, checkpoint, rng, "+".join(reasons), extra))
+                outcome = (
+                    "ok", self._commit(trainer, pl_module, state, checkpoint, rng, "+".join(reasons), loaders, extra)
+                )
             except Exception as exc:  # noqa: BLE001 - every rank must leave the broadcast below, then fail together
                 outcome, error = ("error", f"{type(exc).__name__}: {exc}"), exc
         outcome = trainer.strategy.broadcast(outcome, src=0)
@@ -340,7 +385,7 @@ class CoralCallback(Callback, CallbackSetup):
 
     def _commit(
         self, trainer: Any, pl_module: Any, state: TrainingState, checkpoint: dict[str, Any], rng: Any, trigger: str,
-        extra: Mapping[str, Any] | None = None,
+        loaders: Any = None, extra: Mapping[str, Any] | None = None,
     ) -> str:
         self._checkout_branch()
         parts = split_checkpoint(checkpoint, self.include_optimizer)
@@ -348,6 +393,8 @@ class CoralCallback(Callback, CallbackSetup):
         state.scheduler_state = parts.scheduler_state
         state.random_state = rng
         state.data_state = parts.data_state
+        if loaders:
+            state.data_state["loaders"] = loaders
         metadata = dict(parts.metadata)
         metadata["lightning"] = {
             "format": FORMAT,
@@ -362,6 +409,8 @@ class CoralCallback(Callback, CallbackSetup):
         for key in self.metadata_keys:
             metadata[key] = self._attribute(trainer, pl_module, key)
         metadata.update(extra or {})
+        self.manager.provenance.add_source(pl_module)  # provenance: the module's hparams, the optimizer's lr...
+        self.manager.provenance.add_source(next(iter(getattr(trainer, "optimizers", None) or []), None), "optimizer")
         commit_hash = self.manager.save_checkpoint(
             parts.weights, state, force=True, metadata=metadata, synchronous=extra is not None
         )

@@ -14,15 +14,11 @@ from coral.integrations.trackers import Tracker
 from coral.training import CheckpointConfig, CheckpointManager, PreemptionGuard, TrainingState
 
 from . import _state
+from . import distributed as _dist
 
 log = logging.getLogger(__name__)
 
 EVENTS = ("epoch_end", "step_end", "checkpoint_save")
-
-
-def _global_rank() -> int:
-    dist = torch.distributed
-    return dist.get_rank() if dist.is_available() and dist.is_initialized() else 0
 
 
 class CoralTrainer:
@@ -33,6 +29,8 @@ class CoralTrainer:
     the model's full ``state_dict``, the optimizer and scheduler states, every RNG and the data order (``set_data``).
     After a preemption signal, ``step()`` saves at that step and ``should_stop`` turns True; ``close()`` then
     raises ``SystemExit(128 + signum)``.
+    In a process group (DDP), call it on every rank: global rank 0 commits, the others wait at a barrier
+    and get the same hash.
     """
 
     def __init__(
@@ -62,6 +60,7 @@ class CoralTrainer:
         self._epoch_complete = False
         self._callbacks: dict[str, list[Callable[..., Any]]] = {e: [] for e in EVENTS}
         self._tracking = False
+        self._stop_early: bool | None = None
         self.manager.register_checkpoint_callback(self._saved)
         self.preemption = PreemptionGuard.from_config(self.config)
         self.preemption.install()
@@ -105,27 +104,23 @@ class CoralTrainer:
         self._log_metrics({"loss": loss, **metrics} if loss is not None else metrics)
         self._fire("step_end", self)
         epoch = self.current_epoch + 1 if self._epoch_complete else self.current_epoch
-        if self.preemption.check():  # every rank alike; rank 0 commits at exactly this step
-            commit = None
-            if _global_rank() == 0:
-                state = self._state(epoch, epoch_complete=False, with_tensors=True)
-                commit = self.manager.save_checkpoint(
-                    _state.model_weights(self.model, self.manager), state, force=True,
-                    metadata=self.preemption.metadata(self.global_step), synchronous=True,
-                )
-            self.preemption.finish(self.manager.wait, commit)
-            return commit
+        if self.preemption.check():  # every rank alike (an all-reduce): outside the save point
+            return self._save_preempted(epoch)
         every = self.config.save_every_n_steps
         if not every:
             return None
-        with _state.policy_view(self.manager, steps=True, epochs=False):
-            if every == "auto":
-                probe = self._state(epoch, epoch_complete=False, with_tensors=False)
-                if not self.manager.should_save_checkpoint(probe):
-                    return None
-            elif self.global_step % every:
-                return None
-            return self._save(epoch, epoch_complete=False, force=True)
+        if every != "auto" and self.global_step % every:
+            return None  # the same answer on every rank: no save point
+
+        def on_rank0() -> str | None:
+            with _state.policy_view(self.manager, steps=True, epochs=False):
+                if every == "auto":
+                    probe = self._state(epoch, epoch_complete=False, with_tensors=False)
+                    if not self.manager.should_save_checkpoint(probe):
+                        return None
+                return self._save(epoch, epoch_complete=False, force=True)
+
+        return _dist.run_on_rank0(on_rank0, "step")
 
     def update_metrics(self, **metrics: Any) -> None:
         """Record metrics (e.g. validation results) for the next save and the callbacks."""
@@ -144,12 +139,19 @@ class CoralTrainer:
         self._fire("epoch_end", self)
         if self.scheduler is not None:
             self._step_scheduler()
-        with _state.policy_view(self.manager, steps=False, epochs=True):
-            probe = self._state(epoch, epoch_complete=True, with_tensors=False)
-            if not self.manager.should_save_checkpoint(probe):
-                self.manager.save_checkpoint({}, probe)  # keeps early-stopping counts; saves nothing
-                return None
-            return self._save(epoch, epoch_complete=True, force=False)
+
+        def on_rank0() -> str | None:
+            with _state.policy_view(self.manager, steps=False, epochs=True):
+                probe = self._state(epoch, epoch_complete=True, with_tensors=False)
+                if not self.manager.should_save_checkpoint(probe):
+                    self.manager.save_checkpoint({}, probe)  # keeps early-stopping counts; saves nothing
+                    return None
+                return self._save(epoch, epoch_complete=True, force=False)
+
+        commit = _dist.run_on_rank0(on_rank0, "epoch_end")
+        if _dist.is_distributed():  # rank 0's early-stopping verdict: every rank stops at the same epoch
+            self._stop_early = _dist.broadcast(self.manager.should_stop_early)
+        return commit
 
     def _step_scheduler(self) -> None:
         if isinstance(self.scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
@@ -166,7 +168,7 @@ class CoralTrainer:
     @property
     def should_stop_early(self) -> bool:
         """True once ``early_stopping_patience`` epochs passed without the watched metric improving."""
-        return self.manager.should_stop_early
+        return self.manager.should_stop_early if self._stop_early is None else self._stop_early
 
     @property
     def start_epoch(self) -> int:
@@ -177,12 +179,16 @@ class CoralTrainer:
     def save_checkpoint(self, force: bool = False) -> str | None:
         """Save now if the full policy says so, or always with ``force=True``; returns the commit hash or None."""
         epoch = self.current_epoch
-        if force:
+
+        def on_rank0() -> str | None:
+            if force:
+                return self._save(epoch, epoch_complete=self._epoch_complete, force=True)
+            probe = self._state(epoch, epoch_complete=self._epoch_complete, with_tensors=False)
+            if not self.manager.should_save_checkpoint(probe):
+                return None
             return self._save(epoch, epoch_complete=self._epoch_complete, force=True)
-        probe = self._state(epoch, epoch_complete=self._epoch_complete, with_tensors=False)
-        if not self.manager.should_save_checkpoint(probe):
-            return None
-        return self._save(epoch, epoch_complete=self._epoch_complete, force=True)
+
+        return _dist.run_on_rank0(on_rank0, "save_checkpoint")
 
     def load_checkpoint(
         self,
@@ -197,7 +203,16 @@ class CoralTrainer:
 
         Returns the loaded commit hash, or None when this experiment has no checkpoint yet.
         """
-        ckpt = self.manager.load_checkpoint(commit_hash=commit_hash, load_best=load_best)
+        def pick() -> str | None:
+            if commit_hash is not None:
+                return self.repository.resolve(commit_hash)
+            if load_best and self.manager.best_checkpoint_hash:
+                return self.manager.best_checkpoint_hash
+            live = [h for h in self.manager.list_checkpoints() if not h.get("pruned")]
+            return str(live[-1]["commit_hash"]) if live else None
+
+        target = _dist.run_on_rank0(pick, "load_checkpoint")  # every rank loads the same commit
+        ckpt = self.manager.load_checkpoint(commit_hash=target) if target is not None else None
         if ckpt is None:
             log.info("experiment %r has no checkpoint to load", self.experiment_name)
             return None
@@ -268,6 +283,24 @@ class CoralTrainer:
             optimizer=self.optimizer, scheduler=self.scheduler, data=self.data,
             epoch_complete=epoch_complete, with_tensors=with_tensors,
         )
+
+    def _save_preempted(self, epoch: int) -> str | None:
+        """The preemption checkpoint at this very step: rank 0 commits and waits (deadline-bounded) for it and
+        its push inside the save point, so every rank gets the hash and stops together."""
+
+        def on_rank0() -> str | None:
+            state = self._state(epoch, epoch_complete=False, with_tensors=True)
+            saved = self.manager.save_checkpoint(
+                _state.model_weights(self.model, self.manager), state, force=True,
+                metadata=self.preemption.metadata(self.global_step), synchronous=True,
+            )
+            self.preemption.finish(self.manager.wait, saved)
+            return saved
+
+        commit = _dist.run_on_rank0(on_rank0, "preemption")
+        if not self.preemption.should_stop:  # the other ranks: rank 0 has saved (and pushed) already
+            self.preemption.finish(lambda: None, commit)
+        return commit
 
     def _save(self, epoch: int, *, epoch_complete: bool, force: bool) -> str | None:
         state = self._state(epoch, epoch_complete=epoch_complete, with_tensors=True)

@@ -8,13 +8,16 @@ from .layout import STATE_PREFIXES, load_checkpoint_commit
 from .manager import CheckpointManager
 from .policy import SavePolicy
 from .preemption import PreemptionGuard, PreemptionHandler, exit_code
+from .pusher import BackgroundPusher
 from .retention import RetentionRules, prune_commits, select_kept
 from .rng import capture_random_state, restore_random_state
+from .provenance import Provenance, git_info, read_provenance
 from .state import TrainingState
 from .writer import BackgroundSaver, repack_latest
 
 __all__ = [
     "STATE_PREFIXES",
+    "BackgroundPusher",
     "BackgroundSaver",
     "CallbackOptions",
     "CallbackSetup",
@@ -22,6 +25,7 @@ __all__ = [
     "CheckpointHistory",
     "CheckpointManager",
     "CheckpointableIterator",
+    "Provenance",
     "RetentionRules",
     "PreemptionGuard",
     "PreemptionHandler",
@@ -30,8 +34,10 @@ __all__ = [
     "capture_data_state",
     "capture_random_state",
     "exit_code",
+    "git_info",
     "load_checkpoint_commit",
     "prune_commits",
+    "read_provenance",
     "repack_latest",
     "restore_data_state",
     "restore_random_state",

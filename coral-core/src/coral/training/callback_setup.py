@@ -8,10 +8,11 @@ import re
 from collections.abc import Iterable
 from typing import Any, TypedDict
 
-from ..errors import CoralError, InvalidArgumentError, RemotesUnavailableError
+from ..errors import CoralError, InvalidArgumentError
 from ..version_control.names import validate_ref_name
+from ..version_control.remote_config import remote_url
 from ..version_control.repository import Repository
-from .config import CheckpointConfig
+from .config import CheckpointConfig, check_push_to
 
 
 class CallbackOptions(TypedDict, total=False):
@@ -19,7 +20,8 @@ class CallbackOptions(TypedDict, total=False):
 
     ``save_every_n_epochs`` / ``save_every_n_steps`` [None]: periodic saves; ``save_on_best`` [None]: save when
     this metric improves by ``mode`` ["min"] or "max"; ``branch`` [current]: where checkpoints are committed;
-    ``push_to`` [None]: not available yet; ``include_optimizer`` [True]: optimizer and scheduler state too;
+    ``push_to`` [None]: a remote (``coral remote add``) each checkpoint is pushed to in the background;
+    ``include_optimizer`` [True]: optimizer and scheduler state too;
     ``metadata_keys`` [none]: extra values recorded in each commit; ``keep_last_n_checkpoints``,
     ``keep_best_n_checkpoints``, ``keep_checkpoint_every_n_epochs`` [None]: retention (see CheckpointConfig);
     ``experiment_name`` [from the branch]: the CheckpointManager history the checkpoints go to;
@@ -120,13 +122,7 @@ class CallbackSetup:
         unknown = sorted(set(options) - OPTION_NAMES)
         if unknown:
             raise InvalidArgumentError(unknown[0], options[unknown[0]], "is not an option of this callback")  # type: ignore[literal-required]
-        push_to = options.get("push_to")
-        if push_to is not None:
-            raise RemotesUnavailableError(
-                f"push_to={push_to!r}: remotes are not available yet in Coral; leave push_to=None "
-                "(checkpoints are committed to the local repository; copy its folder to share it)"
-            )
-        self.push_to = None
+        push_to = self.push_to = check_push_to(options.get("push_to"))
         check_repository_arguments(repo, repo_path, init, repo_may_be_path=repo_may_be_path)
         self.save_every_n_epochs = positive_or_none("save_every_n_epochs", options.get("save_every_n_epochs"))
         self.save_every_n_steps = positive_or_none("save_every_n_steps", options.get("save_every_n_steps"))
@@ -156,6 +152,8 @@ class CallbackSetup:
         if branch is not None:
             validate_ref_name(branch, "branch")
         opened = open_callback_repository(repo, repo_path, init)
+        if push_to is not None:
+            remote_url(opened, push_to)  # an unknown remote fails here, not at the first save
         if branch is None and branch_required:
             branch = opened.current_branch
             if branch is None:
@@ -174,6 +172,7 @@ class CallbackSetup:
             "save_optimizer_state": self.include_optimizer,
             "save_scheduler_state": self.include_optimizer,
             "save_random_state": True,
+            "push_to": self.push_to,  # pushed in the background after each save (CheckpointManager)
             **self.retention,
             **getattr(self, "preemption_options", {}),
         }

@@ -58,6 +58,7 @@ class CheckpointConfig:
     async_save: bool = False
     min_free_space: int | str | None = None
     mean_time_between_failures: float | None = None
+    push_to: str | None = None
     save_on_preemption: bool = True
     preemption_signals: tuple[str, ...] = ("SIGTERM",)
     preemption_deadline: float = 90.0
@@ -100,6 +101,7 @@ class CheckpointConfig:
             raise ConfigError("preemption_deadline", d, "must be a positive number of seconds")
         # keep_best_n_checkpoints without save_on_best_metric ranks by loss (lower is better): see SavePolicy
         self.min_free_space = parse_size("min_free_space", self.min_free_space)
+        check_push_to(self.push_to)
         f = self.min_free_space
         if f is not None and (isinstance(f, bool) or not isinstance(f, int) or f < 0):
             raise ConfigError("min_free_space", f, "must be a number of bytes >= 0")
@@ -136,6 +138,13 @@ class CheckpointConfig:
         return cls(**values)
 
 
+def check_push_to(value: Any) -> str | None:
+    """``push_to`` must be None or a remote's name (whether that remote exists is checked against a repository)."""
+    if value is not None and (not isinstance(value, str) or not value):
+        raise ConfigError("push_to", value, "must be the name of a remote (see `coral remote add`)")
+    return value
+
+
 def _finite(x: int | float) -> bool:
     """math.isfinite that says False (instead of raising) for ints too big to be a float."""
     try:
@@ -154,7 +163,7 @@ def _parse_env(name: str, raw: str) -> Any:
         if text.lower() in ("0", "false", "no", "off"):
             return False
         raise ConfigError(name, raw, "expected true/false")
-    if name in ("save_on_best_metric", "commit_message_template", "min_free_space"):
+    if name in ("save_on_best_metric", "commit_message_template", "min_free_space", "push_to"):
         return raw
     if name == "preemption_signals":
         return tuple(part.strip() for part in text.split(",") if part.strip())

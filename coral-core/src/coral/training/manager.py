@@ -2,7 +2,8 @@
 
 It asks its SavePolicy (policy.py) whether to save, writes through writer.py (synchronously or in a
 BackgroundSaver), keeps what the retention rules keep (retention.py), records everything in the persisted
-CheckpointHistory (history.py) and tags releases (releases.py). Each checkpoint is one commit (layout.py).
+CheckpointHistory (history.py), tags releases (releases.py) and, with ``push_to``, hands each new checkpoint
+to a BackgroundPusher (pusher.py). Each checkpoint is one commit (layout.py).
 """
 
 from __future__ import annotations
@@ -33,6 +34,8 @@ from .layout import (
     model_only,
 )
 from .policy import SavePolicy
+from .provenance import Provenance
+from .pusher import BackgroundPusher
 from .retention import prune_commits, select_kept
 from .rng import restore_random_state
 from .state import TrainingState
@@ -52,6 +55,7 @@ class CheckpointManager:
         config: CheckpointConfig | None = None,
         model_name: str | None = None,
         experiment_name: str | None = None,
+        hparams: Mapping[str, Any] | None = None,
     ) -> None:
         if not isinstance(repository, Repository):
             raise InvalidArgumentError("repository", type(repository).__name__, "expected a coral Repository")
@@ -66,9 +70,11 @@ class CheckpointManager:
             raise InvalidArgumentError(
                 "experiment_name", self.experiment_name, "use letters, digits, '.', '_' and '-'"
             )
+        self.provenance = Provenance(hparams)  # provenance: versions, device, code commit, hparams (issue 29)
         self._callbacks: list[Callable[[TrainingState, str | None], None]] = []
         self._lock = threading.RLock()
         self._saver = BackgroundSaver(self.experiment_name)
+        self._pusher = BackgroundPusher(repository, config.push_to) if config.push_to else None
         self.history = CheckpointHistory(repository, self.experiment_name, model_name)
         self.history.load(self.policy)
 
@@ -134,8 +140,11 @@ class CheckpointManager:
         """
         if not isinstance(state, TrainingState):
             raise InvalidArgumentError("state", type(state).__name__, "expected a TrainingState")
-        # one save in flight at a time: the previous one finishes (and reports its error) first
-        self.wait()
+        # one save in flight at a time: the previous one finishes (and reports its error) first; a push in
+        # flight is not waited for (the training loop never waits on the network), only its error is raised
+        self._saver.wait()
+        if self._pusher is not None:
+            self._pusher.raise_pending()
         extra = dict(metadata or {})
         check_extra_metadata(extra)
         with self._lock:
@@ -159,8 +168,11 @@ class CheckpointManager:
             return self._write(*job)
 
     def wait(self) -> None:
-        """Block until pending async saves are written; raise if one failed."""
+        """Block until pending async saves are written and background pushes (``push_to``) done; raise if one
+        failed."""
         self._saver.wait()
+        if self._pusher is not None:
+            self._pusher.wait()
 
     def _write(
         self,
@@ -183,6 +195,8 @@ class CheckpointManager:
             state, self.experiment_name, self.model_name, list(named), skeletons, is_best, extra
         )
         message = commit_message(cfg.commit_message_template, state, self.experiment_name)
+        for key, recorded in self.provenance.capture(state.optimizer_state).items():  # issue 29
+            metadata.setdefault(key, recorded)
         # chunks and commit under one writers' lock: a gc in another process cannot interleave
         commit_hash = repo.commit_weights(all_weights, message, metadata)
         with self._lock:
@@ -200,7 +214,14 @@ class CheckpointManager:
                 cb(state, commit_hash)
             except Exception as exc:
                 log.error("checkpoint callback %s failed: %s", getattr(cb, "__name__", cb), exc)
+        self.request_push()
         return commit_hash
+
+    def request_push(self) -> None:
+        """With ``push_to``: push the branch in the background and return at once (the training loop never
+        waits on the network); ``wait()`` waits for it. Called after each save; a no-op without ``push_to``."""
+        if self._pusher is not None:
+            self._pusher.request()
 
     def _apply_retention(self) -> None:
         live = self.history.live()
