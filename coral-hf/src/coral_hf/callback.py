@@ -18,7 +18,7 @@ import transformers
 from coral import Repository
 from coral.errors import CheckpointError, CoralError, InvalidArgumentError, RemotesUnavailableError
 from coral.plugins import get_plugin_manager
-from coral.training import CheckpointManager, TrainingState
+from coral.training import CheckpointManager, PreemptionGuard, TrainingState
 from coral.training.callback_setup import CallbackOptions, CallbackSetup, use_branch
 from coral.training.layout import STATE_ROOTS
 from coral_torch import PyTorchIntegration
@@ -40,7 +40,9 @@ class CoralTrainerCallback(TrainerCallback, CallbackSetup):
 
     Saves every ``save_every_n_steps`` steps, every ``save_every_n_epochs`` epochs, whenever the Trainer itself
     saves (``save_on_trainer_save``), when ``save_on_best`` (an eval metric such as ``"eval_loss"``) improves
-    by ``mode``, and at the end of training. Only the world process zero writes.
+    by ``mode``, and at the end of training. Only the world process zero writes. On a preemption signal
+    (SIGTERM by default) it commits at the next step end, sets ``control.should_training_stop`` and
+    ``trainer.train()`` ends with ``SystemExit(128 + signum)`` (143 for SIGTERM).
     """
 
     def __init__(
@@ -79,6 +81,7 @@ class CoralTrainerCallback(TrainerCallback, CallbackSetup):
         # `random`, and doing that at the first save would steer a straight run away from a resumed one.
         get_plugin_manager()
         self.manager = CheckpointManager(self.repo, config, experiment_name=self.experiment_name)
+        self.preemption = PreemptionGuard.from_config(config)
         self._training = False
         self._pending: str | None = None
         self._last_saved_step = -1
@@ -94,6 +97,8 @@ class CoralTrainerCallback(TrainerCallback, CallbackSetup):
         self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any
     ) -> None:
         self._training = True
+        self.preemption = PreemptionGuard.from_config(self.manager.config)
+        self.preemption.install()
         self._pending = None
         self._eval_metrics, self._eval_step = {}, -1
         self._last_saved_step = state.global_step  # a resumed run does not re-save the step it resumed from
@@ -113,6 +118,12 @@ class CoralTrainerCallback(TrainerCallback, CallbackSetup):
     def on_step_end(
         self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any
     ) -> None:
+        if self.preemption.check():  # every rank alike (an all-reduce in a process group)
+            commit = self._save(args, state, control, kwargs, "preemption",
+                                extra=self.preemption.metadata(state.global_step))
+            self.preemption.finish(self.manager.wait, commit)
+            control.should_training_stop = True
+            return
         n = self.save_every_n_steps
         if n and state.global_step % n == 0:
             self._save_or_wait_for_eval(args, state, control, kwargs, "step")
@@ -190,6 +201,8 @@ class CoralTrainerCallback(TrainerCallback, CallbackSetup):
             self.manager.wait()
         finally:
             self._training = False
+            self.preemption.uninstall()
+        self.preemption.exit_if_preempted()  # a preempted run does not go on to what follows train()
 
     def _warn_if_never_evaluated(self, args: TrainingArguments) -> None:
         """``save_on_best`` needs evaluations: say so once when the Trainer is set to run none."""
@@ -234,11 +247,12 @@ class CoralTrainerCallback(TrainerCallback, CallbackSetup):
         event: str,
         metrics: dict[str, Any] | None = None,
         again: bool = False,
+        extra: dict[str, Any] | None = None,
     ) -> str | None:
         self._pending = None
         if not state.is_world_process_zero or args.process_index != 0:
             return None
-        if state.global_step == self._last_saved_step and not again:
+        if state.global_step == self._last_saved_step and not again and extra is None:
             return None
         if metrics is None and self._eval_step == state.global_step:
             metrics = self._eval_metrics
@@ -286,7 +300,8 @@ class CoralTrainerCallback(TrainerCallback, CallbackSetup):
         self.manager.provenance.add_source(args)  # provenance: TrainingArguments' lr, batch size, seed...
         self.manager.provenance.add_source(optimizer, "optimizer")
         commit = self.manager.save_checkpoint(
-            PyTorchIntegration.model_to_weights(model), training_state, force=True, metadata={"hf": hf}
+            PyTorchIntegration.model_to_weights(model), training_state, force=True,
+            metadata={"hf": hf, **(extra or {})}, synchronous=extra is not None,
         )
         self._last_saved_step = state.global_step
         log.info("Coral checkpoint %s at step %d (%s)", (commit or "async")[:12], state.global_step, event)

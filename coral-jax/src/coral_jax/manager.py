@@ -23,6 +23,8 @@ from coral.errors import ConfigError, InvalidArgumentError, RefNotFoundError
 from coral.training import (
     BackgroundPusher,
     BackgroundSaver,
+    CheckpointConfig,
+    PreemptionGuard,
     RetentionRules,
     capture_random_state,
     prune_commits,
@@ -55,6 +57,8 @@ class CoralCheckpointManagerOptions:
     there is always a resume point. ``save_rng_state`` captures every plugin's generators (python, numpy,
     torch, tracked JAX keys) and ``restore`` puts them back; ``use_deltas`` delta-encodes the previous step;
     ``push_to`` names a remote each saved step is pushed to in the background (``wait_until_finished`` waits).
+    ``save_on_preemption`` / ``preemption_signals`` / ``preemption_deadline``: as in CheckpointConfig; test
+    ``reached_preemption(step)`` in the loop.
     """
 
     max_to_keep: int | None = None
@@ -67,9 +71,17 @@ class CoralCheckpointManagerOptions:
     save_rng_state: bool = False
     use_deltas: bool = True
     push_to: str | None = None
+    save_on_preemption: bool = True
+    preemption_signals: tuple[str, ...] = ("SIGTERM",)
+    preemption_deadline: float = 90.0
 
     def __post_init__(self) -> None:
         check_push_to(self.push_to)
+        # the same checks (and one-line errors) as CheckpointConfig's
+        CheckpointConfig(
+            save_on_preemption=self.save_on_preemption, preemption_signals=self.preemption_signals,
+            preemption_deadline=self.preemption_deadline,
+        )
         for name in ("max_to_keep", "keep_period"):
             v = getattr(self, name)
             if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v < 1):
@@ -168,6 +180,9 @@ class CoralCheckpointManager:
         self._pusher = BackgroundPusher(self.repository, push_to) if push_to else None
         self._inflight: int | None = None
         self._checkpoints = read_index(self.repository, self.name)
+        o = self.options
+        self._preemption = PreemptionGuard(o.save_on_preemption, o.preemption_signals, o.preemption_deadline)
+        self._preemption.install()
 
     def __repr__(self) -> str:
         return f"CoralCheckpointManager({self.repository!r}, name={self.name!r}, steps={self.all_steps()})"
@@ -175,8 +190,26 @@ class CoralCheckpointManager:
     def __enter__(self) -> Self:
         return self
 
-    def __exit__(self, *exc: object) -> None:
+    def __exit__(self, exc_type: object, *exc: object) -> None:
         self.close()
+        if exc_type is None:
+            self.exit_if_preempted()
+
+    # ---- preemption --------------------------------------------------------------------------------------
+    def reached_preemption(self, step: int) -> bool:
+        """True once a preemption signal arrived (as Orbax spells it): ``save(step, items, force=True)`` now
+        writes synchronously, marked ``preempted``, then ``should_stop`` turns True."""
+        _check_step(step)
+        return self._preemption.check() or self._preemption.due
+
+    @property
+    def should_stop(self) -> bool:
+        """True once the preemption checkpoint is saved: end the training loop."""
+        return self._preemption.should_stop
+
+    def exit_if_preempted(self) -> None:
+        """Raise ``SystemExit(128 + signum)`` (143 for SIGTERM) if the run stopped for a preemption."""
+        self._preemption.exit_if_preempted()
 
     # ---- queries -----------------------------------------------------------------------------------------
     def all_steps(self) -> list[int]:
@@ -255,7 +288,8 @@ class CoralCheckpointManager:
             raise InvalidArgumentError("step", step, "already has a checkpoint; delete(step) first")
         if self.options.best_fn is not None and metrics is None:
             log.warning("step %d saved without metrics while best_fn is set", step)
-        asynchronous = self.options.enable_async
+        preempted = self._preemption.due and not self._preemption.should_stop
+        asynchronous = self.options.enable_async and not preempted
         arrays, structure = flatten_pytree(items, copy=asynchronous)
         for n in arrays:
             if n.split("/", 1)[0] == RNG_PREFIX:
@@ -268,7 +302,13 @@ class CoralCheckpointManager:
             arrays.update({n: np.array(a, copy=True) for n, a in rng_arrays.items()})
         job = (step, arrays, structure, metrics_json, rng_skeleton)
         if not asynchronous:
-            self._write(*job)
+            extra = None
+            if preempted:
+                self.wait_until_finished()  # a save in flight finishes first
+                extra = self._preemption.metadata(step)
+            cid = self._write(*job, extra=extra)
+            if preempted:
+                self._preemption.finish(self.wait_until_finished, cid)
             return True
         self._saver.wait()  # the previous save, not the pushes: the training loop never waits on the network
         self._raise_pending()
@@ -282,13 +322,14 @@ class CoralCheckpointManager:
             self._inflight = None
 
     def _write(
-        self, step: int, arrays: dict[str, np.ndarray], structure: Any, metrics: Any, rng_skeleton: Any
+        self, step: int, arrays: dict[str, np.ndarray], structure: Any, metrics: Any, rng_skeleton: Any,
+        extra: Mapping[str, Any] | None = None,
     ) -> str:
         repo = self.repository
         info: dict[str, Any] = {"step": step, "manager": self.name, "metrics": metrics}
         if rng_skeleton is not None:
             info["rng"] = rng_skeleton
-        meta = {"step": step, "global_step": step, "metrics": metrics or {}}
+        meta = {"step": step, "global_step": step, "metrics": metrics or {}, **(extra or {})}
         cid = commit_arrays(repo, arrays, structure, f"Checkpoint step {step}", meta, info)
         entries = register_step(repo, self.name, step, cid, metrics)
         with self._lock:
@@ -313,8 +354,9 @@ class CoralCheckpointManager:
             self._pusher.wait()
 
     def close(self) -> None:
-        """Finish pending writes."""
+        """Finish pending writes and put the signal handlers back."""
         self.wait_until_finished()
+        self._preemption.uninstall()
 
     # ---- retention ---------------------------------------------------------------------------------------
     def _retention_rules(self) -> RetentionRules:

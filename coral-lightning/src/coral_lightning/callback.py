@@ -10,7 +10,7 @@ from typing import Any, Unpack
 import torch
 from coral.errors import CheckpointError, CoralError, InvalidArgumentError, RefNotFoundError
 from coral.plugins import hook
-from coral.training import CheckpointManager, TrainingState, capture_random_state
+from coral.training import CheckpointManager, PreemptionGuard, TrainingState, capture_random_state
 from coral.training.callback_setup import CallbackOptions, CallbackSetup, use_branch
 from coral.training.layout import model_only
 from coral.version_control.repository import Repository
@@ -50,7 +50,9 @@ class CoralCallback(Callback, CallbackSetup):
 
     Saves every ``save_every_n_epochs`` epochs, every ``save_every_n_steps`` optimizer steps and whenever the
     logged metric ``save_on_best`` improves (``mode`` "min" or "max"); with none of them set, every epoch.
-    Resume exactly with ``trainer.fit(model, ..., ckpt_path="coral://last")``.
+    Resume exactly with ``trainer.fit(model, ..., ckpt_path="coral://last")``. On a preemption signal (SIGTERM by
+    default) it commits at the next batch end, sets ``trainer.should_stop`` and the fit ends with
+    ``SystemExit(128 + signum)`` (143 for SIGTERM; Lightning's own SIGTERMException gets that code).
     """
 
     def __init__(
@@ -68,6 +70,7 @@ class CoralCallback(Callback, CallbackSetup):
         )
         self._repo_path = str(self._repo.path) if self._repo.path is not None else None
         self._config = self.checkpoint_config()
+        self.preemption = PreemptionGuard.from_config(self._config)
         self._manager: CheckpointManager | None = None
         self.last_commit_hash: str | None = None
         self._resumed_from: str | None = None
@@ -201,6 +204,25 @@ class CoralCallback(Callback, CallbackSetup):
             self._attribute(trainer, pl_module, key)
         self._fit_started = True
         self._restore_rng()
+        # after Lightning registered its own handlers (it restores what was there before it on teardown)
+        self.preemption = PreemptionGuard.from_config(self._config)
+        self.preemption.install()
+
+    def on_fit_end(self, trainer: Any, pl_module: Any) -> None:
+        self.preemption.uninstall()
+        self.preemption.exit_if_preempted()  # e.g. SIGUSR1: the loop stopped on should_stop
+
+    def on_exception(self, trainer: Any, pl_module: Any, exception: BaseException) -> None:
+        if isinstance(exception, SystemExit) and not self.preemption.should_stop and _fitting(trainer):
+            # the signal came after this batch's Coral hook and Lightning stopped first (its SIGTERMException
+            # at the end of the batch): the loops are still at that step boundary, so save it now
+            self._on_train_batch_end(trainer, pl_module)
+        self.preemption.uninstall()
+        if self.preemption.should_stop and isinstance(exception, SystemExit) and not exception.code:
+            exception.code = self.preemption.exit_code()  # Lightning's SIGTERMException exits 0 otherwise
+
+    def teardown(self, trainer: Any, pl_module: Any, stage: str) -> None:
+        self.preemption.uninstall()
 
     def on_load_checkpoint(self, trainer: Any, pl_module: Any, checkpoint: dict[str, Any]) -> None:
         info = checkpoint.get("coral")
@@ -230,6 +252,13 @@ class CoralCallback(Callback, CallbackSetup):
     def _on_train_batch_end(self, trainer: Any, pl_module: Any) -> None:
         n = self.save_every_n_steps
         step = trainer.global_step
+        if _fitting(trainer) and self.preemption.check():  # every rank alike (an all-reduce under DDP)
+            self._last_step_saved = step
+            commit = self._maybe_save(trainer, pl_module, periodic=True, trigger="preemption", epoch_end=False,
+                                      preempted=True)
+            self.preemption.finish(self.manager.wait if trainer.is_global_zero else lambda: None, commit)
+            trainer.should_stop = True
+            return
         if not n or step == 0 or step % n or step == self._last_step_saved:
             return
         self._last_step_saved = step
@@ -305,7 +334,9 @@ class CoralCallback(Callback, CallbackSetup):
             return {PER_RANK: every}
         return value
 
-    def _maybe_save(self, trainer: Any, pl_module: Any, periodic: bool, trigger: str, epoch_end: bool) -> str | None:
+    def _maybe_save(
+        self, trainer: Any, pl_module: Any, periodic: bool, trigger: str, epoch_end: bool, preempted: bool = False
+    ) -> str | None:
         if trainer.sanity_checking or trainer.fast_dev_run or not _fitting(trainer):
             return None
         state = self._state(trainer, pl_module, epoch_end)
@@ -313,7 +344,7 @@ class CoralCallback(Callback, CallbackSetup):
         if trainer.is_global_zero:  # rank 0 decides: metrics need not agree across ranks
             if periodic:
                 reasons.append(trigger)
-            if self._is_improvement(state) and "best" not in reasons:
+            if not preempted and self._is_improvement(state) and "best" not in reasons:
                 reasons.append("best")
         reasons = trainer.strategy.broadcast(reasons, src=0)
         if not reasons:
@@ -325,7 +356,10 @@ class CoralCallback(Callback, CallbackSetup):
         error: BaseException | None = None
         if trainer.is_global_zero:
             try:
-                outcome = ("ok", self._commit(trainer, pl_module, state, checkpoint, rng, "+".join(reasons), loaders))
+                extra = self.preemption.metadata(state.global_step) if preempted else None
+                outcome = (
+                    "ok", self._commit(trainer, pl_module, state, checkpoint, rng, "+".join(reasons), loaders, extra)
+                )
             except Exception as exc:  # noqa: BLE001 - every rank must leave the broadcast below, then fail together
                 outcome, error = ("error", f"{type(exc).__name__}: {exc}"), exc
         outcome = trainer.strategy.broadcast(outcome, src=0)
@@ -351,7 +385,7 @@ class CoralCallback(Callback, CallbackSetup):
 
     def _commit(
         self, trainer: Any, pl_module: Any, state: TrainingState, checkpoint: dict[str, Any], rng: Any, trigger: str,
-        loaders: Any = None,
+        loaders: Any = None, extra: Mapping[str, Any] | None = None,
     ) -> str:
         self._checkout_branch()
         parts = split_checkpoint(checkpoint, self.include_optimizer)
@@ -374,9 +408,12 @@ class CoralCallback(Callback, CallbackSetup):
         }
         for key in self.metadata_keys:
             metadata[key] = self._attribute(trainer, pl_module, key)
+        metadata.update(extra or {})
         self.manager.provenance.add_source(pl_module)  # provenance: the module's hparams, the optimizer's lr...
         self.manager.provenance.add_source(next(iter(getattr(trainer, "optimizers", None) or []), None), "optimizer")
-        commit_hash = self.manager.save_checkpoint(parts.weights, state, force=True, metadata=metadata)
+        commit_hash = self.manager.save_checkpoint(
+            parts.weights, state, force=True, metadata=metadata, synchronous=extra is not None
+        )
         if commit_hash is None:  # pragma: no cover - only with async_save, which this callback does not use
             raise CheckpointError("the checkpoint manager did not return a commit hash")
         log.info("Coral checkpoint %s on %s (%s, epoch %d, step %d)", commit_hash[:12], self.branch, trigger,

@@ -13,7 +13,7 @@ import torch
 from coral import Repository
 from coral.errors import InvalidArgumentError
 from coral.integrations.trackers import Tracker
-from coral.training import CheckpointConfig, CheckpointManager, TrainingState
+from coral.training import CheckpointConfig, CheckpointManager, PreemptionGuard, TrainingState
 
 from . import _state
 from . import distributed as _dist
@@ -32,6 +32,10 @@ class Checkpointer:
     it saves every epoch. ``hparams`` (a JSON-like dict) is recorded in every checkpoint's provenance, next
     to the optimizer's lr, betas and weight decay. As a context manager it starts and ends the tracker run
     (``"completed"``, or ``"failed"`` when an exception escapes).
+
+    Preemption (``save_on_preemption``, on by default): after SIGTERM, the next ``log()`` saves at its step
+    and ``should_stop`` turns True; break out of the loop and leaving the ``with`` block (or
+    ``exit_if_preempted()``) raises ``SystemExit(143)``.
 
     In a process group, build it and call ``log``/``save`` on every rank: global rank 0 commits, the others
     wait at a barrier (``barrier_timeout`` seconds) and return the same hash. ``distributed="dcp"`` saves
@@ -105,8 +109,10 @@ class Checkpointer:
         self._stop_early: bool | None = None
         self.resumed_from: str | None = None
         self.manager.register_checkpoint_callback(self._saved)
+        self.preemption = PreemptionGuard.from_config(config)
         if resume:
             self._resume(best=resume == "best")
+        self.preemption.install()
 
     # ---- resume ------------------------------------------------------------------------------------------
     def _resume_target(self, best: bool) -> str | None:
@@ -164,7 +170,9 @@ class Checkpointer:
                 numeric = {k: v for k, v in values.items() if _state.finite(v)}
                 if numeric:
                     self.tracker.log_metrics(numeric, step=self._global_step)
-        if self.distributed == "dcp":
+        if self.preemption.check():  # every rank alike (an all-reduce in a process group): outside run_on_rank0
+            commit = self._save_preempted(epoch, values)
+        elif self.distributed == "dcp":
             # every rank writes its shards: the decision is rank 0's, shared before anyone writes
             probe = self._state(epoch, values, with_tensors=False)
             due = _dist.run_on_rank0(lambda: self.manager.should_save_checkpoint(probe), "log", self._timeout)
@@ -196,6 +204,29 @@ class Checkpointer:
         if _dist.rank() == 0:
             self._saved(state, commit)
             self.manager.request_push()  # a sharded save commits outside the manager: push_to still applies
+        return commit
+
+    def _save_preempted(self, epoch: int, values: dict[str, Any]) -> str | None:
+        """The preemption checkpoint at this very step, waited for (with its push) within the deadline.
+
+        Rank 0 commits and waits inside the save point, so every rank gets the hash and stops together."""
+        if self.distributed == "dcp":  # every rank writes its shards
+            commit = self._dcp_save(epoch, values, complete=True)
+            self.preemption.finish(self.manager.wait, commit)
+            return commit
+
+        def on_rank0() -> str | None:
+            state = self._state(epoch, values, with_tensors=True)
+            saved = self.manager.save_checkpoint(
+                _state.model_weights(self.model, self.manager), state, force=True,
+                metadata=self.preemption.metadata(self._global_step), synchronous=True,
+            )
+            self.preemption.finish(self.manager.wait, saved)
+            return saved
+
+        commit = _dist.run_on_rank0(on_rank0, "preemption", self._timeout)
+        if not self.preemption.should_stop:  # the other ranks: rank 0 has saved (and pushed) already
+            self.preemption.finish(lambda: None, commit)
         return commit
 
     def save(self, epoch: int | None = None, step: int | None = None, **metrics: Any) -> str | None:
@@ -254,16 +285,28 @@ class Checkpointer:
         self._run_open = True
 
     def close(self, status: str = "completed") -> None:
-        """Wait for pending saves and end the tracker run with ``status``."""
+        """Wait for pending saves, end the tracker run with ``status`` and put the signal handlers back."""
+        if self.preemption.should_stop and status == "completed":
+            status = "killed"  # the tracker run ends KILLED, like a run stopped by a signal
         try:
             self.manager.wait()
         except BaseException:
             status = "failed"
             raise
         finally:
+            self.preemption.uninstall()
             if self.tracker is not None and self._run_open:
                 self.tracker.end_run(status)
                 self._run_open = False
+
+    @property
+    def should_stop(self) -> bool:
+        """True once a preemption signal arrived and its checkpoint is saved: end the training loop now."""
+        return self.preemption.should_stop
+
+    def exit_if_preempted(self) -> None:
+        """Raise ``SystemExit(128 + signum)`` (143 for SIGTERM) if the run stopped for a preemption."""
+        self.preemption.exit_if_preempted()
 
     def __enter__(self) -> Self:
         if _dist.rank() == 0:
@@ -274,6 +317,8 @@ class Checkpointer:
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
         self.close("failed" if exc_type is not None else "completed")
+        if exc_type is None:
+            self.exit_if_preempted()  # the process reports the signal's conventional code (143 for SIGTERM)
 
     # ---- properties --------------------------------------------------------------------------------------
     @property

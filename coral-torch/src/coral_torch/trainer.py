@@ -11,7 +11,7 @@ import torch
 from coral import Repository
 from coral.errors import InvalidArgumentError
 from coral.integrations.trackers import Tracker
-from coral.training import CheckpointConfig, CheckpointManager, TrainingState
+from coral.training import CheckpointConfig, CheckpointManager, PreemptionGuard, TrainingState
 
 from . import _state
 from . import distributed as _dist
@@ -27,6 +27,8 @@ class CoralTrainer:
     ``epoch_end`` steps the scheduler (when set) and then saves when the CheckpointConfig says so (with no
     config: every epoch), so the saved scheduler state is the one the next epoch starts from. Checkpoints hold
     the model's full ``state_dict``, the optimizer and scheduler states, every RNG and the data order (``set_data``).
+    After a preemption signal, ``step()`` saves at that step and ``should_stop`` turns True; ``close()`` then
+    raises ``SystemExit(128 + signum)``.
     In a process group (DDP), call it on every rank: global rank 0 commits, the others wait at a barrier
     and get the same hash.
     """
@@ -60,6 +62,8 @@ class CoralTrainer:
         self._tracking = False
         self._stop_early: bool | None = None
         self.manager.register_checkpoint_callback(self._saved)
+        self.preemption = PreemptionGuard.from_config(self.config)
+        self.preemption.install()
 
     # ---- setup -------------------------------------------------------------------------------------------
     def set_optimizer(self, optimizer: torch.optim.Optimizer) -> None:
@@ -99,10 +103,12 @@ class CoralTrainer:
         self.training_metrics.update({k: _state.number(k, v) for k, v in metrics.items()})
         self._log_metrics({"loss": loss, **metrics} if loss is not None else metrics)
         self._fire("step_end", self)
+        epoch = self.current_epoch + 1 if self._epoch_complete else self.current_epoch
+        if self.preemption.check():  # every rank alike (an all-reduce): outside the save point
+            return self._save_preempted(epoch)
         every = self.config.save_every_n_steps
         if not every:
             return None
-        epoch = self.current_epoch + 1 if self._epoch_complete else self.current_epoch
         if every != "auto" and self.global_step % every:
             return None  # the same answer on every rank: no save point
 
@@ -253,15 +259,24 @@ class CoralTrainer:
         self.manager.wait()
 
     def close(self, status: str = "completed") -> None:
-        """Wait for pending saves and end the tracker run (``"completed"`` or ``"failed"``)."""
+        """Wait for pending saves and end the tracker run (``"completed"`` or ``"failed"``); after a preemption,
+        put the signal handlers back and raise ``SystemExit(128 + signum)``."""
+        preempted = self.preemption.should_stop
         try:
             self.manager.wait()
         except BaseException:
             status = "failed"
             raise
         finally:
+            self.preemption.uninstall()
             if self.tracker is not None:
-                self.tracker.end_run(status)
+                self.tracker.end_run("killed" if preempted and status == "completed" else status)
+        self.preemption.exit_if_preempted()
+
+    @property
+    def should_stop(self) -> bool:
+        """True once a preemption signal arrived and its checkpoint is saved: end the training loop now."""
+        return self.preemption.should_stop
 
     # ---- internals ---------------------------------------------------------------------------------------
     def _state(self, epoch: int, *, epoch_complete: bool, with_tensors: bool) -> TrainingState:
@@ -270,6 +285,24 @@ class CoralTrainer:
             optimizer=self.optimizer, scheduler=self.scheduler, data=self.data,
             epoch_complete=epoch_complete, with_tensors=with_tensors,
         )
+
+    def _save_preempted(self, epoch: int) -> str | None:
+        """The preemption checkpoint at this very step: rank 0 commits and waits (deadline-bounded) for it and
+        its push inside the save point, so every rank gets the hash and stops together."""
+
+        def on_rank0() -> str | None:
+            state = self._state(epoch, epoch_complete=False, with_tensors=True)
+            saved = self.manager.save_checkpoint(
+                _state.model_weights(self.model, self.manager), state, force=True,
+                metadata=self.preemption.metadata(self.global_step), synchronous=True,
+            )
+            self.preemption.finish(self.manager.wait, saved)
+            return saved
+
+        commit = _dist.run_on_rank0(on_rank0, "preemption")
+        if not self.preemption.should_stop:  # the other ranks: rank 0 has saved (and pushed) already
+            self.preemption.finish(lambda: None, commit)
+        return commit
 
     def _save(self, epoch: int, *, epoch_complete: bool, force: bool) -> str | None:
         state = self._state(epoch, epoch_complete=epoch_complete, with_tensors=True)

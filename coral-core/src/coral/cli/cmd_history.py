@@ -101,6 +101,8 @@ def _log_line(info: Any, refs: list[str]) -> Text:
         text.append("  " + " ".join(f"{k}={v}" for k, v in metrics), style="green")
     if info.pruned:
         text.append(" [pruned]", style="red")
+    if isinstance(info.metadata, dict) and info.metadata.get("preempted"):
+        text.append(" [preempted]", style="magenta")
     return text
 
 

@@ -7,6 +7,7 @@ from .iterators import CheckpointableIterator, capture_data_state, restore_data_
 from .layout import STATE_PREFIXES, load_checkpoint_commit
 from .manager import CheckpointManager
 from .policy import SavePolicy
+from .preemption import PreemptionGuard, PreemptionHandler, exit_code
 from .provenance import Provenance, git_info, read_provenance
 from .pusher import BackgroundPusher
 from .retention import RetentionRules, prune_commits, select_kept
@@ -26,10 +27,13 @@ __all__ = [
     "CheckpointableIterator",
     "Provenance",
     "RetentionRules",
+    "PreemptionGuard",
+    "PreemptionHandler",
     "SavePolicy",
     "TrainingState",
     "capture_data_state",
     "capture_random_state",
+    "exit_code",
     "git_info",
     "load_checkpoint_commit",
     "prune_commits",

@@ -24,7 +24,9 @@ class CallbackOptions(TypedDict, total=False):
     ``include_optimizer`` [True]: optimizer and scheduler state too;
     ``metadata_keys`` [none]: extra values recorded in each commit; ``keep_last_n_checkpoints``,
     ``keep_best_n_checkpoints``, ``keep_checkpoint_every_n_epochs`` [None]: retention (see CheckpointConfig);
-    ``experiment_name`` [from the branch]: the CheckpointManager history the checkpoints go to.
+    ``experiment_name`` [from the branch]: the CheckpointManager history the checkpoints go to;
+    ``save_on_preemption`` [True], ``preemption_signals`` [("SIGTERM",)], ``preemption_deadline`` [90.0]:
+    save, stop and exit 128+signum when the machine is being taken away (see CheckpointConfig).
     """
 
     save_every_n_epochs: int | None
@@ -39,6 +41,9 @@ class CallbackOptions(TypedDict, total=False):
     keep_best_n_checkpoints: int | None
     keep_checkpoint_every_n_epochs: int | None
     experiment_name: str | None
+    save_on_preemption: bool
+    preemption_signals: tuple[str, ...]
+    preemption_deadline: float
 
 
 OPTION_NAMES = frozenset(CallbackOptions.__annotations__)
@@ -138,6 +143,11 @@ class CallbackSetup:
             name: options.get(name)
             for name in ("keep_last_n_checkpoints", "keep_best_n_checkpoints", "keep_checkpoint_every_n_epochs")
         }
+        self.preemption_options: dict[str, Any] = {
+            name: options[name]
+            for name in ("save_on_preemption", "preemption_signals", "preemption_deadline") if name in options
+        }
+        CheckpointConfig(**self.preemption_options)  # bad values: one clear line, before anything is opened
         branch = options.get("branch")
         if branch is not None:
             validate_ref_name(branch, "branch")
@@ -164,6 +174,7 @@ class CallbackSetup:
             "save_random_state": True,
             "push_to": self.push_to,  # pushed in the background after each save (CheckpointManager)
             **self.retention,
+            **getattr(self, "preemption_options", {}),
         }
         values.update(overrides)
         return CheckpointConfig(**values)

@@ -12,6 +12,7 @@ from typing import Any
 
 from ..errors import ConfigError
 from .config_file import checkpoint_fields, parse_size
+from .preemption import check_signals
 
 _INT_OR_NONE = (
     "save_every_n_epochs", "keep_last_n_checkpoints", "keep_best_n_checkpoints",
@@ -19,7 +20,7 @@ _INT_OR_NONE = (
 )
 _BOOLS = (
     "minimize_metric", "save_optimizer_state", "save_scheduler_state", "save_random_state",
-    "use_incremental_saves", "auto_commit", "tag_best_checkpoints", "async_save",
+    "use_incremental_saves", "auto_commit", "tag_best_checkpoints", "async_save", "save_on_preemption",
 )
 
 
@@ -32,6 +33,10 @@ class CheckpointConfig:
 
     ``save_every_n_steps="auto"`` with ``mean_time_between_failures`` (seconds) picks the step interval by the
     Young-Daly rule sqrt(2 x save cost x MTBF) from the measured cost of the saves so far.
+
+    ``save_on_preemption`` (on by default): when one of ``preemption_signals`` arrives, the integrations save
+    at the next step boundary, wait up to ``preemption_deadline`` seconds for it, stop and exit 128+signum
+    (preemption.py).
     """
 
     save_every_n_epochs: int | None = None
@@ -54,6 +59,9 @@ class CheckpointConfig:
     min_free_space: int | str | None = None
     mean_time_between_failures: float | None = None
     push_to: str | None = None
+    save_on_preemption: bool = True
+    preemption_signals: tuple[str, ...] = ("SIGTERM",)
+    preemption_deadline: float = 90.0
 
     def __post_init__(self) -> None:
         for name in _INT_OR_NONE:
@@ -94,6 +102,10 @@ class CheckpointConfig:
             raise ConfigError(
                 "early_stopping_patience", self.early_stopping_patience, "needs save_on_best_metric to watch"
             )
+        self.preemption_signals = check_signals(self.preemption_signals)
+        d = self.preemption_deadline
+        if isinstance(d, bool) or not isinstance(d, (int, float)) or not _finite(d) or d <= 0:
+            raise ConfigError("preemption_deadline", d, "must be a positive number of seconds")
         # keep_best_n_checkpoints without save_on_best_metric ranks by loss (lower is better): see SavePolicy
         self.min_free_space = parse_size("min_free_space", self.min_free_space)
         check_push_to(self.push_to)
@@ -162,6 +174,8 @@ def _parse_env(name: str, raw: str) -> Any:
         raise ConfigError(name, raw, "expected true/false")
     if name in ("save_on_best_metric", "commit_message_template", "min_free_space", "push_to"):
         return raw
+    if name == "preemption_signals":
+        return tuple(part.strip() for part in text.split(",") if part.strip())
     if name == "save_every_n_steps" and text == "auto":
         return "auto"
     try:

@@ -126,7 +126,7 @@ class CheckpointManager:
     # ---- saving ------------------------------------------------------------------------------------------
     def save_checkpoint(
         self, weights: Mapping[str, Any], state: TrainingState, force: bool = False,
-        metadata: Mapping[str, Any] | None = None,
+        metadata: Mapping[str, Any] | None = None, synchronous: bool = False,
     ) -> str | None:
         """Save a checkpoint when the policy says so (or ``force``); returns the commit hash or None.
 
@@ -135,7 +135,8 @@ class CheckpointManager:
         reserved.
 
         With ``async_save`` the hash is returned at once (the commit is computed from the content) and the
-        write finishes in the background; call ``wait()`` to be sure it is on disk.
+        write finishes in the background; call ``wait()`` to be sure it is on disk. ``synchronous=True`` writes
+        in this thread whatever ``async_save`` says (the preemption checkpoint).
         """
         if not isinstance(state, TrainingState):
             raise InvalidArgumentError("state", type(state).__name__, "expected a TrainingState")
@@ -160,7 +161,7 @@ class CheckpointManager:
             size = sum(w.nbytes for w in named.values()) + sum(a.nbytes for a in arrays.values())
             check_free_space(self.repository, self.config.min_free_space, size)
             job = (named, arrays, skeletons, state, value, is_best, extra)
-            if self.config.async_save:
+            if self.config.async_save and not synchronous:
                 # snapshot to host memory: the only stall the training thread feels
                 self._saver.start(self._write, host_copy(named), host_copy(arrays), *job[2:])
                 return None  # the hash lands in checkpoint_history once written; see wait()

@@ -1,0 +1,8 @@
+"""The preemption helpers (preempt_helpers.py) and training scripts sit next to the tests."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))

@@ -1,0 +1,70 @@
+"""Helpers for the preemption tests: start a real training process, signal it mid-run, read what it saved."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+HERE = Path(__file__).parent
+#: a hang guard for the child processes, well above preemption_deadline (90 s); not a speed target
+GUARD_S = 240
+
+
+def start(script: str, *args: str, env: dict[str, str] | None = None) -> subprocess.Popen[str]:
+    """Start ``script`` (in this folder) with this interpreter; stdout is read line by line."""
+    full_env = dict(os.environ, PYTHONUNBUFFERED="1", OMP_NUM_THREADS="1", **(env or {}))
+    return subprocess.Popen(
+        [sys.executable, str(HERE / script), *args], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+        text=True, env=full_env,
+    )
+
+
+def signal_at_step(proc: subprocess.Popen[str], step: int, signum: int, target: int | None = None) -> list[str]:
+    """Read stdout until the line ``step <step>``, send ``signum`` to ``target`` (default: proc), read the rest."""
+    assert proc.stdout is not None
+    lines: list[str] = []
+    for line in proc.stdout:
+        lines.append(line.rstrip("\n"))
+        if line.strip() == f"step {step}":
+            os.kill(target if target is not None else proc.pid, signum)
+            break
+    else:
+        proc.wait(GUARD_S)
+        pytest.fail(f"never reached step {step}:\n" + "\n".join(lines[-40:]))
+    out, _ = proc.communicate(timeout=GUARD_S)
+    return lines + out.splitlines()
+
+
+def run(script: str, *args: str, env: dict[str, str] | None = None) -> list[str]:
+    """Run ``script`` to the end; fail with its output if it does not exit 0."""
+    proc = start(script, *args, env=env)
+    out, _ = proc.communicate(timeout=GUARD_S)
+    assert proc.returncode == 0, out[-4000:]
+    return out.splitlines()
+
+
+def stopped_step(lines: list[str]) -> int:
+    """The step of the ``stopped at step N`` line a preempted run prints."""
+    for line in lines:
+        m = re.fullmatch(r"stopped at step (\d+)", line.strip())
+        if m:
+            return int(m.group(1))
+    raise AssertionError("no 'stopped at step' line:\n" + "\n".join(lines[-40:]))
+
+
+def commits(repo_path: Path) -> list[Any]:
+    """Every commit on the repository's current branch, newest first (CommitInfo: hash, message, metadata)."""
+    from coral import Repository
+
+    return list(Repository(repo_path).log())
+
+
+def preempted_commits(repo_path: Path) -> list[dict[str, Any]]:
+    """The metadata of every commit on the current branch that carries the ``preempted`` mark."""
+    return [c.metadata for c in commits(repo_path) if (c.metadata or {}).get("preempted")]

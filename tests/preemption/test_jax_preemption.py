@@ -1,0 +1,42 @@
+"""coral_jax.CoralCheckpointManager.reached_preemption with a real signal sent to this process (no mocks)."""
+
+from __future__ import annotations
+
+import os
+import signal
+from pathlib import Path
+
+import pytest
+
+jnp = pytest.importorskip("jax.numpy")
+from coral import Repository  # noqa: E402
+from coral_jax import CoralCheckpointManager  # noqa: E402
+
+
+def test_reached_preemption_then_save_is_synchronous_marked_and_exits_128_plus_signum(tmp_path: Path) -> None:
+    before = signal.getsignal(signal.SIGUSR1)
+    mgr = CoralCheckpointManager(tmp_path / "r", save_interval_steps=100, enable_async=True,
+                                 preemption_signals=("SIGUSR1",))
+    try:
+        stopped = None
+        params = {"w": jnp.zeros((3,), jnp.float32)}
+        for step in range(1, 50):
+            params = {"w": params["w"] + 1}
+            if step == 5:
+                os.kill(os.getpid(), signal.SIGUSR1)
+            mgr.save(step, params)  # the policy: step 1 only (save_interval_steps=100)
+            if mgr.reached_preemption(step):
+                assert mgr.save(step, params, force=True)
+                stopped = step
+                break
+        assert stopped in (5, 6) and mgr.should_stop
+        assert mgr.all_steps() == [1, stopped]
+        meta = Repository(tmp_path / "r").get_commit(mgr.commit_hash(stopped)).metadata
+        assert meta["preempted"] == {"signal": "SIGUSR1", "step": stopped}
+        assert float(mgr.restore()["w"][0]) == stopped
+        with pytest.raises(SystemExit) as info:
+            mgr.exit_if_preempted()
+        assert info.value.code == 128 + signal.SIGUSR1
+    finally:
+        mgr.close()
+    assert signal.getsignal(signal.SIGUSR1) == before
