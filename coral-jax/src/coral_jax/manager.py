@@ -19,7 +19,7 @@ from typing import Any, Self
 import jax
 import numpy as np
 from coral import Repository
-from coral.errors import CheckpointError, ConfigError, CoralError, InvalidArgumentError, RefNotFoundError
+from coral.errors import CheckpointError, ConfigError, InvalidArgumentError, RefNotFoundError
 from coral.training.tensors_in_state import join_state, split_state
 from coral.version_control.jsonsafe import from_jsonable, to_jsonable
 from coral.version_control.names import validate_ref_name
@@ -282,16 +282,14 @@ class CoralCheckpointManager:
         if rng_skeleton is not None:
             info["rng"] = rng_skeleton
         meta = {"step": step, "global_step": step, "metrics": metrics or {}}
-        cid = commit_arrays(repo, arrays, structure, f"Checkpoint step {step}", meta, info)
+        cid = commit_arrays(
+            repo, arrays, structure, f"Checkpoint step {step}", meta, info, pack=self.options.use_deltas
+        )
         entries = register_step(repo, self.name, step, cid, metrics)
         with self._lock:
             self._checkpoints = entries
         self._apply_retention()
-        if self.options.use_deltas:
-            try:
-                repo.repack(max_commits=1)
-            except CoralError as exc:  # space optimisation only: never fail a save for it
-                log.warning("delta repack after step %d failed: %s", step, exc)
+        # packing (deltas) of the previous step runs in the repository's background packer after the commit
         return cid
 
     def _raise_pending(self) -> None:

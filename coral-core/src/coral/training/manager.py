@@ -22,7 +22,6 @@ import numpy as np
 from ..core.weight_tensor import WeightTensor
 from ..errors import (
     CheckpointError,
-    CoralError,
     CorruptObjectError,
     InsufficientSpaceError,
     InvalidArgumentError,
@@ -48,7 +47,7 @@ _live_managers: "weakref.WeakSet[CheckpointManager]" = weakref.WeakSet()
 def _wait_all_at_exit() -> None:
     for manager in list(_live_managers):
         try:
-            manager.wait()
+            manager._wait_saves()  # packing: the repository's own bounded wait at exit
         except Exception as exc:  # pragma: no cover - reported, the process is ending anyway
             log.error("a pending Coral checkpoint failed at exit: %s", exc)
 
@@ -223,8 +222,9 @@ class CheckpointManager:
         """
         if not isinstance(state, TrainingState):
             raise InvalidArgumentError("state", type(state).__name__, "expected a TrainingState")
-        # one save in flight at a time: the previous one finishes (and reports its error) first
-        self.wait()
+        # one save in flight at a time: the previous one finishes (and reports its error) first; background
+        # packing of earlier checkpoints is not waited for
+        self._wait_saves()
         extra = dict(metadata or {})
         clash = sorted(set(extra) & _RESERVED_METADATA)
         if clash:
@@ -272,6 +272,12 @@ class CheckpointManager:
             raise CheckpointError(f"an earlier async checkpoint failed: {err}") from err
 
     def wait(self) -> None:
+        """Block until pending async saves are written and the repository's background packing is done;
+        raise if a save failed."""
+        self._wait_saves()
+        self.repository.wait()
+
+    def _wait_saves(self) -> None:
         """Block until pending async saves are written; raise if one failed."""
         t = self._thread
         if t is not None and t is not threading.current_thread():
@@ -369,7 +375,10 @@ class CheckpointManager:
         }
         metadata.update(extra or {})
         # chunks and commit under one writers' lock: a gc in another process cannot interleave
-        commit_hash = repo.commit_weights(all_weights, self._message(state), metadata)
+        # packing the previous checkpoint against this one runs in the repository's background packer
+        commit_hash = repo.commit_weights(
+            all_weights, self._message(state), metadata, pack=self.config.use_incremental_saves
+        )
         with self._lock:
             if is_best:
                 self.best_metric_value = value
@@ -392,11 +401,6 @@ class CheckpointManager:
             self._last_saved_at = (state.epoch, state.global_step)
             self._apply_retention()
             self._persist()
-        if self.config.use_incremental_saves:
-            try:
-                repo.repack(max_commits=1)
-            except CoralError as exc:  # space optimisation only: never fail a save for it
-                log.warning("delta repack after checkpoint failed: %s", exc)
         self._save_costs.append(time.perf_counter() - started)
         for cb in list(self._callbacks):
             try:
