@@ -43,7 +43,7 @@ FULL = {
 QUICK = {
     "save_kills": [("manager-sync", 8, "small"), ("manager-async", 8, "small"), ("repo", 4, "small")],
     "maint_kills": 3,
-    "bgpack_kills": 4,
+    "bgpack_kills": 3,
     "concurrency": (4, 8),
     "fuzz_examples": 40,
     "disk_pages": 8,
@@ -222,7 +222,7 @@ def main() -> None:
         d.mkdir()
         res, secs = timed(
             lambda: relh_crash.run_bgpack_kills(
-                d, plan["bgpack_kills"], seed=seed, size="medium" if not args.quick else "small", rng=rng
+                d, plan["bgpack_kills"], seed=seed, size="large", commits=4 if args.quick else 6, rng=rng
             )
         )
         table.add(
