@@ -14,7 +14,7 @@ $(STAMP): Makefile constraints.txt pyproject.toml $(foreach m,$(MEMBERS),$(m)/py
 	$(PIP) install -q --upgrade pip
 	# torch first, pinned to the CPU wheel, so nothing later pulls another build
 	$(PIP) install -q torch==2.13.0
-	$(PIP) install -q -c constraints.txt -e "coral-core[mlflow]" -e coral-torch -e coral-lightning -e coral-hf -e coral-jax -e ".[dev]"
+	$(PIP) install -q -c constraints.txt -e "coral-core[mlflow,plot,s3]" -e coral-torch -e coral-lightning -e coral-hf -e coral-jax -e ".[dev]"
 	touch $(STAMP)
 
 install: $(STAMP)
@@ -23,6 +23,9 @@ demo: $(STAMP)
 	rm -rf demo-repo
 	$(PY) examples/demo.py demo-repo
 	cd demo-repo && ../$(VENV)/bin/coral log
+	@echo
+	@echo "coral is installed in $(VENV), not on your PATH: run $(VENV)/bin/coral log (from demo-repo: ../$(VENV)/bin/coral log),"
+	@echo "or 'source $(VENV)/bin/activate' once per shell and then just 'coral log'."
 
 test: $(STAMP)
 	$(PY) -m pytest -n 2 $(PYTEST_ARGS)

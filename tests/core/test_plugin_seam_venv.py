@@ -234,6 +234,34 @@ def test_thirdparty_backend_is_found_through_its_entry_point(venvs, tmp_path):
     assert (tmp_path / "repo.json").is_file()
 
 
+def test_push_and_clone_through_the_thirdparty_scheme(venvs, tmp_path):
+    url = f"dictfile://{tmp_path / 'remote.json'}"
+    out = _json_out(
+        _python(
+            venvs["plugin"],
+            f"""
+            import json
+            import numpy as np
+            from coral import Repository
+            w = np.arange(24, dtype=np.float32).reshape(4, 6)
+            Repository({url!r}, init=True)
+            local = Repository({str(tmp_path / "local")!r}, init=True)
+            local.add_remote("origin", {url!r})
+            head = local.commit_weights({{"w": w}}, "pushed through a third-party backend")
+            pushed = local.push()
+            copy = Repository.clone({url!r}, {str(tmp_path / "copy")!r})
+            print(json.dumps({{
+                "pushed": pushed.commits,
+                "remote_head": Repository({url!r}).head_commit() == head,
+                "exact": copy.load_arrays()["w"].tobytes() == w.tobytes(),
+                "fsck": copy.fsck()["ok"],
+            }}))
+            """,
+        )
+    )
+    assert out == {"pushed": 1, "remote_head": True, "exact": True, "fsck": True}
+
+
 def test_coral_plugins_env_var_can_rule_out_the_thirdparty_plugin(venvs, tmp_path):
     proc = _python(
         venvs["plugin"],

@@ -6,7 +6,6 @@ import json
 
 import numpy as np
 import pytest
-
 from coral import Repository
 from coral.cli.main import main
 from coral.errors import CorruptRefError, RefNotFoundError
@@ -232,3 +231,13 @@ def test_cli_reflog_branch_force_and_gc_expire(three, capsys):
         repo.get_commit(c2)
     code, _, err = cli(capsys, "-C", p, "gc", "--expire-reflog=soon")
     assert code == 1 and "expire_reflog" in err
+
+
+def test_fsck_names_a_damaged_reflog_entry_and_readers_skip_it(three):
+    repo, (_c0, c1, c2) = three
+    entry = sorted((repo.path / ".coral" / "objects" / "reflog" / "heads" / "main").iterdir())[1]
+    entry.write_bytes(entry.read_bytes()[:-3])
+    report = repo.fsck()
+    assert not report["ok"] and any(entry.name in e for e in report["errors"])
+    assert [e["new"] for e in repo.reflog("main")] == [c2]  # the chain stops at the hole
+    assert repo.log()[0].hash == c2 and repo.resolve("main@{0}") == c2

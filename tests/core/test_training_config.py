@@ -16,7 +16,7 @@ from coral.training import CheckpointConfig
         ({"save_every_n_steps": "often"}, "save_every_n_steps"),
         ({"save_every_n_steps": "auto"}, "mean_time_between_failures"),
         ({"keep_last_n_checkpoints": 0}, "keep_last_n_checkpoints"),
-        ({"keep_best_n_checkpoints": 2}, "keep_best_n_checkpoints"),  # needs a metric
+        ({"keep_best_n_checkpoints": 0}, "keep_best_n_checkpoints"),
         ({"early_stopping_patience": 3}, "early_stopping_patience"),  # needs a metric
         ({"save_on_best_metric": "l", "early_stopping_threshold": -1}, "early_stopping_threshold"),
         ({"save_on_best_metric": "l", "early_stopping_threshold": float("nan")}, "early_stopping_threshold"),

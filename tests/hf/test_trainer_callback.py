@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import logging
+
 import pytest
 import torch
 from coral import Repository
-from coral.errors import CheckpointError, CoralError, InvalidArgumentError, RepositoryNotFoundError
+from coral.errors import CheckpointError, CoralError, InvalidArgumentError, RepositoryNotFoundError, UnknownRemoteError
 from coral_hf import CoralHFCallback, CoralTrainerCallback, RemotesUnavailableError
 from coral_torch.convert import tensor_to_numpy
 
@@ -153,11 +155,11 @@ def test_trainer_save_after_an_evaluation_at_the_same_step_records_its_metrics(t
 
 
 def test_argument_errors_name_the_value(tmp_path):
-    with pytest.raises(RemotesUnavailableError, match="push_to='origin'"):
-        CoralTrainerCallback(repo_path=tmp_path / "r", push_to="origin")
     with pytest.raises(InvalidArgumentError, match="exactly one"):
         CoralTrainerCallback()
     repo = Repository(tmp_path / "r", init=True)
+    with pytest.raises(UnknownRemoteError, match="remote='origin'"):
+        CoralTrainerCallback(repo=repo, push_to="origin")
     with pytest.raises(InvalidArgumentError, match="exactly one"):
         CoralTrainerCallback(repo=repo, repo_path=tmp_path / "r")
     with pytest.raises(InvalidArgumentError, match="mode='up'"):
@@ -182,3 +184,25 @@ def test_documented_import_path():
     assert hf_trainer.CoralTrainerCallback is CoralTrainerCallback
     assert hf_trainer.CoralHFCallback is CoralTrainerCallback
     assert callable(hf_trainer.resume_from_coral)
+
+
+def test_push_to_pushes_the_checkpoints_of_a_real_run(tmp_path, tiny):
+    Repository(tmp_path / "remote", init=True).close()
+    with Repository(tmp_path / "repo", init=True) as repo:
+        repo.add_remote("origin", tmp_path / "remote")
+    _, cb, _ = tiny.run(_spec(tmp_path, max_steps=4, callback={"save_every_n_steps": 2, "push_to": "origin"}))
+    cb.manager.wait()  # the train-end wait already waited for the pushes; nothing is left
+    with Repository(tmp_path / "remote") as remote, Repository(tmp_path / "repo") as repo:
+        assert [c.hash for c in remote.log()] == [c.hash for c in repo.log()] and len(repo.log()) == 2
+        assert remote.fsck()["ok"] and repo.resolve("origin/main") == repo.head_commit()
+
+
+def test_save_on_best_without_evaluation_warns_once(tmp_path, tiny, caplog):
+    with caplog.at_level(logging.WARNING, logger="coral_hf.callback"):
+        tiny.run(_spec(tmp_path, max_steps=4, callback={"save_on_best": "eval_accuracy", "save_every_n_steps": 2}))
+    warnings = [r for r in caplog.records if "eval_strategy='no'" in r.getMessage()]
+    assert len(warnings) == 1 and "save_on_best='eval_accuracy'" in warnings[0].getMessage()
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="coral_hf.callback"):
+        tiny.run(_spec(tmp_path / "b", max_steps=2, callback={"save_every_n_steps": 2}))
+    assert not [r for r in caplog.records if "eval_strategy" in r.getMessage()]

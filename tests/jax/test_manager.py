@@ -193,3 +193,24 @@ def test_saving_an_existing_step_returns_false_and_raises_only_when_forced(repo)
     row = next(line for line in doc.read_text().splitlines() if line.startswith("| `save(step"))
     assert "a step already saved raises |" not in row  # the old, wrong claim
     assert "already saved" in row and "returns False" in row and "force=True" in row
+
+
+@pytest.mark.parametrize("enable_async", [False, True])
+def test_push_to_pushes_each_step_and_a_fresh_clone_restores_it(tmp_path, bit_equal, linen_state, enable_async):
+    variables, opt_state = linen_state
+    coral.Repository(tmp_path / "remote", init=True).close()
+    with coral.Repository(tmp_path / "r", init=True) as repo:
+        repo.add_remote("origin", tmp_path / "remote")
+    with pytest.raises(coral.errors.UnknownRemoteError, match="remote='nowhere'"):
+        CoralCheckpointManager(tmp_path / "r", push_to="nowhere")
+    mgr = CoralCheckpointManager(tmp_path / "r", push_to="origin", max_to_keep=2, enable_async=enable_async)
+    items = {"params": variables["params"], "opt_state": opt_state}
+    for step in range(3):
+        items = jax.tree_util.tree_map(lambda x: x + 1, items)
+        mgr.save(step, items, metrics={"loss": jnp.float32(3.0 - step)})
+    mgr.wait_until_finished()  # waits for the background pushes too
+    clone = coral.Repository.clone(tmp_path / "remote", tmp_path / "new-machine", depth=1)
+    clone.close()
+    fresh = CoralCheckpointManager(tmp_path / "new-machine")
+    assert fresh.latest_step() == 2
+    bit_equal(items, fresh.restore(items_like=items))

@@ -114,3 +114,25 @@ def test_import_and_export_hooks_serve_coral_import_and_export(tmp_path, repo, b
         weights=weights, metadata=repo.get_commit(cid).metadata, out=str(tmp_path / "o"), format="orbax"
     )
     bit_equal(tree, ocp.StandardCheckpointer().restore(written))
+
+
+def test_cli_export_orbax_to_a_bad_path_fails_at_once_in_one_line(tmp_path, capsys, monkeypatch):
+    # issue 28: an unwritable path used to print ~140 lines of absl tracebacks and hang for 5 minutes
+    from coral import Repository
+    from coral.cli.main import main
+
+    repo = Repository(tmp_path / "r", init=True)
+    repo.stage_weights({"w": np.ones(3, np.float32)})
+    repo.commit("one")
+    monkeypatch.chdir(tmp_path / "r")
+    (tmp_path / "afile").write_text("x")
+    (tmp_path / "exists").mkdir()
+    for target, why in [
+        ("/proc/self/coral-nope/ckpt", "not writable"),
+        (str(tmp_path / "afile" / "ckpt"), "is a file, not a folder"),
+        (str(tmp_path / "exists"), "already exists"),
+    ]:
+        code = main(["export", "HEAD", target, "--format", "orbax"])
+        err = capsys.readouterr().err
+        lines = err.strip().splitlines()
+        assert code == 1 and len(lines) == 1 and target in lines[0] and why in lines[0], err

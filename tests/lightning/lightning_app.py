@@ -78,11 +78,13 @@ class MetricsRecorder(pl.Callback):
         self.weights.append({k: v.detach().cpu().numpy().copy() for k, v in pl_module.state_dict().items()})
 
 
-def loaders(n: int = 64, batch_size: int = 8) -> tuple[DataLoader, DataLoader]:
+def loaders(n: int = 64, batch_size: int = 8, loader_seed: int | None = None) -> tuple[DataLoader, DataLoader]:
+    """``loader_seed``: the training loader shuffles with its own ``generator=`` (the README's pattern)."""
     g = torch.Generator().manual_seed(1234)
     x = torch.randn(n, 4, generator=g)
     y = x.sum(dim=1, keepdim=True) + 0.1 * torch.randn(n, 1, generator=g)
-    train = DataLoader(TensorDataset(x, y), batch_size=batch_size, shuffle=True)
+    own = None if loader_seed is None else torch.Generator().manual_seed(loader_seed)
+    train = DataLoader(TensorDataset(x, y), batch_size=batch_size, shuffle=True, generator=own)
     val = DataLoader(TensorDataset(x[:16], y[:16]), batch_size=batch_size)
     return train, val
 
@@ -125,11 +127,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", required=True)
     p.add_argument("--devices", type=int, default=1)
     p.add_argument("--seed", type=int, default=7)
+    p.add_argument("--loader-seed", type=int, default=None)
     args = p.parse_args(argv)
 
     pl.seed_everything(args.seed, workers=True, verbose=False)
     module = TinyModule()
-    train, val = loaders()
+    train, val = loaders(loader_seed=args.loader_seed)
     cb = CoralCallback(repo_path=args.repo, init=True, branch=args.branch, save_every_n_epochs=1, save_on_best="val_loss")
     extra: dict[str, Any] = {}
     if args.devices > 1:

@@ -13,6 +13,7 @@ from coral.errors import (
     InvalidArgumentError,
     InvalidNameError,
     RepositoryNotFoundError,
+    UnknownRemoteError,
 )
 from coral_lightning import CoralCallback, CoralCheckpointIO, CoralLightningCallback, RemotesUnavailableError
 
@@ -48,10 +49,11 @@ def test_exactly_one_of_repo_and_repo_path(tmp_path) -> None:
         CoralCallback(repo=str(tmp_path / "r"))  # type: ignore[arg-type]
 
 
-def test_push_to_says_remotes_are_not_available(tmp_path) -> None:
-    with pytest.raises(RemotesUnavailableError, match="remotes are not available yet") as info:
+def test_push_to_an_unknown_remote_fails_at_construction(tmp_path) -> None:
+    with pytest.raises(UnknownRemoteError, match="remote='origin'") as info:
         CoralCallback(repo_path=tmp_path / "r", init=True, push_to="origin")
-    assert isinstance(info.value, CoralError) and isinstance(info.value, NotImplementedError)
+    assert isinstance(info.value, CoralError)
+    assert issubclass(RemotesUnavailableError, CoralError)  # still importable for old code
 
 
 @pytest.mark.parametrize(
@@ -81,8 +83,8 @@ def test_bad_values_name_the_parameter(tmp_path, kwargs, name) -> None:
 def test_retention_options_are_validated_by_checkpoint_config(tmp_path) -> None:
     with pytest.raises(ConfigError, match="keep_last_n_checkpoints"):
         CoralCallback(repo_path=tmp_path / "r", init=True, keep_last_n_checkpoints=0)
-    with pytest.raises(ConfigError, match="keep_best_n_checkpoints"):
-        CoralCallback(repo_path=tmp_path / "r", init=True, keep_best_n_checkpoints=2)  # needs save_on_best
+    # without save_on_best, keep_best_n_checkpoints ranks by the logged "loss"
+    assert CoralCallback(repo_path=tmp_path / "r", init=True, keep_best_n_checkpoints=2).manager.policy.ranking_metric == "loss"
     cb = CoralCallback(repo_path=tmp_path / "r", init=True, save_on_best="val_loss", keep_best_n_checkpoints=2,
                        keep_last_n_checkpoints=1, keep_checkpoint_every_n_epochs=5)
     assert cb.manager.config.keep_best_n_checkpoints == 2

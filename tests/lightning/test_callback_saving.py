@@ -142,7 +142,8 @@ def test_keep_last_prunes_older_checkpoints(app, tmp_path) -> None:
     commits = _commits(cb.repo, "ret")
     assert [cb.repo.is_pruned(c.hash) for c in commits] == [True, True, False, False]
     assert cb.resolve("last") == commits[-1].hash
-    assert [h["pruned"] for h in cb.manager.list_checkpoints()] == [True, True, False, False]
+    assert [h["pruned"] for h in cb.manager.checkpoint_history] == [True, True, False, False]
+    assert len(cb.manager.list_checkpoints()) == 2  # only what can still be loaded
 
 
 def test_works_beside_lightnings_own_model_checkpoint(app, tmp_path) -> None:
@@ -175,3 +176,15 @@ def test_no_commit_during_sanity_check_or_validate(app, tmp_path) -> None:
     trainer = app.trainer([cb], tmp_path / "root", 1, num_sanity_val_steps=2)
     trainer.fit(module, train, val)
     assert [c.metadata["global_step"] for c in cb.repo.log(branch="quiet")] == [8]
+
+
+def test_push_to_pushes_each_checkpoint_of_a_real_fit(app, tmp_path) -> None:
+    Repository(tmp_path / "remote", init=True).close()
+    repo = Repository(tmp_path / "r", init=True)
+    repo.add_remote("origin", tmp_path / "remote")
+    cb = CoralCallback(repo=repo, save_every_n_epochs=1, branch="run", push_to="origin")
+    _fit(app, tmp_path, [cb], max_epochs=2)
+    cb.manager.wait()  # waits for the background pushes
+    with Repository(tmp_path / "remote") as remote:
+        assert remote.resolve("run") == repo.resolve("run") == repo.resolve("origin/run") == cb.last_commit_hash
+        assert len(_commits(remote, "run")) == 2 and remote.fsck()["ok"]

@@ -55,6 +55,26 @@ def test_two_plus_two_epochs_in_a_new_process_equal_four_bit_for_bit(app, app_pa
     assert got_info["last_commit_hash"] == log[-1].hash
 
 
+def test_loader_with_its_own_generator_three_plus_three_epochs_equal_six(app_path, tmp_path) -> None:
+    # DataLoader(..., generator=g) shuffles from g, not the global RNG: the commit must carry g's state
+    straight, first, resumed = tmp_path / "straight", tmp_path / "first", tmp_path / "resumed"
+    common = ("--loader-seed", "99")
+    _run(app_path, "--repo", str(tmp_path / "r6"), "--max-epochs", "6", "--out", str(straight), *common)
+    _run(app_path, "--repo", str(tmp_path / "r"), "--max-epochs", "3", "--out", str(first), *common)
+    _run(app_path, "--repo", str(tmp_path / "r"), "--max-epochs", "6", "--resume", "coral://last",
+         "--out", str(resumed), *common)
+    want, want_info = _result(straight)
+    got, got_info = _result(resumed)
+    assert sorted(want) == sorted(got)
+    for name in want:
+        assert want[name].dtype == got[name].dtype and want[name].tobytes() == got[name].tobytes(), name
+    for key in ("global_step", "current_epoch"):
+        assert want_info[key] == got_info[key], key
+    repo = Repository(tmp_path / "r")
+    head = repo.log(branch="run")[0]
+    assert any(n.startswith("data/loaders/") for n in repo.get_commit(head.hash).tree)
+
+
 def test_callback_state_is_committed_after_the_monitoring_callbacks(app, tmp_path) -> None:
     # EarlyStopping checked at train-epoch end runs after the module's hook; Coral must commit its updated state
     def fit(callbacks, max_epochs, scores, ckpt_path=None):

@@ -188,6 +188,13 @@ def verify_saves(
     return problems, debris
 
 
+def wait_for_report(report: Path, proc: subprocess.Popen[str], timeout: float = 120.0) -> None:
+    """Block until ``report`` holds a saved record (or the child exits, or ``timeout`` passes)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and proc.poll() is None and not read_lines(report):
+        time.sleep(0.05)
+
+
 def run_save_kills(
     workdir: Path,
     mode: str,
@@ -228,6 +235,10 @@ def run_save_kills(
             size=size,
         )
         wait_line(proc, "ready")
+        if (i + 1) % rotate_every == 0 or i == kills - 1:
+            # the rotation's last kill lands after at least one reported save, so every rotation tests
+            # something even when a loaded machine slows the saver past the random window
+            wait_for_report(report, proc)
         time.sleep(rng.uniform(0, window))
         out["kills" if kill(proc) == "killed" else "finished"] += 1
         records = read_lines(report)

@@ -34,3 +34,19 @@ def test_commits_survive_sigkill_during_background_packing_and_the_next_write_dr
     assert res["failures"] == [], f"seed={seed}: {res['failures'][:10]}"
     assert res["kills"] + res["finished"] == 3
     assert res["reported"] >= 1
+
+
+def test_sigkill_during_push_leaves_the_remote_readable_and_a_retry_completes_it(tmp_path, seed):
+    import relh_push as P
+
+    res = P.run_push_kills(tmp_path, 4, rng=random.Random(seed))
+    assert res["failures"] == [], f"seed={seed}: {res['failures'][:10]}"
+    assert res["killed"] + res["finished"] == 4
+
+
+def test_sigkill_of_one_rank_during_a_sharded_save_leaves_whole_commits_and_resumes(tmp_path, seed):
+    import relh_distributed as D
+
+    res = D.run_sharded_save_kill(tmp_path, random.Random(seed))
+    assert res["failures"] == [], f"seed={seed}: {res['failures'][:10]}"
+    assert res["reported"] >= 2 and res["commits"] >= res["reported"]

@@ -26,6 +26,7 @@ def main() -> None:
     ap.add_argument("--no-data-state", action="store_true", help="do not hand the loader to the Checkpointer")
     ap.add_argument("--mid-epoch", type=int, default=0, help="also stop after this many batches of epoch --stop")
     ap.add_argument("--resumable", action="store_true", help="wrap the loader in ResumableLoader")
+    ap.add_argument("--push-to", help="push each checkpoint to this remote in the background")
     args = ap.parse_args()
 
     torch.set_num_threads(1)
@@ -44,7 +45,7 @@ def main() -> None:
 
     with Checkpointer(
         model, args.repo, "exact", optimizer=opt, scheduler=sched, every_n_epochs=1, every_n_steps=step_every,
-        resume=True, data=None if args.no_data_state else data,
+        resume=True, data=None if args.no_data_state else data, push_to=args.push_to,
     ) as ckpt:
         step = ckpt.global_step
         for epoch in range(ckpt.epoch, args.total):

@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 import torch
 from coral import Repository
-from coral.errors import ConfigError, InvalidArgumentError
+from coral.errors import InvalidArgumentError
 from coral.integrations import Tracker
 from coral.integrations.pytorch import Checkpointer
 from coral.training import CheckpointConfig
@@ -125,8 +125,7 @@ def test_invalid_arguments(tmp_path):
     model, _opt, _sched = setup()
     with pytest.raises(InvalidArgumentError, match="resume"):
         Checkpointer(model, tmp_path / "r", "e", resume="latest")
-    with pytest.raises(ConfigError):
-        Checkpointer(model, tmp_path / "r", "e", keep_best=2)  # nothing to rank by
+    assert Checkpointer(model, tmp_path / "r", "e", keep_best=2).manager.policy.ranking_metric == "loss"  # no metric
     with pytest.raises(InvalidArgumentError, match="tracker"):
         Checkpointer(model, tmp_path / "r", "e", tracker=object())
     with pytest.raises(InvalidArgumentError, match="config"):

@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 
 import torch
+from coral import Repository
 from safetensors.torch import load_file
 
 SCRIPT = Path(__file__).with_name("resume_script.py")
@@ -63,3 +64,23 @@ def test_resume_mid_epoch_with_resumable_loader_is_bit_identical(tmp_path):
     finish(start(ref, tmp_path / "ref.st", "--stop", 99, *mid), start(crash, tmp_path / "crash.st", "--stop", 1, *mid))
     finish(start(crash, tmp_path / "resumed.st", "--stop", 99, *mid))
     assert identical(tmp_path / "ref.st", tmp_path / "resumed.st")
+
+
+# push while training, resume on a "new machine": the run pushes each checkpoint to a folder remote in the
+# background; a fresh ``clone --depth 1`` of that remote resumes and ends bit-identical to an uninterrupted run
+def test_run_pushing_to_a_remote_resumes_bit_exact_from_a_fresh_clone(tmp_path):
+    Repository(tmp_path / "remote", init=True).close()
+    with Repository(tmp_path / "trainer", init=True) as repo:
+        repo.add_remote("origin", tmp_path / "remote")
+    finish(
+        start(tmp_path / "full", tmp_path / "full.st", "--stop", 6),
+        start(tmp_path / "trainer", tmp_path / "half.st", "--stop", 3, "--push-to", "origin"),
+    )
+    with Repository(tmp_path / "remote") as remote:
+        assert len(remote.log()) == 3 and remote.fsck()["ok"]  # every checkpoint arrived; wait() waited for pushes
+        with Repository(tmp_path / "trainer") as trainer:
+            assert remote.head_commit() == trainer.head_commit() == trainer.resolve("origin/main")
+    Repository.clone(tmp_path / "remote", tmp_path / "new-machine", depth=1).close()
+    finish(start(tmp_path / "new-machine", tmp_path / "resumed.st", "--stop", 6))
+    assert not identical(tmp_path / "full.st", tmp_path / "half.st")
+    assert identical(tmp_path / "full.st", tmp_path / "resumed.st")

@@ -192,12 +192,12 @@ def test_retention_and_early_stopping(tmp_path):
     for epoch, v in enumerate([0.5, 0.4, 0.45, 0.46, 0.47]):
         trainer.update_metrics(val_loss=v)
         trainer.epoch_end(epoch)
-    ckpts = trainer.list_checkpoints()
-    live = [c["epoch"] for c in ckpts if not c["pruned"]]
-    assert live == [1, 3, 4]  # best (epoch 1) + the last two
+    assert [c["epoch"] for c in trainer.list_checkpoints()] == [1, 3, 4]  # best (epoch 1) + the last two
+    history = trainer.manager.checkpoint_history
+    assert [c["epoch"] for c in history if c["pruned"]] == [0, 2]  # only in the history, marked
     assert trainer.should_stop_early
     with pytest.raises(PrunedCommitError):
-        trainer.load_checkpoint(ckpts[0]["commit_hash"])
+        trainer.load_checkpoint(history[0]["commit_hash"])
 
 
 def test_trainer_accepts_a_path_and_validates_arguments(tmp_path):
@@ -234,3 +234,18 @@ def test_auto_step_interval_saves_a_first_checkpoint_to_measure_cost(tmp_path):
     saved = [trainer.step(loss=train_batch(model, opt)) for _ in range(5)]
     assert sum(1 for h in saved if h) == 1  # one save to measure its cost; a 1 h MTBF then spaces them far apart
     assert trainer.manager.auto_save_interval is not None
+
+
+def test_default_config_saves_at_every_epoch_end(tmp_path):
+    # the guide's "automatic checkpointing": CoralTrainer(model, repo, experiment_name=...) with no config
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(4, 2))
+    trainer = CoralTrainer(model, Repository(tmp_path / "repo", init=True), experiment_name="default")
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    trainer.set_optimizer(opt)
+    saved = []
+    for epoch in range(3):
+        trainer.step(loss=train_batch(model, opt))
+        saved.append(trainer.epoch_end(epoch))
+    assert all(saved) and len(set(saved)) == 3
+    assert [c["commit_hash"] for c in trainer.list_checkpoints()] == saved

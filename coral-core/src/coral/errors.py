@@ -129,6 +129,10 @@ class CheckpointError(CoralError):
     """A training checkpoint could not be saved or restored (including errors from async saves)."""
 
 
+class NothingChangedError(CoralError):
+    """An import (or commit) would record exactly the tree HEAD already has; ``allow_empty`` commits it anyway."""
+
+
 class MalformedFileError(CoralError, ValueError):
     """A file to import is malformed or unsafe (a bad safetensors header, pickled objects in a ``.pt``);
     the message names the file and the problem."""
@@ -136,3 +140,33 @@ class MalformedFileError(CoralError, ValueError):
 
 class RemotesUnavailableError(CoralError, NotImplementedError):
     """``push_to`` (or another remote operation) was asked for, but this Coral has no remotes yet."""
+
+
+class UnknownRemoteError(InvalidArgumentError):
+    """A remote name that ``add_remote`` never configured in this repository."""
+
+
+class PushRejectedError(CoralError):
+    """A push was refused: the remote branch moved since the last fetch, or another push won the race."""
+
+
+class DivergedError(CoralError):
+    """A pull could not fast-forward: the local branch and the remote branch each have commits the other lacks."""
+
+
+class RankTimeoutError(CoralError, TimeoutError):
+    """A distributed save point: some rank did not arrive in time (it crashed, hung or skipped the save)."""
+
+
+class StoreUnavailableError(CoralError, OSError):
+    """A remote store cannot be used: the endpoint is unreachable, the credentials are refused, or the
+    bucket is missing; the message names the URL and the endpoint."""
+
+
+class ConditionalWritesUnsupportedError(RefConflictError):
+    """The object store ignores conditional writes (``If-None-Match``/``If-Match``), so a ref update that
+    raced another writer was refused instead of risking a lost update."""
+
+
+class MissingExtraError(CoralError, ImportError):
+    """An optional feature's dependencies are not installed; the message names the extra to install."""

@@ -43,6 +43,13 @@ def coral_tensor_to_array(value: Any) -> Any | None:
 
 
 @hookspec(firstresult=True)
+def coral_array_to_tensor(array: Any, kind: str) -> Any | None:
+    """Called when a checkpoint's optimizer/scheduler/RNG state is loaded, for each array that was a framework
+    tensor when saved (``kind`` is its top-level module, e.g. ``"torch"``): return that tensor type with the
+    exact bits, or ``None`` when ``kind`` is not yours (the numpy array is then given back)."""
+
+
+@hookspec(firstresult=True)
 def coral_import_file(path: str) -> dict[str, Any] | None:
     """Called by ``coral import`` for a file or folder core cannot read (``.pt``, ``.bin``, an HF folder): return
     ``{name: ndarray}`` (and never unpickle arbitrary objects), or ``None`` when the format is not yours. A dict
@@ -118,3 +125,20 @@ def coral_storage_backends(register: Callable[[str, type], None]) -> None:
     """Called once when Coral resolves a store URL: call ``register(scheme, StoreClass)`` for each URL scheme
     you serve (``"file"``, ``"memory"``, ``"s3"``, ...). ``StoreClass.from_url(url)`` must build the store,
     which must subclass :class:`coral.store.base.Store` and pass ``coral.testing.StoreContract``."""
+
+
+# --- provenance --------------------------------------------------------------------------------------------
+
+
+@hookspec
+def coral_environment() -> dict[str, Any] | None:
+    """Called once per process when a checkpoint records its provenance: return ``{"versions": {name:
+    version}, "device": {"type", "name", "count"}}`` for your framework (a device only for an accelerator you
+    see), or None. Every plugin contributes; never import your framework just to answer."""
+
+
+@hookspec(firstresult=True)
+def coral_find_hparams(source: Any) -> dict[str, Any] | None:
+    """Called at each save on objects an integration registered (an optimizer, a LightningModule,
+    ``TrainingArguments``): return their hyperparameters as a flat-ish JSON-safe dict, or ``None`` when
+    ``source`` is not of your framework."""

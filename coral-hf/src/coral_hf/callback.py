@@ -11,25 +11,22 @@ import dataclasses
 import logging
 import math
 import os
-import re
-from collections.abc import Iterable
-from typing import Any
+from typing import Any, Unpack
 
 import torch
 import transformers
 from coral import Repository
-from coral.errors import CheckpointError, CoralError, InvalidArgumentError
+from coral.errors import CheckpointError, CoralError, InvalidArgumentError, RemotesUnavailableError
 from coral.plugins import get_plugin_manager
-from coral.training import CheckpointConfig, CheckpointManager, TrainingState
-from coral.training.manager import STATE_PREFIXES
-from coral.version_control.names import validate_ref_name
+from coral.training import CheckpointManager, TrainingState
+from coral.training.callback_setup import CallbackOptions, CallbackSetup, use_branch
+from coral.training.layout import STATE_ROOTS
 from coral_torch import PyTorchIntegration
 from transformers import TrainerCallback, TrainerControl, TrainerState, TrainingArguments
 
 from .jsonsafe import json_safe
 
 log = logging.getLogger(__name__)
-_STATE_ROOTS = set(STATE_PREFIXES.values())
 
 
 def _unwrap(model: Any) -> Any:
@@ -38,31 +35,7 @@ def _unwrap(model: Any) -> Any:
     return model
 
 
-def _positive_int(name: str, value: Any) -> int | None:
-    if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
-        raise InvalidArgumentError(name, value, "must be a positive integer or None")
-    return value
-
-
-from coral.errors import RemotesUnavailableError  # noqa: E402  (re-exported)
-
-
-def use_branch(repo: Repository, branch: str) -> None:
-    """Point HEAD at ``branch``: switch to it, create it from HEAD, or (empty repository) make it the unborn branch."""
-    validate_ref_name(branch, "branch")
-    if repo.current_branch == branch:
-        return
-    if branch in repo.list_branches():
-        repo.switch(branch)
-    elif repo.head_commit() is None:
-        old = repo.store.get_ref("HEAD")
-        if not repo.store.compare_and_swap("HEAD", old, f"ref: heads/{branch}"):
-            raise CoralError(f"HEAD moved while switching to branch {branch!r}")
-    else:
-        repo.switch(branch, create=True)
-
-
-class CoralTrainerCallback(TrainerCallback):
+class CoralTrainerCallback(TrainerCallback, CallbackSetup):
     """Commit checkpoints of a ``transformers.Trainer`` run to a Coral repository.
 
     Saves every ``save_every_n_steps`` steps, every ``save_every_n_epochs`` epochs, whenever the Trainer itself
@@ -76,93 +49,36 @@ class CoralTrainerCallback(TrainerCallback):
         *,
         repo_path: str | os.PathLike[str] | None = None,
         init: bool = False,
-        save_every_n_steps: int | None = None,
-        save_every_n_epochs: int | None = None,
-        save_on_best: str | None = None,
-        mode: str = "min",
-        branch: str | None = None,
-        push_to: str | None = None,
-        include_optimizer: bool = True,
-        metadata_keys: Iterable[str] | None = None,
-        keep_last_n_checkpoints: int | None = None,
-        keep_best_n_checkpoints: int | None = None,
-        keep_checkpoint_every_n_epochs: int | None = None,
         save_on_trainer_save: bool = True,
         save_on_train_end: bool = True,
-        experiment_name: str | None = None,
         async_save: bool = False,
+        **options: Unpack[CallbackOptions],
     ) -> None:
-        if push_to is not None:
-            raise RemotesUnavailableError(
-                f"push_to={push_to!r}: pushing to a remote is not available yet (Coral has no remotes); "
-                "leave push_to=None and copy the repository folder instead"
-            )
-        if (repo is None) == (repo_path is None):
-            raise InvalidArgumentError(
-                "repo", repo, "pass exactly one of repo= (a Repository or a path) and repo_path="
-            )
-        if isinstance(repo, Repository):
-            self.repo = repo
-        else:
-            path = repo if repo is not None else repo_path
-            if not isinstance(path, (str, os.PathLike)):
-                raise InvalidArgumentError("repo", path, "expected a coral Repository or a folder path")
-            self.repo = Repository(path, init=bool(init))
-        if mode not in ("min", "max"):
-            raise InvalidArgumentError("mode", mode, "must be 'min' or 'max'")
-        if save_on_best is not None and (not isinstance(save_on_best, str) or not save_on_best):
-            raise InvalidArgumentError(
-                "save_on_best", save_on_best, "must be an eval metric name such as 'eval_loss'"
-            )
-        if branch is not None:
-            validate_ref_name(branch, "branch")
-        flags = {
-            "include_optimizer": include_optimizer,
+        """``repo`` (a Repository or a path) or ``repo_path``; the shared options are
+        :class:`coral.training.callback_setup.CallbackOptions` (``save_on_best="accuracy"`` means
+        ``"eval_accuracy"``, as with ``TrainingArguments.metric_for_best_model``)."""
+        for flag, value in {
             "save_on_trainer_save": save_on_trainer_save,
             "save_on_train_end": save_on_train_end,
             "async_save": async_save,
-        }
-        for flag, value in flags.items():
+        }.items():
             if not isinstance(value, bool):
                 raise InvalidArgumentError(flag, value, "must be True or False")
-        keys = [metadata_keys] if isinstance(metadata_keys, str) else list(metadata_keys or [])
-        if not all(isinstance(k, str) for k in keys):
-            raise InvalidArgumentError("metadata_keys", metadata_keys, "must be a list of names")
-        self.save_every_n_steps = _positive_int("save_every_n_steps", save_every_n_steps)
-        self.save_every_n_epochs = _positive_int("save_every_n_epochs", save_every_n_epochs)
-        # like TrainingArguments.metric_for_best_model, "accuracy" means the evaluation's "eval_accuracy"
-        self.save_on_best = (
-            None
-            if save_on_best is None
-            else (save_on_best if save_on_best.startswith("eval_") else f"eval_{save_on_best}")
-        )
-        self.mode = mode
-        self.branch = branch
-        self.include_optimizer = include_optimizer
-        self.metadata_keys = keys
+        self.repo = self.setup_checkpointing(repo, repo_path, init, options, fallback_name="hf-trainer")
+        if self.save_on_best is not None and not self.save_on_best.startswith("eval_"):
+            self.save_on_best = f"eval_{self.save_on_best}"
         self.save_on_trainer_save = save_on_trainer_save
         self.save_on_train_end = save_on_train_end
-        config = CheckpointConfig(
+        config = self.checkpoint_config(
             save_every_n_steps=self.save_every_n_steps,
             save_every_n_epochs=self.save_every_n_epochs,
-            save_on_best_metric=self.save_on_best,
-            minimize_metric=mode == "min",
-            keep_last_n_checkpoints=keep_last_n_checkpoints,
-            keep_best_n_checkpoints=keep_best_n_checkpoints,
-            keep_checkpoint_every_n_epochs=keep_checkpoint_every_n_epochs,
-            save_optimizer_state=include_optimizer,
-            save_scheduler_state=include_optimizer,
-            save_random_state=True,
             async_save=async_save,
             commit_message_template="HF Trainer checkpoint at step {global_step}",
         )
         # Load Coral's plugins now, before the Trainer seeds its RNGs: some plugin imports draw from python's
         # `random`, and doing that at the first save would steer a straight run away from a resumed one.
         get_plugin_manager()
-        name = experiment_name or re.sub(
-            r"[^A-Za-z0-9._\-]", "-", branch or self.repo.current_branch or "hf-trainer"
-        )
-        self.manager = CheckpointManager(self.repo, config, experiment_name=name)
+        self.manager = CheckpointManager(self.repo, config, experiment_name=self.experiment_name)
         self._training = False
         self._pending: str | None = None
         self._last_saved_step = -1
@@ -171,6 +87,7 @@ class CoralTrainerCallback(TrainerCallback):
         self._eval_metrics: dict[str, Any] = {}
         self._eval_step = -1
         self._warned_metric = False
+        self._warned_no_eval = False
 
     # ---- Trainer events ----------------------------------------------------------------------------------
     def on_train_begin(
@@ -180,6 +97,7 @@ class CoralTrainerCallback(TrainerCallback):
         self._pending = None
         self._eval_metrics, self._eval_step = {}, -1
         self._last_saved_step = state.global_step  # a resumed run does not re-save the step it resumed from
+        self._warn_if_never_evaluated(args)
         if state.is_world_process_zero and self.branch is not None:
             use_branch(self.repo, self.branch)
         model = _unwrap(kwargs.get("model"))
@@ -273,6 +191,18 @@ class CoralTrainerCallback(TrainerCallback):
         finally:
             self._training = False
 
+    def _warn_if_never_evaluated(self, args: TrainingArguments) -> None:
+        """``save_on_best`` needs evaluations: say so once when the Trainer is set to run none."""
+        strategy = getattr(args, "eval_strategy", None) or getattr(args, "evaluation_strategy", None)
+        if self.save_on_best is None or self._warned_no_eval or str(getattr(strategy, "value", strategy)) != "no":
+            return
+        self._warned_no_eval = True
+        log.warning(
+            "CoralTrainerCallback(save_on_best=%r) will never save on the metric: TrainingArguments has "
+            "eval_strategy='no'; set eval_strategy='steps' or 'epoch' (and an eval_dataset)",
+            self.save_on_best,
+        )
+
     # ---- saving ------------------------------------------------------------------------------------------
     def _save_or_wait_for_eval(
         self,
@@ -353,6 +283,8 @@ class CoralTrainerCallback(TrainerCallback):
             hf["values"] = json_safe(
                 {k: v for k in self.metadata_keys if (v := _lookup(k, numbers, logs, state)) is not None}
             )
+        self.manager.provenance.add_source(args)  # provenance: TrainingArguments' lr, batch size, seed...
+        self.manager.provenance.add_source(optimizer, "optimizer")
         commit = self.manager.save_checkpoint(
             PyTorchIntegration.model_to_weights(model), training_state, force=True, metadata={"hf": hf}
         )
@@ -394,7 +326,7 @@ class CoralTrainerCallback(TrainerCallback):
         weights = {
             n: w
             for n, w in self.repo.get_weights(commit_hash).items()
-            if n.split("/", 1)[0] not in _STATE_ROOTS
+            if n.split("/", 1)[0] not in STATE_ROOTS
         }
         PyTorchIntegration.weights_to_model(weights, _unwrap(model), strict=strict)
         return commit_hash

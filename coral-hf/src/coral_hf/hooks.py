@@ -35,3 +35,29 @@ def coral_import_file(path: str) -> dict[str, Any] | None:
     if not is_hf_folder(path):
         return None
     return open_hf_folder(path)
+
+
+TRAINING_ARGS_HPARAMS = (
+    "learning_rate", "weight_decay", "adam_beta1", "adam_beta2", "adam_epsilon", "max_grad_norm",
+    "per_device_train_batch_size", "gradient_accumulation_steps", "num_train_epochs", "max_steps",
+    "warmup_steps", "warmup_ratio", "lr_scheduler_type", "optim", "seed", "bf16", "fp16",
+)
+
+
+@hookimpl
+def coral_environment() -> Any:
+    """transformers' version (and accelerate's, when installed), read from the installed metadata."""
+    from coral.training.provenance import package_version
+
+    return {"versions": {"transformers": package_version("transformers"), "accelerate": package_version("accelerate")}}
+
+
+@hookimpl
+def coral_find_hparams(source: Any) -> Any:
+    """The training hyperparameters of a ``TrainingArguments`` (lr, betas, batch size, schedule, seed...)."""
+    if "TrainingArguments" not in {cls.__name__ for cls in type(source).__mro__}:
+        return None
+    from coral.training.provenance import json_safe
+
+    values = source.to_dict()
+    return {k: json_safe(values[k]) for k in TRAINING_ARGS_HPARAMS if k in values}

@@ -9,6 +9,7 @@ from typing import Any
 import numpy as np
 from coral import Repository
 from coral.errors import InvalidArgumentError
+from coral.training.provenance import Provenance
 
 from .pytree import flatten_pytree, unflatten_pytree
 
@@ -41,7 +42,7 @@ def commit_arrays(
     ``pack``: pack the previous commit against this one in the background."""
     if not arrays:
         raise InvalidArgumentError("tree", "no arrays", "a checkpoint needs at least one array leaf")
-    meta = dict(metadata or {})
+    meta = Provenance().capture() | dict(metadata or {})  # provenance: versions, device, code commit (issue 29)
     if META_KEY in meta:
         raise InvalidArgumentError("metadata", META_KEY, "is reserved for coral-jax")
     meta[META_KEY] = {"structure": structure, **dict(info or {})}

@@ -85,6 +85,31 @@ def coral_import_file(path: str) -> Any:
 def coral_export(weights: dict[str, Any], metadata: dict[str, Any], out: str, format: str) -> Any:
     if format != "orbax":
         return None
+    from pathlib import Path
+
+    from coral.errors import InvalidArgumentError
+
+    if Path(out).expanduser().exists():  # Orbax refuses an existing folder, deep inside its own threads
+        raise InvalidArgumentError(
+            "out", out, "already exists; Orbax writes a new folder: remove it or pick another path"
+        )
     from .orbax_io import write_orbax
 
     return str(write_orbax(weights, metadata, out))
+
+
+@hookimpl
+def coral_environment() -> Any:
+    """jax, jaxlib, flax, optax and orbax versions; the accelerator once JAX is imported (never imports it)."""
+    from coral.training.provenance import package_version
+
+    names = ("jax", "jaxlib", "flax", "optax", "orbax-checkpoint")
+    info: dict[str, Any] = {"versions": {n.replace("-", "_"): package_version(n) for n in names}}
+    if _jax_loaded():
+        try:
+            devices = sys.modules["jax"].devices()
+            if devices and devices[0].platform != "cpu":
+                info["device"] = {"type": devices[0].platform, "name": devices[0].device_kind, "count": len(devices)}
+        except Exception:  # noqa: BLE001 - no backend: the CPU stays the device
+            pass
+    return info

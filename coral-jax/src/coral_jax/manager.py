@@ -19,7 +19,17 @@ from typing import Any, Self
 import jax
 import numpy as np
 from coral import Repository
-from coral.errors import CheckpointError, ConfigError, InvalidArgumentError, RefNotFoundError
+from coral.errors import ConfigError, InvalidArgumentError, RefNotFoundError
+from coral.training import (
+    BackgroundPusher,
+    BackgroundSaver,
+    RetentionRules,
+    capture_random_state,
+    prune_commits,
+    restore_random_state,
+    select_kept,
+)
+from coral.training.config import check_push_to
 from coral.training.tensors_in_state import join_state, split_state
 from coral.version_control.jsonsafe import from_jsonable, to_jsonable
 from coral.version_control.names import validate_ref_name
@@ -42,7 +52,8 @@ class CoralCheckpointManagerOptions:
     ``save_interval_steps``: ``save`` skips steps not divisible by it (the first save always happens);
     ``enable_async``: write in a background thread. Unlike Orbax the newest checkpoint is always kept, so
     there is always a resume point. ``save_rng_state`` captures every plugin's generators (python, numpy,
-    torch, tracked JAX keys) and ``restore`` puts them back; ``use_deltas`` delta-encodes the previous step.
+    torch, tracked JAX keys) and ``restore`` puts them back; ``use_deltas`` delta-encodes the previous step;
+    ``push_to`` names a remote each saved step is pushed to in the background (``wait_until_finished`` waits).
     """
 
     max_to_keep: int | None = None
@@ -54,8 +65,10 @@ class CoralCheckpointManagerOptions:
     enable_async: bool = False
     save_rng_state: bool = False
     use_deltas: bool = True
+    push_to: str | None = None
 
     def __post_init__(self) -> None:
+        check_push_to(self.push_to)
         for name in ("max_to_keep", "keep_period"):
             v = getattr(self, name)
             if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v < 1):
@@ -149,8 +162,9 @@ class CoralCheckpointManager:
         self.options = dataclasses.replace(opts, **option_overrides) if option_overrides else opts
         self.name = validate_ref_name(name or self.repository.current_branch or "default", "manager name")
         self._lock = threading.RLock()
-        self._thread: threading.Thread | None = None
-        self._error: BaseException | None = None
+        self._saver = BackgroundSaver(f"jax-{self.name}")
+        push_to = self.options.push_to
+        self._pusher = BackgroundPusher(self.repository, push_to) if push_to else None
         self._inflight: int | None = None
         self._checkpoints = read_index(self.repository, self.name)
 
@@ -249,30 +263,22 @@ class CoralCheckpointManager:
         rng_skeleton = None
         if self.options.save_rng_state:
             rng_arrays: dict[str, np.ndarray] = {}
-            rng_skeleton = split_state(_capture_rng(), RNG_PREFIX, rng_arrays)
+            rng_skeleton = split_state(capture_random_state(), RNG_PREFIX, rng_arrays)
             arrays.update({n: np.array(a, copy=True) for n, a in rng_arrays.items()})
         job = (step, arrays, structure, metrics_json, rng_skeleton)
         if not asynchronous:
             self._write(*job)
             return True
-        self.wait_until_finished()
+        self._saver.wait()  # the previous save, not the pushes: the training loop never waits on the network
+        self._raise_pending()
         with self._lock:
             self._inflight = step
-        self._thread = threading.Thread(
-            target=self._background, args=job, name=f"coral-jax-save-{step}", daemon=False
-        )
-        self._thread.start()
+        self._saver.start(self._write, *job, on_done=self._finished)
         return True
 
-    def _background(self, *job: Any) -> None:
-        try:
-            self._write(*job)
-        except BaseException as exc:  # noqa: BLE001 - surfaced by wait_until_finished() or the next save()
-            log.error("async checkpoint of step %s failed: %s", job[0], exc)
-            self._error = exc
-        finally:
-            with self._lock:
-                self._inflight = None
+    def _finished(self) -> None:
+        with self._lock:
+            self._inflight = None
 
     def _write(
         self, step: int, arrays: dict[str, np.ndarray], structure: Any, metrics: Any, rng_skeleton: Any
@@ -290,64 +296,57 @@ class CoralCheckpointManager:
             self._checkpoints = entries
         self._apply_retention()
         # packing (deltas) of the previous step runs in the repository's background packer after the commit
+        if self._pusher is not None:  # in the background: the training loop never waits on the network
+            self._pusher.request()
         return cid
 
     def _raise_pending(self) -> None:
-        if self._error is not None:
-            err, self._error = self._error, None
-            raise CheckpointError(f"an earlier async checkpoint failed: {err}") from err
+        """Raise (once) the error of a background save or push that failed."""
+        self._saver.raise_pending()
+        if self._pusher is not None:
+            self._pusher.raise_pending()
 
     def wait_until_finished(self) -> None:
-        """Block until a background save is written; re-raise its error if it failed."""
-        t = self._thread
-        if t is not None and t is not threading.current_thread():
-            t.join()
-            self._thread = None
-        self._raise_pending()
+        """Block until a background save is written and pushed (``push_to``); re-raise an error if one failed."""
+        self._saver.wait()
+        if self._pusher is not None:
+            self._pusher.wait()
 
     def close(self) -> None:
         """Finish pending writes."""
         self.wait_until_finished()
 
     # ---- retention ---------------------------------------------------------------------------------------
-    def _preserved(self, entries: list[dict[str, Any]]) -> list[bool]:
+    def _retention_rules(self) -> RetentionRules:
+        """Orbax's options as core's keep rules: ``max_to_keep=None`` keeps everything."""
         opts = self.options
-        n = opts.max_to_keep
-        if opts.best_fn is not None:
-            if n is None:
-                keep = [True] * len(entries)
-            else:
-                with_metrics = [e for e in entries if e.get("metrics") is not None]
-                best = {id(e) for e in self._ranked(with_metrics)[-n:]}
-                keep = [
-                    id(e) in best or (e.get("metrics") is None and opts.keep_checkpoints_without_metrics)
-                    for e in entries
-                ]
-        else:
-            keep = (
-                [True] * len(entries) if n is None else [i >= len(entries) - n for i in range(len(entries))]
-            )
-        if opts.keep_period is not None:
-            keep = [k or e["step"] % opts.keep_period == 0 for k, e in zip(keep, entries)]
-        if keep:
-            keep[-1] = True  # the newest is the resume point
-        return keep
+        if opts.max_to_keep is None:
+            return RetentionRules()
+        best_fn = opts.best_fn
+        if best_fn is None:
+            return RetentionRules(last_n=opts.max_to_keep, every_n=opts.keep_period, period_of=_step_of)
+        return RetentionRules(
+            best_n=opts.max_to_keep,
+            rank=lambda e: None if e.get("metrics") is None else best_fn(e["metrics"]),
+            minimize=opts.best_mode == "min",
+            keep_unranked=opts.keep_checkpoints_without_metrics,
+            every_n=opts.keep_period,
+            period_of=_step_of,
+        )
 
     def _apply_retention(self) -> None:
         with self._lock:
             entries = list(self._checkpoints)
-        drop = [e for e, k in zip(entries, self._preserved(entries)) if not k]
+        drop = [e for e, k in zip(entries, select_kept(entries, self._retention_rules()), strict=True) if not k]
         if drop:
             self._remove(drop)
 
     def _remove(self, entries: list[dict[str, Any]]) -> None:
         repo = self.repository
-        for e in entries:
-            repo.prune(e["commit"])
+        prune_commits(repo, [e["commit"] for e in entries])
         _drop_steps(repo, self.name, {e["step"] for e in entries})
         with self._lock:
             self._checkpoints = read_index(repo, self.name)
-        repo.gc()
 
     def delete(self, step: int) -> None:
         """Forget ``step`` and free its arrays (the commit stays in history, marked pruned)."""
@@ -373,24 +372,12 @@ class CoralCheckpointManager:
         tree = unflatten_pytree(items, info.get("structure"), items_like)
         if self.options.save_rng_state and info.get("rng") is not None:
             rng = {n: w.data for n, w in weights.items() if n.split("/", 1)[0] == RNG_PREFIX}
-            _restore_rng(join_state(info["rng"], rng))
+            restore_random_state(join_state(info["rng"], rng))
         return tree
 
 
-def _capture_rng() -> dict[str, Any]:
-    from coral.plugins import hook
-
-    merged: dict[str, Any] = {}
-    for part in hook().coral_get_rng_state():
-        if part:
-            merged.update(part)
-    return merged
-
-
-def _restore_rng(state: dict[str, Any]) -> None:
-    from coral.plugins import hook
-
-    hook().coral_set_rng_state(state=state)
+def _step_of(entry: dict[str, Any]) -> int:
+    return int(entry["step"])
 
 
 __all__ = ["CoralCheckpointManager", "CoralCheckpointManagerOptions"]

@@ -212,7 +212,8 @@ def build_checkpoint(repo: Repository, commit_hash: str) -> dict[str, Any]:
     for key, meta_key in HPARAMS_KEYS.items():
         if meta_key in commit.metadata:
             checkpoint[key] = commit.metadata[meta_key]
-    checkpoint["coral"] = {"commit": loaded["commit_hash"], "random_state": state.random_state}
+    loaders = (state.data_state or {}).get("loaders")
+    checkpoint["coral"] = {"commit": loaded["commit_hash"], "random_state": state.random_state, "loaders": loaders}
     return checkpoint
 
 

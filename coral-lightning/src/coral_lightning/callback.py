@@ -4,18 +4,19 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Iterable, Mapping
-from typing import Any
+from collections.abc import Mapping
+from typing import Any, Unpack
 
 import torch
 from coral.errors import CheckpointError, CoralError, InvalidArgumentError, RefNotFoundError
 from coral.plugins import hook
-from coral.training import CheckpointConfig, CheckpointManager, TrainingState
-from coral.training.manager import STATE_PREFIXES
-from coral.version_control.names import validate_ref_name
+from coral.training import CheckpointManager, TrainingState, capture_random_state
+from coral.training.callback_setup import CallbackOptions, CallbackSetup, use_branch
+from coral.training.layout import model_only
 from coral.version_control.repository import Repository
 from coral_torch import PyTorchIntegration
 
+from . import loader_state
 from ._compat import LIGHTNING_PACKAGE, LIGHTNING_VERSION, Callback, Checkpoint
 from ._state import FORMAT, PER_RANK, plain, rng_for_rank, split_checkpoint
 from .io import CoralCheckpointIO, is_coral_path, parse_coral_path
@@ -25,17 +26,6 @@ log = logging.getLogger(__name__)
 RESERVED_METADATA = frozenset(
     {"coral_checkpoint", "epoch", "global_step", "loss", "metrics", "hparams", "datamodule_hparams", "lightning"}
 )
-
-
-from coral.errors import RemotesUnavailableError  # noqa: E402  (re-exported)
-
-
-def _positive(name: str, value: Any) -> int | None:
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise InvalidArgumentError(name, value, "must be a positive integer or None")
-    return value
 
 
 def _fitting(trainer: Any) -> bool:
@@ -55,7 +45,7 @@ def _lookup(obj: Any, dotted: str) -> tuple[bool, Any]:
     return True, obj
 
 
-class CoralCallback(Callback):
+class CoralCallback(Callback, CallbackSetup):
     """Commit Lightning checkpoints (weights, optimizer, schedulers, loops, RNG) to a Coral branch.
 
     Saves every ``save_every_n_epochs`` epochs, every ``save_every_n_steps`` optimizer steps and whenever the
@@ -68,76 +58,22 @@ class CoralCallback(Callback):
         repo: Repository | None = None,
         repo_path: str | os.PathLike[str] | None = None,
         init: bool = False,
-        save_every_n_epochs: int | None = None,
-        save_every_n_steps: int | None = None,
-        save_on_best: str | None = None,
-        mode: str = "min",
-        branch: str | None = None,
-        push_to: str | None = None,
-        include_optimizer: bool = True,
-        metadata_keys: Iterable[str] | None = None,
-        keep_last_n_checkpoints: int | None = None,
-        keep_best_n_checkpoints: int | None = None,
-        keep_checkpoint_every_n_epochs: int | None = None,
-        experiment_name: str | None = None,
+        **options: Unpack[CallbackOptions],
     ) -> None:
+        """``repo`` or ``repo_path``; the options are :class:`coral.training.callback_setup.CallbackOptions`."""
         super().__init__()
-        if push_to is not None:
-            raise RemotesUnavailableError(
-                f"push_to={push_to!r}: remotes are not available yet in Coral; leave push_to=None "
-                "(checkpoints are committed to the local repository)"
-            )
-        if (repo is None) == (repo_path is None):
-            raise InvalidArgumentError("repo", repo, "pass exactly one of repo=Repository(...) or repo_path=...")
-        if repo is not None and not isinstance(repo, Repository):
-            raise InvalidArgumentError("repo", type(repo).__name__, "expected a coral Repository (or use repo_path=)")
-        if not isinstance(init, bool):
-            raise InvalidArgumentError("init", init, "must be True or False")
-        self.save_every_n_epochs = _positive("save_every_n_epochs", save_every_n_epochs)
-        self.save_every_n_steps = _positive("save_every_n_steps", save_every_n_steps)
-        if save_on_best is not None and (not isinstance(save_on_best, str) or not save_on_best):
-            raise InvalidArgumentError("save_on_best", save_on_best, "must be the name of a logged metric")
-        self.save_on_best = save_on_best
-        if mode not in ("min", "max"):
-            raise InvalidArgumentError("mode", mode, "must be 'min' or 'max'")
-        self.mode = mode
-        if not isinstance(include_optimizer, bool):
-            raise InvalidArgumentError("include_optimizer", include_optimizer, "must be True or False")
-        self.include_optimizer = include_optimizer
-        if self.save_every_n_epochs is None and self.save_every_n_steps is None and save_on_best is None:
-            self.save_every_n_epochs = 1
-        if isinstance(metadata_keys, str):
-            raise InvalidArgumentError("metadata_keys", metadata_keys, "must be a list of attribute names, not a string")
-        self.metadata_keys = list(metadata_keys or [])
-        for key in self.metadata_keys:
-            if not isinstance(key, str) or not key:
-                raise InvalidArgumentError("metadata_keys", key, "must be attribute names (strings)")
-            if key in RESERVED_METADATA:
-                raise InvalidArgumentError("metadata_keys", key, f"is reserved ({', '.join(sorted(RESERVED_METADATA))})")
-        self.push_to = push_to
-
-        self._repo = repo if repo is not None else Repository(repo_path, init=init)  # type: ignore[arg-type]
-        self._repo_path = str(self._repo.path) if self._repo.path is not None else None
-        if branch is None:
-            branch = self._repo.current_branch
-            if branch is None:
-                raise InvalidArgumentError("branch", None, "HEAD is detached: name the branch to commit checkpoints on")
-        self.branch = validate_ref_name(branch, "branch")
-        self.experiment_name = experiment_name or self.branch.replace("/", "-")
-        self._config = CheckpointConfig(
-            save_on_best_metric=save_on_best,
-            minimize_metric=mode == "min",
-            keep_last_n_checkpoints=keep_last_n_checkpoints,
-            keep_best_n_checkpoints=keep_best_n_checkpoints,
-            keep_checkpoint_every_n_epochs=keep_checkpoint_every_n_epochs,
-            save_optimizer_state=include_optimizer,
-            save_scheduler_state=include_optimizer,
-            save_random_state=True,
+        self._repo: Repository | None = self.setup_checkpointing(
+            repo, repo_path, init, options, repo_may_be_path=False, reserved_metadata=RESERVED_METADATA,
+            every_epoch_by_default=True, branch_required=True,
         )
+        self._repo_path = str(self._repo.path) if self._repo.path is not None else None
+        self._config = self.checkpoint_config()
         self._manager: CheckpointManager | None = None
         self.last_commit_hash: str | None = None
         self._resumed_from: str | None = None
         self._pending_rng: Any = None
+        self._pending_loaders: Any = None
+        self._epoch_start_loaders: dict[str, Any] = {}
         self._fit_started = False
         self._last_step_saved = -1
         self._warned_missing = False
@@ -192,18 +128,7 @@ class CoralCallback(Callback):
         return self.repo.resolve(ref)
 
     def _checkout_branch(self) -> None:
-        repo, branch = self.repo, self.branch
-        if repo.current_branch == branch:
-            return
-        if branch in repo.list_branches():
-            repo.switch(branch)
-        elif repo.head_commit() is None:  # empty repository: the first checkpoint starts the branch
-            old = repo.store.get_ref("HEAD")
-            if not repo.store.compare_and_swap("HEAD", old, f"ref: heads/{branch}"):
-                raise CoralError(f"HEAD moved while creating branch {branch!r}")
-        else:
-            repo.switch(branch, create=True)
-            log.info("created branch %r for Coral checkpoints", branch)
+        use_branch(self.repo, self.branch)  # type: ignore[arg-type]
 
     def _install_io(self, trainer: Any) -> None:
         current = trainer.strategy.checkpoint_io
@@ -217,11 +142,14 @@ class CoralCallback(Callback):
     def setup(self, trainer: Any, pl_module: Any, stage: str) -> None:
         self._install_io(trainer)
         self._allow_fresh_start(trainer)
+        self._restore_loaders_before_first_iter(trainer)
         if not any(isinstance(cb, _CoralSaver) and cb.owner is self for cb in trainer.callbacks):
             trainer.callbacks.append(_CoralSaver(self))
         if stage == "fit":
             self._fit_started = False
             self._pending_rng = None
+            self._pending_loaders = None
+            self._epoch_start_loaders = {}
             self._resumed_from = None
             self._last_step_saved = -1
             if trainer.is_global_zero:
@@ -247,6 +175,27 @@ class CoralCallback(Callback):
         resume_start._coral_wrapped = True  # type: ignore[attr-defined]
         connector.resume_start = resume_start
 
+    def _restore_loaders_before_first_iter(self, trainer: Any) -> None:
+        """Lightning creates the first epoch's iterator inside ``setup_data`` (drawing the workers' base seed from
+        the loader's generator) before any epoch hook: restore the generators right before that, at the point
+        where Lightning restores stateful loaders itself."""
+        loop = getattr(trainer, "fit_loop", None)
+        original = getattr(loop, "_load_combined_loader_states", None)
+        if original is None or getattr(original, "_coral_wrapped", False):
+            return
+
+        def load_states() -> None:
+            self._apply_pending_loaders(trainer)
+            return original()
+
+        load_states._coral_wrapped = True  # type: ignore[attr-defined]
+        loop._load_combined_loader_states = load_states
+
+    def _apply_pending_loaders(self, trainer: Any) -> None:
+        if self._pending_loaders:
+            loader_state.restore(trainer, self._pending_loaders)
+        self._pending_loaders = None
+
     def on_fit_start(self, trainer: Any, pl_module: Any) -> None:
         for key in self.metadata_keys:
             self._attribute(trainer, pl_module, key)
@@ -264,6 +213,7 @@ class CoralCallback(Callback):
             )
         self._resumed_from = info.get("commit")
         self._pending_rng = rng_for_rank(info.get("random_state"), trainer.global_rank)
+        self._pending_loaders = rng_for_rank(info.get("loaders"), trainer.global_rank)
         if self._fit_started:  # strategies that restore after setup
             self._restore_rng()
 
@@ -271,6 +221,11 @@ class CoralCallback(Callback):
         if self._pending_rng:
             hook().coral_set_rng_state(state=dict(self._pending_rng))
         self._pending_rng = None
+
+    def on_train_epoch_start(self, trainer: Any, pl_module: Any) -> None:
+        """Put back the loaders' generators if Lightning offered no earlier point, then note their state."""
+        self._apply_pending_loaders(trainer)
+        self._epoch_start_loaders = loader_state.capture(trainer)
 
     def _on_train_batch_end(self, trainer: Any, pl_module: Any) -> None:
         n = self.save_every_n_steps
@@ -333,16 +288,22 @@ class CoralCallback(Callback):
         raise InvalidArgumentError("metadata_keys", key, "is neither a Trainer nor a LightningModule attribute")
 
     def _rng(self, trainer: Any) -> dict[str, Any]:
-        merged: dict[str, Any] = {}
-        for part in hook().coral_get_rng_state():
-            if part:
-                merged.update(part)
+        merged = capture_random_state()
         dist = torch.distributed
         if trainer.world_size > 1 and dist.is_available() and dist.is_initialized():
             every: list[Any] = [None] * dist.get_world_size()
             dist.all_gather_object(every, merged)
             return {PER_RANK: every}
         return merged
+
+    def _gather(self, trainer: Any, value: Any) -> Any:
+        """Every rank's value under ``PER_RANK`` in a multi-process run (a collective), else the value itself."""
+        dist = torch.distributed
+        if trainer.world_size > 1 and dist.is_available() and dist.is_initialized():
+            every: list[Any] = [None] * dist.get_world_size()
+            dist.all_gather_object(every, value)
+            return {PER_RANK: every}
+        return value
 
     def _maybe_save(self, trainer: Any, pl_module: Any, periodic: bool, trigger: str, epoch_end: bool) -> str | None:
         if trainer.sanity_checking or trainer.fast_dev_run or not _fitting(trainer):
@@ -359,11 +320,12 @@ class CoralCallback(Callback):
             return None
         checkpoint = trainer._checkpoint_connector.dump_checkpoint(weights_only=False)  # every rank: may be collective
         rng = self._rng(trainer)
+        loaders = self._gather(trainer, loader_state.capture(trainer) if epoch_end else self._epoch_start_loaders)
         outcome: tuple[str, Any] = ("ok", None)
         error: BaseException | None = None
         if trainer.is_global_zero:
             try:
-                outcome = ("ok", self._commit(trainer, pl_module, state, checkpoint, rng, "+".join(reasons)))
+                outcome = ("ok", self._commit(trainer, pl_module, state, checkpoint, rng, "+".join(reasons), loaders))
             except Exception as exc:  # noqa: BLE001 - every rank must leave the broadcast below, then fail together
                 outcome, error = ("error", f"{type(exc).__name__}: {exc}"), exc
         outcome = trainer.strategy.broadcast(outcome, src=0)
@@ -388,7 +350,8 @@ class CoralCallback(Callback):
         return self.manager.should_save_checkpoint(state)
 
     def _commit(
-        self, trainer: Any, pl_module: Any, state: TrainingState, checkpoint: dict[str, Any], rng: Any, trigger: str
+        self, trainer: Any, pl_module: Any, state: TrainingState, checkpoint: dict[str, Any], rng: Any, trigger: str,
+        loaders: Any = None,
     ) -> str:
         self._checkout_branch()
         parts = split_checkpoint(checkpoint, self.include_optimizer)
@@ -396,6 +359,8 @@ class CoralCallback(Callback):
         state.scheduler_state = parts.scheduler_state
         state.random_state = rng
         state.data_state = parts.data_state
+        if loaders:
+            state.data_state["loaders"] = loaders
         metadata = dict(parts.metadata)
         metadata["lightning"] = {
             "format": FORMAT,
@@ -409,6 +374,8 @@ class CoralCallback(Callback):
         }
         for key in self.metadata_keys:
             metadata[key] = self._attribute(trainer, pl_module, key)
+        self.manager.provenance.add_source(pl_module)  # provenance: the module's hparams, the optimizer's lr...
+        self.manager.provenance.add_source(next(iter(getattr(trainer, "optimizers", None) or []), None), "optimizer")
         commit_hash = self.manager.save_checkpoint(parts.weights, state, force=True, metadata=metadata)
         if commit_hash is None:  # pragma: no cover - only with async_save, which this callback does not use
             raise CheckpointError("the checkpoint manager did not return a commit hash")
@@ -426,8 +393,7 @@ class CoralCallback(Callback):
             target = self.best_commit_hash or self.resolve("last")
         else:
             target = self.resolve(commit_ref)
-        prefixes = set(STATE_PREFIXES.values())
-        weights = {n: w for n, w in self.repo.get_weights(target).items() if n.split("/", 1)[0] not in prefixes}
+        weights = model_only(self.repo.get_weights(target))
         PyTorchIntegration.weights_to_model(weights, model, strict=True)
         return target
 

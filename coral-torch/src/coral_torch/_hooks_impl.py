@@ -8,7 +8,7 @@ import torch
 
 from coral.hookspecs import hookimpl
 
-from .convert import tensor_to_numpy
+from .convert import numpy_to_tensor, tensor_to_numpy
 
 from .integration import PyTorchIntegration, _set_torch_rng_state, _torch_rng_state
 
@@ -31,6 +31,14 @@ def coral_weights_to_model(weights: Any, model: Any, strict: bool) -> Any:
 def coral_tensor_to_array(value: Any) -> Any:
     if isinstance(value, torch.Tensor):
         return tensor_to_numpy(value)
+    return None
+
+
+@hookimpl
+def coral_array_to_tensor(array: Any, kind: str) -> Any:
+    """Optimizer/scheduler/RNG state that held torch tensors comes back as torch tensors (same bits)."""
+    if kind == "torch":
+        return numpy_to_tensor(array)
     return None
 
 

@@ -20,6 +20,7 @@ from coral import Repository
 from coral.errors import InvalidArgumentError
 from coral.training import CheckpointManager, TrainingState, capture_data_state, restore_data_state
 
+from . import distributed as _dist
 from .data import as_data_source, is_mid_epoch
 from .integration import PyTorchIntegration
 
@@ -116,7 +117,8 @@ def build_state(
 
 def model_weights(model: torch.nn.Module, manager: CheckpointManager) -> dict[str, Any]:
     # the manager writes at once, or snapshots itself before an async write: no copy needed here
-    return PyTorchIntegration.model_to_weights(model, copy=False)
+    # DDP/compile wrappers are seen through: names never carry ``module.`` or ``_orig_mod.``
+    return PyTorchIntegration.model_to_weights(_dist.unwrap(model), copy=False)
 
 
 def restore(
@@ -135,7 +137,8 @@ def restore(
     from coral.plugins import hook
 
     state: TrainingState = checkpoint["state"]
-    PyTorchIntegration.weights_to_model(checkpoint["weights"], model, strict=strict)
+    weights = _dist.strip_wrapper_prefixes(checkpoint["weights"])
+    PyTorchIntegration.weights_to_model(weights, _dist.unwrap(model), strict=strict)
     short = checkpoint["commit_hash"][:12]
     if optimizer is not None and load_optimizer:
         if state.optimizer_state is not None:

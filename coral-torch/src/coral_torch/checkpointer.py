@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 from types import TracebackType
-from typing import Any, Self
+from typing import Any, Mapping, Self
 
 import torch
 from coral import Repository
@@ -14,7 +15,9 @@ from coral.integrations.trackers import Tracker
 from coral.training import CheckpointConfig, CheckpointManager, TrainingState
 
 from . import _state
+from . import distributed as _dist
 from .data import is_mid_epoch
+from .integration import PyTorchIntegration
 
 log = logging.getLogger(__name__)
 
@@ -25,8 +28,15 @@ class Checkpointer:
     ``resume=True`` (latest) or ``"best"`` restores the model, optimizer, scheduler, every RNG and the data
     order (``data=``) from this experiment's checkpoint at construction; ``epoch`` is then the epoch to run
     next, so ``for epoch in range(ckpt.epoch, N)`` neither repeats nor skips one. With no save rule given,
-    it saves every epoch. As a context manager it starts and ends the tracker run (``"completed"``, or
+    it saves every epoch. ``hparams`` (a JSON-like dict) is recorded in every checkpoint's provenance, next
+    to the optimizer's lr, betas and weight decay. As a context manager it starts and ends the tracker run (``"completed"``, or
     ``"failed"`` when an exception escapes).
+
+    In a process group, build it and call ``log``/``save`` on every rank: global rank 0 commits, the others
+    wait at a barrier (``barrier_timeout`` seconds) and return the same hash. ``distributed="dcp"`` saves
+    sharded models (FSDP2) through ``torch.distributed.checkpoint``: every rank writes its own shards into
+    one commit. ``push_to`` names a remote (``coral remote add``) each checkpoint is pushed to in the background;
+    ``close`` waits for the pushes.
     """
 
     def __init__(
@@ -47,8 +57,16 @@ class Checkpointer:
         tracker: Tracker | None = None,
         data: Any = None,
         config: CheckpointConfig | None = None,
+        distributed: str | None = None,
+        barrier_timeout: float | None = None,
+        hparams: Mapping[str, Any] | None = None,
+        push_to: str | None = None,
     ) -> None:
         self.model = _state.check_model(model)
+        self.distributed = _dist.check_distributed_mode(distributed)
+        if barrier_timeout is not None and (isinstance(barrier_timeout, bool) or not isinstance(barrier_timeout, (int, float)) or barrier_timeout <= 0):
+            raise InvalidArgumentError("barrier_timeout", barrier_timeout, "must be a positive number of seconds")
+        self._timeout = barrier_timeout
         self.optimizer = _state.check_optimizer(optimizer)
         self.scheduler = _state.check_scheduler(scheduler)
         if resume not in (False, True, "best"):
@@ -65,8 +83,11 @@ class Checkpointer:
                 save_every_n_epochs=every_n_epochs, save_every_n_steps=every_n_steps, save_on_best_metric=on_best,
                 minimize_metric=minimize, keep_last_n_checkpoints=keep_last, keep_best_n_checkpoints=keep_best,
             )
+        if push_to is not None:  # pushed to that remote in the background after each save
+            config = dataclasses.replace(config, push_to=push_to)
         self._repo = _state.open_repository(repo_or_path)
-        self.manager = CheckpointManager(self._repo, config, type(model).__name__, experiment)
+        self.manager = CheckpointManager(self._repo, config, type(model).__name__, experiment, hparams=hparams)
+        self.manager.provenance.add_source(self.optimizer, key="optimizer")
         self.config = config
         self.data = data
         self.tracker = tracker
@@ -74,18 +95,41 @@ class Checkpointer:
         self._global_step = 0
         self._metrics: dict[str, Any] = {}
         self._run_open = False
+        self._stop_early: bool | None = None
         self.resumed_from: str | None = None
         self.manager.register_checkpoint_callback(self._saved)
         if resume:
             self._resume(best=resume == "best")
 
     # ---- resume ------------------------------------------------------------------------------------------
+    def _resume_target(self, best: bool) -> str | None:
+        if self.distributed == "dcp":
+            from . import dcp
+
+            return dcp.latest_checkpoint(self._repo, self.manager.experiment_name)
+        if best and self.manager.best_checkpoint_hash:
+            return self.manager.best_checkpoint_hash
+        live = [h for h in self.manager.list_checkpoints() if not h.get("pruned")]
+        return str(live[-1]["commit_hash"]) if live else None
+
     def _resume(self, best: bool) -> None:
-        ckpt = self.manager.load_checkpoint(load_best=best)
-        if ckpt is None:
+        # rank 0 picks the commit: every rank loads the same one, even if a save lands meanwhile
+        target = _dist.run_on_rank0(lambda: self._resume_target(best), "resume", self._timeout)
+        if target is None:
             log.info("experiment %r has no checkpoint yet: starting fresh", self.manager.experiment_name)
             return
-        complete = _state.restore(ckpt, self.model, optimizer=self.optimizer, scheduler=self.scheduler, data=self.data)
+        if self.distributed == "dcp":
+            from . import dcp
+
+            ckpt = dcp.load_training_checkpoint(self._repo, target, self.model, self.optimizer)
+            complete = _state.restore(
+                ckpt, self.model, scheduler=self.scheduler, data=self.data, load_rng=False, strict=False
+            )
+        else:
+            ckpt = self.manager.load_checkpoint(commit_hash=target)
+            complete = _state.restore(
+                ckpt, self.model, optimizer=self.optimizer, scheduler=self.scheduler, data=self.data
+            )
         state: TrainingState = ckpt["state"]
         self._epoch = state.epoch + 1 if complete else state.epoch
         self._global_step = state.global_step
@@ -107,18 +151,44 @@ class Checkpointer:
         values = {k: _state.number(k, v) for k, v in metrics.items()}
         self._global_step = self._global_step if step is None else step
         self._metrics.update(values)
-        self._ensure_run()
-        if self.tracker is not None:
-            numeric = {k: v for k, v in values.items() if _state.finite(v)}
-            if numeric:
-                self.tracker.log_metrics(numeric, step=self._global_step)
+        if _dist.rank() == 0:  # one tracker run per job, not one per rank
+            self._ensure_run()
+            if self.tracker is not None:
+                numeric = {k: v for k, v in values.items() if _state.finite(v)}
+                if numeric:
+                    self.tracker.log_metrics(numeric, step=self._global_step)
+        if self.distributed == "dcp":
+            # every rank writes its shards: the decision is rank 0's, shared before anyone writes
+            probe = self._state(epoch, values, with_tensors=False)
+            due = _dist.run_on_rank0(lambda: self.manager.should_save_checkpoint(probe), "log", self._timeout)
+            commit = self._dcp_save(epoch, values, complete=True) if due else None
+        else:
+            commit = _dist.run_on_rank0(lambda: self._log_on_rank0(epoch, values), "log", self._timeout)
+        if _dist.is_distributed():  # rank 0's early-stopping verdict: every rank stops at the same epoch
+            self._stop_early = _dist.broadcast(self.manager.should_stop_early)
+        self._epoch = epoch if self.data is not None and is_mid_epoch(self.data) else epoch + 1
+        return commit
+
+    def _log_on_rank0(self, epoch: int, values: dict[str, Any]) -> str | None:
         probe = self._state(epoch, values, with_tensors=False)
         if self.manager.should_save_checkpoint(probe):
             state = self._state(epoch, values, with_tensors=True)
-            commit = self.manager.save_checkpoint(_state.model_weights(self.model, self.manager), state, force=True)
-        else:
-            commit = self.manager.save_checkpoint({}, probe)  # keeps early-stopping counts; saves nothing
-        self._epoch = epoch if self.data is not None and is_mid_epoch(self.data) else epoch + 1
+            return self.manager.save_checkpoint(_state.model_weights(self.model, self.manager), state, force=True)
+        return self.manager.save_checkpoint({}, probe)  # keeps early-stopping counts; saves nothing
+
+    def _dcp_save(self, epoch: int, values: dict[str, Any], *, complete: bool) -> str:
+        from . import dcp
+
+        state = self._state(epoch, values, with_tensors=False, epoch_complete=complete)
+        if self.scheduler is not None:
+            state.scheduler_state = PyTorchIntegration.save_scheduler_state(self.scheduler)
+        commit = dcp.save_training_checkpoint(
+            self._repo, self.model, self.optimizer, state, experiment=self.manager.experiment_name,
+            epoch_complete=complete, data=self.data,
+        )
+        if _dist.rank() == 0:
+            self._saved(state, commit)
+            self.manager.request_push()  # a sharded save commits outside the manager: push_to still applies
         return commit
 
     def save(self, epoch: int | None = None, step: int | None = None, **metrics: Any) -> str | None:
@@ -131,8 +201,14 @@ class Checkpointer:
             self._global_step = step
         values = {k: _state.number(k, v) for k, v in metrics.items()}
         self._metrics.update(values)
-        state = self._state(epoch, values, with_tensors=True, epoch_complete=complete)
-        return self.manager.save_checkpoint(_state.model_weights(self.model, self.manager), state, force=True)
+        if self.distributed == "dcp":
+            return self._dcp_save(epoch, values, complete=complete)
+
+        def commit() -> str | None:
+            state = self._state(epoch, values, with_tensors=True, epoch_complete=complete)
+            return self.manager.save_checkpoint(_state.model_weights(self.model, self.manager), state, force=True)
+
+        return _dist.run_on_rank0(commit, "save", self._timeout)
 
     def _state(
         self, epoch: int, metrics: dict[str, Any], *, with_tensors: bool, epoch_complete: bool = True
@@ -179,7 +255,8 @@ class Checkpointer:
                 self._run_open = False
 
     def __enter__(self) -> Self:
-        self._ensure_run()
+        if _dist.rank() == 0:
+            self._ensure_run()
         return self
 
     def __exit__(
@@ -218,7 +295,7 @@ class Checkpointer:
 
     @property
     def should_stop_early(self) -> bool:
-        return self.manager.should_stop_early
+        return self.manager.should_stop_early if self._stop_early is None else self._stop_early
 
     def __repr__(self) -> str:
         return f"Checkpointer({self.manager.experiment_name!r}, epoch={self._epoch}, step={self._global_step})"

@@ -32,6 +32,16 @@ def torch_dtype_name(dtype: torch.dtype) -> str:
         raise UnsupportedDtypeError(f"torch dtype {dtype} is not supported by Coral") from None
 
 
+def torch_dtype(name: str) -> torch.dtype:
+    """The torch dtype for a Coral dtype name (``"bfloat16"`` -> ``torch.bfloat16``)."""
+    try:
+        return _NAME_TO_TORCH[name]
+    except KeyError:
+        from coral.errors import UnsupportedDtypeError
+
+        raise UnsupportedDtypeError(f"dtype {name} has no torch equivalent") from None
+
+
 def tensor_to_numpy(t: torch.Tensor) -> np.ndarray:
     """A numpy array with the tensor's exact bits, on CPU, C-contiguous (a copy only when needed)."""
     t = t.detach()
@@ -71,4 +81,4 @@ def numpy_to_tensor(a: np.ndarray, name: str | None = None) -> torch.Tensor:
     return torch.from_numpy(raw).view(tdt)
 
 
-__all__ = ["ml_dtypes", "numpy_to_tensor", "tensor_to_numpy", "torch_dtype_name"]
+__all__ = ["ml_dtypes", "numpy_to_tensor", "tensor_to_numpy", "torch_dtype", "torch_dtype_name"]

@@ -48,6 +48,15 @@ def coral_tensor_to_array(value: Any) -> Any:
 
 
 @hookimpl
+def coral_array_to_tensor(array: Any, kind: str) -> Any:
+    if kind != "torch":
+        return None
+    from . import _hooks_impl  # a torch tensor was saved: the caller wants torch back
+
+    return _hooks_impl.coral_array_to_tensor(array, kind)
+
+
+@hookimpl
 def coral_get_optimizer_state(optimizer: Any) -> Any:
     impl = _impl()
     return impl.coral_get_optimizer_state(optimizer) if impl else None
@@ -105,3 +114,38 @@ def coral_import_file(path: str) -> Any:
     from . import _hooks_impl
 
     return _hooks_impl.coral_import_file(path)
+
+
+@hookimpl
+def coral_export(weights: Any, metadata: dict[str, Any], out: str, format: str) -> Any:
+    """A sharded (torch.distributed.checkpoint) commit as one consolidated safetensors file."""
+    if format != "safetensors" or "dcp" not in metadata:
+        return None
+    from . import dcp_export
+
+    return dcp_export.export_safetensors(weights, metadata, out)
+
+
+@hookimpl
+def coral_environment() -> Any:
+    """torch's version always (read from the installed metadata); CUDA devices once torch is imported."""
+    if "torch" not in sys.modules:
+        from coral.training.provenance import package_version
+
+        return {"versions": {"torch": package_version("torch")}}
+    from . import provenance
+
+    return provenance.environment()
+
+
+@hookimpl
+def coral_find_hparams(source: Any) -> Any:
+    if "torch" not in sys.modules:
+        return None
+    import torch
+
+    if isinstance(source, torch.optim.Optimizer):
+        from . import provenance
+
+        return provenance.optimizer_hparams(source)
+    return None

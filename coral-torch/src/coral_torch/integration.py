@@ -184,10 +184,17 @@ def _torch_rng_state() -> dict[str, Any]:
     return {"torch": tensor_to_numpy(torch.get_rng_state()), "torch_cuda": cuda}
 
 
+def _byte_tensor(value: Any) -> torch.Tensor:
+    """An RNG state as the uint8 CPU tensor torch wants, whether it was kept as a tensor or a numpy array."""
+    if isinstance(value, torch.Tensor):
+        return value.detach().to("cpu", torch.uint8)
+    return numpy_to_tensor(np.asarray(value, dtype=np.uint8))
+
+
 def _set_torch_rng_state(state: Mapping[str, Any]) -> None:
     if state.get("torch") is not None:
-        torch.set_rng_state(numpy_to_tensor(np.asarray(state["torch"], dtype=np.uint8)))
+        torch.set_rng_state(_byte_tensor(state["torch"]))
     cuda = state.get("torch_cuda")
-    if cuda and torch.cuda.is_available():
-        states = [numpy_to_tensor(np.asarray(s, dtype=np.uint8)) for s in cuda]
+    if cuda is not None and len(cuda) and torch.cuda.is_available():
+        states = [_byte_tensor(s) for s in cuda]
         torch.cuda.set_rng_state_all(states[: torch.cuda.device_count()])

@@ -14,6 +14,7 @@ from coral.integrations.trackers import Tracker
 from coral.training import CheckpointConfig, CheckpointManager, TrainingState
 
 from . import _state
+from . import distributed as _dist
 
 log = logging.getLogger(__name__)
 
@@ -23,9 +24,11 @@ EVENTS = ("epoch_end", "step_end", "checkpoint_save")
 class CoralTrainer:
     """Checkpoints a training loop you write yourself: call ``step()`` per batch and ``epoch_end(epoch)`` per epoch.
 
-    ``epoch_end`` steps the scheduler (when set) and then saves when the CheckpointConfig says so, so the
-    saved scheduler state is the one the next epoch starts from. Checkpoints hold the model's full
-    ``state_dict``, the optimizer and scheduler states, every RNG and the data order (``set_data``).
+    ``epoch_end`` steps the scheduler (when set) and then saves when the CheckpointConfig says so (with no
+    config: every epoch), so the saved scheduler state is the one the next epoch starts from. Checkpoints hold
+    the model's full ``state_dict``, the optimizer and scheduler states, every RNG and the data order (``set_data``).
+    In a process group (DDP), call it on every rank: global rank 0 commits, the others wait at a barrier
+    and get the same hash.
     """
 
     def __init__(
@@ -39,7 +42,10 @@ class CoralTrainer:
     ) -> None:
         self.model = _state.check_model(model)
         self.repository = _state.open_repository(repository)
-        self.config = checkpoint_config if checkpoint_config is not None else CheckpointConfig()
+        # the default saves at every epoch end, like Checkpointer and the framework callbacks
+        if checkpoint_config is None:
+            checkpoint_config = CheckpointConfig(save_every_n_epochs=1)
+        self.config = checkpoint_config
         self.manager = CheckpointManager(self.repository, self.config, type(model).__name__, experiment_name)
         self.experiment_name = self.manager.experiment_name
         self.optimizer: torch.optim.Optimizer | None = None
@@ -52,6 +58,7 @@ class CoralTrainer:
         self._epoch_complete = False
         self._callbacks: dict[str, list[Callable[..., Any]]] = {e: [] for e in EVENTS}
         self._tracking = False
+        self._stop_early: bool | None = None
         self.manager.register_checkpoint_callback(self._saved)
 
     # ---- setup -------------------------------------------------------------------------------------------
@@ -96,14 +103,18 @@ class CoralTrainer:
         if not every:
             return None
         epoch = self.current_epoch + 1 if self._epoch_complete else self.current_epoch
-        with _state.policy_view(self.manager, steps=True, epochs=False):
-            if every == "auto":
-                probe = self._state(epoch, epoch_complete=False, with_tensors=False)
-                if not self.manager.should_save_checkpoint(probe):
-                    return None
-            elif self.global_step % every:
-                return None
-            return self._save(epoch, epoch_complete=False, force=True)
+        if every != "auto" and self.global_step % every:
+            return None  # the same answer on every rank: no save point
+
+        def on_rank0() -> str | None:
+            with _state.policy_view(self.manager, steps=True, epochs=False):
+                if every == "auto":
+                    probe = self._state(epoch, epoch_complete=False, with_tensors=False)
+                    if not self.manager.should_save_checkpoint(probe):
+                        return None
+                return self._save(epoch, epoch_complete=False, force=True)
+
+        return _dist.run_on_rank0(on_rank0, "step")
 
     def update_metrics(self, **metrics: Any) -> None:
         """Record metrics (e.g. validation results) for the next save and the callbacks."""
@@ -122,12 +133,19 @@ class CoralTrainer:
         self._fire("epoch_end", self)
         if self.scheduler is not None:
             self._step_scheduler()
-        with _state.policy_view(self.manager, steps=False, epochs=True):
-            probe = self._state(epoch, epoch_complete=True, with_tensors=False)
-            if not self.manager.should_save_checkpoint(probe):
-                self.manager.save_checkpoint({}, probe)  # keeps early-stopping counts; saves nothing
-                return None
-            return self._save(epoch, epoch_complete=True, force=False)
+
+        def on_rank0() -> str | None:
+            with _state.policy_view(self.manager, steps=False, epochs=True):
+                probe = self._state(epoch, epoch_complete=True, with_tensors=False)
+                if not self.manager.should_save_checkpoint(probe):
+                    self.manager.save_checkpoint({}, probe)  # keeps early-stopping counts; saves nothing
+                    return None
+                return self._save(epoch, epoch_complete=True, force=False)
+
+        commit = _dist.run_on_rank0(on_rank0, "epoch_end")
+        if _dist.is_distributed():  # rank 0's early-stopping verdict: every rank stops at the same epoch
+            self._stop_early = _dist.broadcast(self.manager.should_stop_early)
+        return commit
 
     def _step_scheduler(self) -> None:
         if isinstance(self.scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
@@ -144,7 +162,7 @@ class CoralTrainer:
     @property
     def should_stop_early(self) -> bool:
         """True once ``early_stopping_patience`` epochs passed without the watched metric improving."""
-        return self.manager.should_stop_early
+        return self.manager.should_stop_early if self._stop_early is None else self._stop_early
 
     @property
     def start_epoch(self) -> int:
@@ -155,12 +173,16 @@ class CoralTrainer:
     def save_checkpoint(self, force: bool = False) -> str | None:
         """Save now if the full policy says so, or always with ``force=True``; returns the commit hash or None."""
         epoch = self.current_epoch
-        if force:
+
+        def on_rank0() -> str | None:
+            if force:
+                return self._save(epoch, epoch_complete=self._epoch_complete, force=True)
+            probe = self._state(epoch, epoch_complete=self._epoch_complete, with_tensors=False)
+            if not self.manager.should_save_checkpoint(probe):
+                return None
             return self._save(epoch, epoch_complete=self._epoch_complete, force=True)
-        probe = self._state(epoch, epoch_complete=self._epoch_complete, with_tensors=False)
-        if not self.manager.should_save_checkpoint(probe):
-            return None
-        return self._save(epoch, epoch_complete=self._epoch_complete, force=True)
+
+        return _dist.run_on_rank0(on_rank0, "save_checkpoint")
 
     def load_checkpoint(
         self,
@@ -175,7 +197,16 @@ class CoralTrainer:
 
         Returns the loaded commit hash, or None when this experiment has no checkpoint yet.
         """
-        ckpt = self.manager.load_checkpoint(commit_hash=commit_hash, load_best=load_best)
+        def pick() -> str | None:
+            if commit_hash is not None:
+                return self.repository.resolve(commit_hash)
+            if load_best and self.manager.best_checkpoint_hash:
+                return self.manager.best_checkpoint_hash
+            live = [h for h in self.manager.list_checkpoints() if not h.get("pruned")]
+            return str(live[-1]["commit_hash"]) if live else None
+
+        target = _dist.run_on_rank0(pick, "load_checkpoint")  # every rank loads the same commit
+        ckpt = self.manager.load_checkpoint(commit_hash=target) if target is not None else None
         if ckpt is None:
             log.info("experiment %r has no checkpoint to load", self.experiment_name)
             return None
@@ -193,7 +224,8 @@ class CoralTrainer:
         return str(ckpt["commit_hash"])
 
     def list_checkpoints(self, only_best: bool = False) -> list[dict[str, Any]]:
-        """This experiment's checkpoints, oldest first: commit_hash, epoch, global_step, metrics, is_best, pruned."""
+        """This experiment's loadable checkpoints, oldest first: commit_hash, epoch, global_step, metrics, is_best
+        (pruned ones stay in ``manager.checkpoint_history``, marked)."""
         return self.manager.list_checkpoints(only_best=only_best)
 
     def get_training_summary(self) -> dict[str, Any]:

@@ -8,7 +8,7 @@ from typing import Any
 from rich.text import Text
 
 from ..version_control.repository import Repository
-from . import history
+from . import cmd_provenance, history, provenance_view
 from .output import Output, human_bytes, human_time, iso_time, short
 
 
@@ -68,13 +68,13 @@ def run_log(repo: Repository, args: argparse.Namespace, out: Output) -> int:
         order = order[: args.limit]
     decor = history.decorations(repo)
     if out.json_mode:
-        out.json(
-            [
-                infos[c].to_dict()
-                | {"timestamp": infos[c].timestamp, "short_hash": c[:8], "refs": decor.get(c, [])}
-                for c in order
-            ]
-        )
+        rows = [
+            infos[c].to_dict() | {"timestamp": infos[c].timestamp, "short_hash": c[:8], "refs": decor.get(c, [])}
+            for c in order
+        ]
+        if getattr(args, "metrics", False):  # log --metrics (issue 29)
+            rows = {"commits": rows, "metrics": cmd_provenance.metric_sparklines([infos[c].metadata for c in order][::-1])}
+        out.json(rows)
         return 0
     if not order:
         out.line("No commits yet")
@@ -88,6 +88,8 @@ def run_log(repo: Repository, args: argparse.Namespace, out: Output) -> int:
     else:
         for cid in order:
             out.line(_log_line(infos[cid], decor.get(cid, [])))
+    if getattr(args, "metrics", False):  # log --metrics (issue 29)
+        cmd_provenance.print_log_metrics(out, [infos[c].metadata for c in order])
     return 0
 
 
@@ -155,8 +157,9 @@ def run_show(repo: Repository, args: argparse.Namespace, out: Output) -> int:
     if commit.metadata:
         out.line()
         out.line("Metadata:")
-        for line in _metadata_lines(commit.metadata):
+        for line in _metadata_lines({k: v for k, v in commit.metadata.items() if k != "provenance"}):
             out.line("    " + line)
+    cmd_provenance.print_provenance(out, commit.metadata)  # issue 29
     out.line()
     if pruned:
         out.line("Weights were pruned by retention: the tensors below are listed but no longer loadable.")
@@ -197,6 +200,9 @@ def _metadata_lines(metadata: dict[str, Any], indent: str = "") -> list[str]:
 
 def run_diff(repo: Repository, args: argparse.Namespace, out: Output) -> int:
     result = repo.diff(args.a, args.b)
+    if getattr(args, "config", False):  # diff --config (issue 29)
+        meta = [repo.get_commit(result[k]).metadata for k in ("from", "to")]
+        result["config"] = provenance_view.config_diff(*meta)
     if out.json_mode:
         out.json(result)
         return 0
@@ -204,6 +210,8 @@ def run_diff(repo: Repository, args: argparse.Namespace, out: Output) -> int:
     out.line(f"diff {short(a)}..{short(b)}")
     if result["identical"]:
         out.line("No differences: every tensor is bit-identical.")
+        if "config" in result:
+            cmd_provenance.print_config_diff(out, result["config"])
         return 0
     table = out.table(
         "status", "name", "cosine", "max |diff|", "rel L2", right=("cosine", "max |diff|", "rel L2")
@@ -228,4 +236,6 @@ def run_diff(repo: Repository, args: argparse.Namespace, out: Output) -> int:
     out.line(
         f"{len(result['changed'])} changed, {len(result['added'])} added, {len(result['removed'])} removed"
     )
+    if "config" in result:
+        cmd_provenance.print_config_diff(out, result["config"])
     return 0

@@ -9,12 +9,15 @@ from typing import Any
 
 from ..errors import InvalidArgumentError
 from ..version_control.repository import Repository
+from . import cmd_remote
 from .output import Output, human_time, iso_time, short
 
 log = logging.getLogger("coral.cli")
 
 
 def run_branch(repo: Repository, args: argparse.Namespace, out: Output) -> int:
+    if getattr(args, "remotes", False):
+        return cmd_remote.run_remote_branches(repo, args, out)
     doomed = args.delete or getattr(args, "force_delete", None)
     if doomed:
         repo.delete_branch(doomed, force=bool(getattr(args, "force_delete", None)))

@@ -8,7 +8,7 @@ from typing import Any
 from ..errors import ObjectNotFoundError
 from ..objects.tensors import chunk_key, pack_bytes
 from ..version_control.repository import Repository
-from . import history
+from . import cmd_remote, history
 from .output import Output, human_bytes, human_time, iso_time, ratio, short
 
 
@@ -26,7 +26,10 @@ def run_gc(repo: Repository, args: argparse.Namespace, out: Output) -> int:
 
 
 def run_fsck(repo: Repository, args: argparse.Namespace, out: Output) -> int:
-    """Exit 1 when anything reachable is damaged; each problem is printed on its own line."""
+    """Exit 1 when anything reachable is damaged; each problem (each damaged object once, with the commits and
+    tensors it affects) on its own line, then a one-line summary."""
+    if getattr(args, "remote", None) or getattr(args, "repair", None):
+        return cmd_remote.run_fsck_remote(repo, args, out)
     with out.status("Verifying every reachable commit and chunk..."):
         result = repo.fsck()
     if out.json_mode:
@@ -45,8 +48,13 @@ def run_fsck(repo: Repository, args: argparse.Namespace, out: Output) -> int:
                 )
             )
     if not result["ok"]:
+        objs = result.get("damaged_objects", [])
+        commits = {c for d in objs for c in d["commits"]}
+        tensors = {t for d in objs for t in d["tensors"]}
+        reach = f" affecting {len(commits)} commit(s) and {len(tensors)} tensor name(s)" if objs else ""
         out.err.print(
-            f"error: repository is damaged: {len(result['errors'])} problem(s) found",
+            f"error: repository is damaged: {len(result['errors'])} problem(s) found, "
+            f"{len(objs)} damaged object(s){reach}",
             soft_wrap=True,
             markup=False,
         )

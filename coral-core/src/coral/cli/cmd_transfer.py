@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 
+from ..errors import NothingChangedError
 from ..interchange import export_commit_report, import_file
 from ..version_control.repository import Repository
 from .output import Output, human_bytes, short
@@ -43,8 +44,18 @@ def run_export(repo: Repository, args: argparse.Namespace, out: Output) -> int:
 
 
 def run_import(repo: Repository, args: argparse.Namespace, out: Output) -> int:
+    nothing: str | None = None
     with out.progress(f"Importing {args.file}") as update:
-        cid = import_file(repo, args.file, args.message, progress=update)
+        try:
+            cid = import_file(repo, args.file, args.message, progress=update, allow_empty=args.allow_empty)
+        except NothingChangedError as exc:  # like `git commit` with nothing to commit: say so, exit 1
+            nothing = str(exc)
+    if nothing is not None:
+        if out.json_mode:
+            out.json({"commit": None, "nothing_changed": True, "message": nothing})
+        else:
+            out.line(nothing)
+        return 1
     commit = repo.get_commit(cid)
     nbytes = sum(e.nbytes for e in commit.tree.values())
     if out.json_mode:

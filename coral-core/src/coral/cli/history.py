@@ -8,6 +8,7 @@ from typing import Any, Iterable, Mapping
 
 from ..errors import RefNotFoundError
 from ..version_control.commit import CommitInfo
+from ..version_control.remotes import tracking_refs
 from ..version_control.repository import Repository
 
 
@@ -41,6 +42,7 @@ def all_starts(repo: Repository) -> list[str]:
     """Commits every branch, tag and a detached HEAD point at."""
     starts = [repo.resolve(b) for b in repo.list_branches()]  # validated: a damaged branch is refused
     starts += [t["commit"] for t in repo.list_tags()]
+    starts += list(tracking_refs(repo).values())
     head = repo.head_commit()
     if head:
         starts.append(head)
@@ -78,6 +80,8 @@ def decorations(repo: Repository) -> dict[str, list[str]]:
     for ref, target in sorted(repo.store.list_refs("heads/").items()):
         name = ref[len("heads/") :]
         out.setdefault(target.strip(), []).append(f"HEAD -> {name}" if name == current else name)
+    for name, target in sorted(tracking_refs(repo).items()):  # origin/main
+        out.setdefault(target, []).append(name)
     for tag in sorted(repo.list_tags(), key=lambda t: t["name"]):
         out.setdefault(tag["commit"], []).append(f"tag: {tag['name']}")
     for labels in out.values():

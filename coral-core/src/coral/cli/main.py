@@ -17,7 +17,17 @@ from .. import __version__
 from ..errors import CoralError
 from ..version_control.merge import STRATEGIES
 from ..version_control.repository import Repository
-from . import cmd_history, cmd_refs, cmd_setup, cmd_storage, cmd_transfer
+from . import (
+    cmd_compare,
+    cmd_history,
+    cmd_plot,
+    cmd_refs,
+    cmd_remote,
+    cmd_report,
+    cmd_setup,
+    cmd_storage,
+    cmd_transfer,
+)
 from .output import Output
 
 log = logging.getLogger("coral.cli")
@@ -60,6 +70,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--all", action="store_true", help="every branch and tag")
     p.add_argument("--graph", action="store_true", help="draw the parent graph")
     p.add_argument("-n", "--limit", type=_count, metavar="N", help="show at most N commits")
+    p.add_argument("--metrics", action="store_true", help="add a sparkline per metric over the commits shown")
     _json_flag(p)
 
     p = sub.add_parser("show", help="a commit's tensors (dtype, shape, sizes) and metadata")
@@ -69,6 +80,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("diff", help="which tensors changed between two commits, and by how much")
     p.add_argument("a")
     p.add_argument("b", nargs="?", help="default HEAD")
+    p.add_argument("--config", action="store_true", help="also what changed in hyperparameters and environment")
     _json_flag(p)
 
     p = sub.add_parser("branch", help="list, create (NAME [START]) or delete (-d NAME, -D NAME) branches")
@@ -80,6 +92,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "-f", "--force", action="store_true", help="NAME COMMIT: move (or repair) an existing branch to COMMIT"
     )
+    p.add_argument("-r", "--remotes", action="store_true", help="list remote-tracking branches (origin/main)")
     _json_flag(p)
 
     p = sub.add_parser("checkout", help="switch to a branch, or detach HEAD at a tag or commit")
@@ -121,6 +134,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("import", help="commit the tensors of a .safetensors/.pt/.bin file or a model folder")
     p.add_argument("file")
     p.add_argument("-m", "--message")
+    p.add_argument("--allow-empty", action="store_true", help="commit even when the file holds exactly HEAD's tensors")
     _json_flag(p)
 
     p = sub.add_parser("gc", help="delete objects no live commit needs")
@@ -135,6 +149,9 @@ def build_parser() -> argparse.ArgumentParser:
     _json_flag(p)
 
     p = sub.add_parser("fsck", help="verify every reachable commit and chunk (exit 1 when damaged)")
+    fsck_remote = p.add_mutually_exclusive_group()
+    fsck_remote.add_argument("--remote", metavar="NAME", help="verify remote NAME instead of this repository")
+    fsck_remote.add_argument("--repair", metavar="NAME", help="replace damaged local objects with copies from NAME")
     _json_flag(p)
 
     p = sub.add_parser("du", help="logical vs stored bytes per commit (or per tensor of REF), dedup ratio")
@@ -149,6 +166,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("plugins", help="loaded plugins and the distribution each came from")
     _json_flag(p)
+    for module in (cmd_plot, cmd_compare, cmd_report):  # provenance and history views (issue 29)
+        module.add_parser(sub)
+    cmd_remote.add_parsers(sub, _json_flag)
     return parser
 
 
@@ -178,6 +198,10 @@ _REPO_COMMANDS: dict[str, Command] = {
     "fsck": cmd_storage.run_fsck,
     "du": cmd_storage.run_du,
     "repack": cmd_storage.run_repack,
+    "plot": cmd_plot.run_plot,
+    "compare": cmd_compare.run_compare,
+    "report": cmd_report.run_report,
+    **cmd_remote.COMMANDS,
 }
 
 
@@ -206,6 +230,8 @@ def _run(argv: Sequence[str] | None) -> int:
         return cmd_setup.run_init(args, out, cwd)
     if args.command == "plugins":
         return cmd_setup.run_plugins(args, out)
+    if args.command == "clone":
+        return cmd_remote.run_clone(args, out, cwd)
     with Repository.find(cwd) as repo:
         return _REPO_COMMANDS[args.command](repo, args, out)
 

@@ -13,13 +13,22 @@ import json
 import logging
 import os
 import re
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, Mapping
 
 import numpy as np
 
-from ..errors import CoralError, MalformedFileError, PluginError, PrunedCommitError
+from ..errors import (
+    CoralError,
+    InvalidArgumentError,
+    MalformedFileError,
+    NothingChangedError,
+    PluginError,
+    PrunedCommitError,
+)
+from ..objects.manifest import PACK_MAX
 from ..plugins import hook, list_plugins
 from ..version_control.jsonsafe import canonical_dumps, from_jsonable, to_jsonable
 from ..version_control.names import validate_tensor_name
@@ -162,11 +171,14 @@ def export_commit_report(
             f"commit {commit_id[:12]} was pruned: its weights were freed, nothing to export"
         )
     selected = sorted(commit.tree) if names is None else list(names)
+    check_export_destination(out, format)
     arrays = LazyArrays(repo, commit_id, selected)
     missing = [n for n in selected if n not in commit.tree]
     if missing:
         raise CoralError(f"tensor(s) {missing} not in commit {commit_id[:12]}")
-    if format == "safetensors":
+    # shards of a torch.distributed.checkpoint save: the plugin that wrote them consolidates them
+    sharded = "dcp" in commit.metadata
+    if format == "safetensors" and not sharded:
         if Path(out).is_dir():
             out = Path(out) / "model.safetensors"
         header_meta = {
@@ -185,12 +197,18 @@ def export_commit_report(
             if progress is not None:
                 progress(done, total)
 
-        path = write_file(out, specs, arrays.__getitem__, header_meta, advance)
+        try:
+            path = write_file(out, specs, arrays.__getitem__, header_meta, advance)
+        except OSError as exc:  # never the temp file's name: the user's path and the reason
+            raise InvalidArgumentError("out", os.fspath(out), f"cannot write there: {_reason(exc)}") from None
         return ExportReport(str(path), selected, total, [])
     # plugins get the commit's own metadata (coral-hf finds the model config there)
-    written = hook().coral_export(
-        weights=arrays, metadata=dict(commit.metadata), out=os.fspath(out), format=format
-    )
+    try:
+        written = hook().coral_export(
+            weights=arrays, metadata=dict(commit.metadata), out=os.fspath(out), format=format
+        )
+    except OSError as exc:
+        raise InvalidArgumentError("out", os.fspath(out), f"cannot write there: {_reason(exc)}") from None
     if written is None:
         package = _PACKAGE_FOR_FORMAT.get(format)
         hint = f" (pip install {package})" if package else ""
@@ -205,6 +223,29 @@ def export_commit_report(
         sum(commit.tree[n].nbytes for n in done_names),
         [n for n in selected if n not in kept],
     )
+
+
+def _reason(exc: OSError) -> str:
+    return exc.strerror or type(exc).__name__
+
+
+def check_export_destination(out: str | os.PathLike[str], format: str) -> None:
+    """Refuse, in one line naming ``out`` and before anything is written, a destination that cannot be written:
+    a parent that is a file, a folder that is not writable, or a file where a folder format (hf, orbax) goes."""
+    target = Path(out).expanduser()
+    if format != "safetensors" and target.exists() and not target.is_dir():
+        raise InvalidArgumentError("out", os.fspath(out), f"is a file; --format {format} writes a folder there")
+    ancestor = target if target.is_dir() else target.parent
+    while not ancestor.exists() and ancestor != ancestor.parent:
+        ancestor = ancestor.parent
+    if not ancestor.is_dir():
+        raise InvalidArgumentError("out", os.fspath(out), f"{ancestor} is a file, not a folder")
+    try:  # a real probe: permissions, read-only file systems and root all answer truthfully
+        fd, probe = tempfile.mkstemp(prefix=".coral-export-probe-", dir=ancestor)
+    except OSError as exc:
+        raise InvalidArgumentError("out", os.fspath(out), f"{ancestor} is not writable ({_reason(exc)})") from None
+    os.close(fd)
+    os.unlink(probe)
 
 
 @dataclass
@@ -285,11 +326,13 @@ def import_file(
     message: str | None = None,
     *,
     progress: Progress | None = None,
+    allow_empty: bool = False,
 ) -> str:
     """Stage every tensor of a weights file (one at a time) and commit them; returns the commit hash.
 
     A file Coral exported keeps its commit metadata (plus an ``import`` entry naming the source), so an
     export/import round trip reproduces the same tree: every chunk deduplicates against the original.
+    A file whose tensors are exactly HEAD's raises :class:`NothingChangedError` unless ``allow_empty=True``.
     """
     if repo.staged:
         raise CoralError(
@@ -299,12 +342,18 @@ def import_file(
         for name in wf.names:
             validate_tensor_name(name)
         done = 0
+        small: dict[str, np.ndarray] = {}  # staged together, as a save does, so they share packs as it did
         for name, array in wf:
-            repo.stage_weights({name: array})
+            if 0 < array.nbytes <= PACK_MAX:
+                small[name] = array
+            else:
+                repo.stage_weights({name: array})
             done += int(array.nbytes)
             del array
             if progress is not None:
                 progress(done, wf.total_bytes)
+        if small:
+            repo.stage_weights(small)
         metadata = dict(wf.commit_metadata)
         metadata["import"] = {"source": wf.path.name, "format": wf.format}
         if "coral.commit" in wf.metadata:
@@ -317,6 +366,16 @@ def import_file(
         }
         if extra:
             metadata["import"]["file_metadata"] = extra
+    head = repo.head_commit()
+    if head is not None and not allow_empty:
+        tree = repo.get_commit(head).tree
+        staged = repo.staging.entries
+        if tree.keys() == staged.keys() and all(tree[n].identity == e.identity for n, e in staged.items()):
+            repo.staging.clear()
+            raise NothingChangedError(
+                f"Nothing changed: {wf.path.name} holds exactly the tensors of HEAD ({head[:8]}); "
+                "no commit made (--allow-empty commits it anyway)"
+            )
     return repo.commit(message or f"Import {wf.path.name}", metadata)
 
 

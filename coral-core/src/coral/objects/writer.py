@@ -275,7 +275,8 @@ def _packs(
 ) -> Iterator[tuple[tuple[str, int], list[str], bytearray, int]]:
     """Concatenate small tensors per dtype into pack buffers (<= CHUNK_BYTES each); fills their entries.
 
-    Yields (change-check slot, member names, bytes, itemsize) per pack. A pack's slot has a negative
+    Members are taken in name order. Yields (change-check slot, member names, bytes, itemsize) per pack.
+    A pack's slot has a negative
     index, which never names a real chunk, so its change check is its own."""
     packs: dict[str, _Pack] = {}
     done: dict[str, int] = {}
@@ -285,7 +286,9 @@ def _packs(
         k = done[dt] = done.get(dt, 0) + 1
         return (f"pack:{dt}", -k), pack.members, pack.buf, pack.itemsize
 
-    for name, arr in small:
+    # by name, not arrival order: the same tensors make the same packs however they were handed in, so an
+    # export/import round trip (or a save in another order) stores no new pack
+    for name, arr in sorted(small, key=lambda item: item[0]):
         dt = dtype_name(arr.dtype)
         raw = memoryview(arr.reshape(-1).view(np.uint8))
         pack = packs.get(dt)

@@ -2,13 +2,17 @@
 
 from .atomicfile import atomic_open, atomic_write
 from .base import Store, validate_key
+from .fsspec_store import FsspecStore
 from .local import LocalStore
 from .memory import MemoryStore
 from .registry import open_store, storage_backends
+from .s3 import S3Store
 
 __all__ = [
+    "FsspecStore",
     "LocalStore",
     "MemoryStore",
+    "S3Store",
     "Store",
     "atomic_open",
     "atomic_write",

@@ -68,6 +68,9 @@ class Store(ABC):
     """
 
     scheme: str = ""
+    #: True for remote backends, where a ranged read of a few bytes costs far less than the whole object:
+    #: a tensor packed with others is then read alone (its bytes only) instead of with its whole pack
+    ranged_reads: bool = False
 
     @classmethod
     def from_url(cls, url: str) -> Store:

@@ -6,7 +6,11 @@ from ..errors import InvalidArgumentError, PluginError
 from .base import Store
 
 # packages that provide well-known schemes, named in the error when the scheme is missing
-_KNOWN = {"s3": "coral-s3 (or any package registering the 's3' scheme)", "gs": "a package registering 'gs'"}
+_KNOWN = {
+    "s3": "'coral-core[s3]'",
+    "gs": "'coral-core[s3]' gcsfs",
+    "fsspec": "'coral-core[s3]' and the fsspec filesystem package that serves this protocol",
+}
 
 
 def storage_backends() -> dict[str, type]:
@@ -31,6 +35,10 @@ def open_store(url: str) -> Store:
     scheme = url.split("://", 1)[0] if "://" in url else "file"
     backends = storage_backends()
     if scheme not in backends:
-        hint = _KNOWN.get(scheme, f"a package that registers the {scheme!r} scheme")
+        hint = _KNOWN.get(
+            scheme.split("+")[0],
+            f"a package that registers the {scheme!r} scheme (fsspec filesystems: 'coral-core[s3]', then "
+            f"fsspec+{scheme}://)",
+        )
         raise PluginError(f"no storage backend for URL scheme {scheme!r} (in {url!r}); pip install {hint}")
     return backends[scheme].from_url(url)

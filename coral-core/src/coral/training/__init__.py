@@ -1,16 +1,40 @@
 """Framework-free checkpointing for training loops: when to save, what to keep, how to resume exactly."""
 
+from .callback_setup import CallbackOptions, CallbackSetup
 from .config import CheckpointConfig
+from .history import CheckpointHistory
 from .iterators import CheckpointableIterator, capture_data_state, restore_data_state
-from .manager import CheckpointManager, restore_random_state
+from .layout import STATE_PREFIXES, load_checkpoint_commit
+from .manager import CheckpointManager
+from .policy import SavePolicy
+from .pusher import BackgroundPusher
+from .retention import RetentionRules, prune_commits, select_kept
+from .rng import capture_random_state, restore_random_state
+from .provenance import Provenance, git_info, read_provenance
 from .state import TrainingState
+from .writer import BackgroundSaver
 
 __all__ = [
+    "STATE_PREFIXES",
+    "BackgroundPusher",
+    "BackgroundSaver",
+    "CallbackOptions",
+    "CallbackSetup",
     "CheckpointConfig",
+    "CheckpointHistory",
     "CheckpointManager",
     "CheckpointableIterator",
+    "Provenance",
+    "RetentionRules",
+    "SavePolicy",
     "TrainingState",
     "capture_data_state",
+    "capture_random_state",
+    "git_info",
+    "load_checkpoint_commit",
+    "prune_commits",
+    "read_provenance",
     "restore_data_state",
     "restore_random_state",
+    "select_kept",
 ]

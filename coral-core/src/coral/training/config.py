@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import ConfigError
+from .config_file import checkpoint_fields, parse_size
 
 _INT_OR_NONE = (
     "save_every_n_epochs", "keep_last_n_checkpoints", "keep_best_n_checkpoints",
@@ -25,6 +26,9 @@ _BOOLS = (
 @dataclass
 class CheckpointConfig:
     """Checkpoint policy. Any save condition triggers a save; any retention rule keeps a checkpoint.
+
+    ``keep_best_n_checkpoints`` ranks by ``save_on_best_metric``, or by ``loss`` (lower is better) when no metric
+    is named. ``min_free_space`` takes bytes or a size such as ``"10GB"`` (powers of ten; ``"10GiB"``: of two).
 
     ``save_every_n_steps="auto"`` with ``mean_time_between_failures`` (seconds) picks the step interval by the
     Young-Daly rule sqrt(2 x save cost x MTBF) from the measured cost of the saves so far.
@@ -47,8 +51,9 @@ class CheckpointConfig:
     early_stopping_patience: int | None = None
     early_stopping_threshold: float = 0.0
     async_save: bool = False
-    min_free_space: int | None = None
+    min_free_space: int | str | None = None
     mean_time_between_failures: float | None = None
+    push_to: str | None = None
 
     def __post_init__(self) -> None:
         for name in _INT_OR_NONE:
@@ -82,8 +87,9 @@ class CheckpointConfig:
             raise ConfigError("early_stopping_threshold", t, "must be a finite number >= 0")
         if self.early_stopping_patience is not None and self.save_on_best_metric is None:
             raise ConfigError("early_stopping_patience", self.early_stopping_patience, "needs save_on_best_metric to watch")
-        if self.keep_best_n_checkpoints is not None and self.save_on_best_metric is None:
-            raise ConfigError("keep_best_n_checkpoints", self.keep_best_n_checkpoints, "needs save_on_best_metric to rank by")
+        # keep_best_n_checkpoints without save_on_best_metric ranks by loss (lower is better): see SavePolicy
+        self.min_free_space = parse_size("min_free_space", self.min_free_space)
+        check_push_to(self.push_to)
         f = self.min_free_space
         if f is not None and (isinstance(f, bool) or not isinstance(f, int) or f < 0):
             raise ConfigError("min_free_space", f, "must be a number of bytes >= 0")
@@ -97,8 +103,8 @@ class CheckpointConfig:
         return cls(**data)
 
     @classmethod
-    def from_toml(cls, path: str | os.PathLike[str]) -> "CheckpointConfig":
-        """Read the ``[checkpoint]`` table of a TOML file."""
+    def from_toml(cls, path: str | os.PathLike[str]) -> CheckpointConfig:
+        """Read the ``[checkpoint]`` table of a TOML file (sub-tables and LlamaHome-style keys: config_file.py)."""
         try:
             doc = tomllib.loads(Path(path).read_text(encoding="utf-8"))
         except (OSError, tomllib.TOMLDecodeError) as exc:
@@ -106,7 +112,7 @@ class CheckpointConfig:
         table = doc.get("checkpoint")
         if not isinstance(table, dict):
             raise ConfigError("path", str(path), "has no [checkpoint] table")
-        return cls.from_dict(table)
+        return cls.from_dict(checkpoint_fields(table, f"{path} [checkpoint]"))
 
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None, prefix: str = "CORAL_") -> "CheckpointConfig":
@@ -118,6 +124,13 @@ class CheckpointConfig:
             if key in env:
                 values[f.name] = _parse_env(f.name, env[key])
         return cls(**values)
+
+
+def check_push_to(value: Any) -> str | None:
+    """``push_to`` must be None or a remote's name (whether that remote exists is checked against a repository)."""
+    if value is not None and (not isinstance(value, str) or not value):
+        raise ConfigError("push_to", value, "must be the name of a remote (see `coral remote add`)")
+    return value
 
 
 def _finite(x: int | float) -> bool:
@@ -138,7 +151,7 @@ def _parse_env(name: str, raw: str) -> Any:
         if text.lower() in ("0", "false", "no", "off"):
             return False
         raise ConfigError(name, raw, "expected true/false")
-    if name in ("save_on_best_metric", "commit_message_template"):
+    if name in ("save_on_best_metric", "commit_message_template", "min_free_space", "push_to"):
         return raw
     if name == "save_every_n_steps" and text == "auto":
         return "auto"

@@ -20,22 +20,40 @@ NDARRAY = "__ndarray__"
 TUPLE = "__tuple__"
 
 
-def _to_array(value: Any) -> np.ndarray | None:
+KIND = "__kind__"
+
+
+def _to_array(value: Any) -> tuple[np.ndarray | None, str | None]:
+    """The array behind ``value`` and, for a framework tensor, its kind (top-level module, e.g. ``"torch"``)."""
     if isinstance(value, np.ndarray):
-        return value
+        return value, None
     if isinstance(value, (str, bytes, int, float, bool, type(None), dict, list, tuple)):
-        return None
+        return None, None
     from ..plugins import hook
 
-    return hook().coral_tensor_to_array(value=value)
+    arr = hook().coral_tensor_to_array(value=value)
+    return arr, (type(value).__module__.split(".")[0] if arr is not None else None)
+
+
+def _from_array(array: np.ndarray, kind: str | None) -> Any:
+    """Give back the framework tensor that was saved when a plugin for its kind is installed, else the array."""
+    if kind is None:
+        return array
+    from ..plugins import hook
+
+    tensor = hook().coral_array_to_tensor(array=array, kind=kind)
+    return array if tensor is None else tensor
 
 
 def split_state(value: Any, prefix: str, arrays: dict[str, np.ndarray]) -> Any:
-    """Return a JSON skeleton of ``value``; arrays (any size, 0-d too) go into ``arrays`` under ``prefix/...``."""
-    arr = _to_array(value)
+    """Return a JSON skeleton of ``value``; arrays (any size, 0-d too) go into ``arrays`` under ``prefix/...``.
+
+    A framework tensor's marker records its kind so that :func:`join_state` can give back the same type.
+    """
+    arr, kind = _to_array(value)
     if arr is not None:
         arrays[prefix] = np.asarray(arr)
-        return {TENSOR: prefix}
+        return {TENSOR: prefix} if kind is None else {TENSOR: prefix, KIND: kind}
     if isinstance(value, dict):
         return {str(k): split_state(v, f"{prefix}/{k}", arrays) for k, v in value.items()} | (
             {"__intkeys__": [k for k in value if isinstance(k, int)]} if any(isinstance(k, int) for k in value) else {}
@@ -50,8 +68,8 @@ def split_state(value: Any, prefix: str, arrays: dict[str, np.ndarray]) -> Any:
 def join_state(skeleton: Any, arrays: dict[str, np.ndarray]) -> Any:
     """Inverse of :func:`split_state` (int dict keys and tuples come back as they were)."""
     if isinstance(skeleton, dict):
-        if TENSOR in skeleton and len(skeleton) == 1:
-            return arrays[skeleton[TENSOR]]
+        if TENSOR in skeleton and (len(skeleton) == 1 or (len(skeleton) == 2 and KIND in skeleton)):
+            return _from_array(arrays[skeleton[TENSOR]], skeleton.get(KIND))
         if TUPLE in skeleton and len(skeleton) == 1:
             return tuple(join_state(v, arrays) for v in skeleton[TUPLE])
         if "__float__" in skeleton and len(skeleton) == 1:

@@ -66,12 +66,18 @@ def commit_tree(
             raw = commit.to_bytes()
             cid = blake3.blake3(raw).hexdigest()  # = commit.id, without serializing twice
             store.put(commit_key(cid), raw)
+            # the reflog entry is written while the chunks are still being fsynced, before the ref moves
+            entry = refs.reflog.write(ref, head, cid, f"{reason}: {first_line}")
             if not durable:
-                wait_all_pending(pending or [])
-                if check_stored:  # commit_weights held the writers' lock all along: nothing was freed
-                    check_tree_stored(store, tree)
+                try:
+                    wait_all_pending(pending or [])
+                    if check_stored:  # commit_weights held the writers' lock all along: nothing was freed
+                        check_tree_stored(store, tree)
+                except BaseException:
+                    refs.reflog.discard(entry)
+                    raise
                 durable = True
-            if refs.update(ref, expected, cid, head, cid, f"{reason}: {first_line}"):
+            if refs.swap(ref, expected, cid, entry):
                 history.note_commit(cid, stamp)  # the next commit's parent: no need to read it back
                 return cid
             time.sleep(0.001)

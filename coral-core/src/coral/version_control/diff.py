@@ -2,18 +2,32 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any, Mapping
 
 import numpy as np
 
+from ..core.dtypes import is_float
 from ..objects.tensors import TensorEntry
+
+_DIGITS = re.compile(r"(\d+)")
+
+
+def natural_key(name: str) -> list[Any]:
+    """Sort key that orders digit runs by value: ``state/2`` before ``state/10``, ``layers.9`` before ``layers.10``."""
+    return [(0, int(part), "") if part.isdigit() else (1, 0, part) for part in _DIGITS.split(name) if part]
+
+
+def has_similarity(dtype: str) -> bool:
+    """Cosine similarity and max |diff| mean something for float weights only (not RNG or data-position ints)."""
+    return is_float(dtype)
 
 
 def tree_diff(a: Mapping[str, TensorEntry], b: Mapping[str, TensorEntry]) -> dict[str, Any]:
-    """Changed / added / removed names; a tensor is unchanged when dtype, shape and content ids all match."""
-    changed = sorted(n for n in a.keys() & b.keys() if a[n].identity != b[n].identity)
-    added = sorted(b.keys() - a.keys())
-    removed = sorted(a.keys() - b.keys())
+    """Changed / added / removed names (natural order); unchanged when dtype, shape and content ids all match."""
+    changed = sorted((n for n in a.keys() & b.keys() if a[n].identity != b[n].identity), key=natural_key)
+    added = sorted(b.keys() - a.keys(), key=natural_key)
+    removed = sorted(a.keys() - b.keys(), key=natural_key)
     return {"identical": not (changed or added or removed), "changed": changed, "added": added, "removed": removed}
 
 

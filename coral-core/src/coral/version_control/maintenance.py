@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
@@ -160,8 +160,10 @@ class Maintenance:
         frontier = list(self.refs.targets())
         damaged = self.damaged_refs()
         errors += [d["message"] for d in damaged]
+        errors += self.refs.reflog.check()
         frontier = [c for c in frontier if is_commit_id(c)]  # damaged values are named above, not walked
         bad_chunks: dict[str, str] = {}
+        affected: dict[str, tuple[dict[str, None], dict[str, None]]] = {}  # chunk -> (commits, tensors), ordered
         while frontier:
             c = frontier.pop()
             if c in reachable:
@@ -187,11 +189,18 @@ class Maintenance:
                         except ObjectNotFoundError:
                             bad_chunks[chunk] = f"chunk {chunk} is missing"
                     if bad_chunks[chunk]:
-                        errors.append(f"commit {c[:12]} tensor {tname!r}: {bad_chunks[chunk]}")
+                        hit = affected.setdefault(chunk, ({}, {}))
+                        hit[0][c] = None
+                        hit[1][tname] = None
                     elif entry.offset is not None:  # a packed tensor must lie inside its pack
                         end = entry.offset + entry.nbytes
                         if end > self.objects.header(chunk).length:
                             errors.append(f"commit {c[:12]} tensor {tname!r}: bytes up to {end} lie outside its pack")
+        damaged_objects = [
+            {"object": chunk, "problem": bad_chunks[chunk], "commits": list(cs), "tensors": sorted(ts)}
+            for chunk, (cs, ts) in affected.items()
+        ]
+        errors += [_object_damage_line(d) for d in damaged_objects]  # one line per damaged object
         ref_commits = len(reachable)
         if not errors:  # what the reflog still reaches is kept by gc, so it is not "unreferenced"
             reachable = self._walk(self.reflog_roots(self.expire_cutoff(None)), reachable)
@@ -208,6 +217,7 @@ class Maintenance:
             "ok": not errors,
             "errors": sorted(set(errors)),
             "damaged_refs": damaged,
+            "damaged_objects": damaged_objects,
             "commits": ref_commits,
             "chunks_checked": checked,
             "unreferenced_objects": len(unreferenced),
@@ -215,10 +225,11 @@ class Maintenance:
         }
 
     def damaged_refs(self) -> list[dict[str, Any]]:
-        """Each damaged branch, tag or HEAD with its content, its last good value from the reflog and the
-        command that restores it."""
+        """Each damaged branch, tag, remote-tracking branch or HEAD with its content, its last good value from
+        the reflog and the command that restores it."""
         out = []
-        names = [*self.store.list_refs("heads/"), *self.store.list_refs("tags/"), "HEAD"]
+        names = [*self.store.list_refs("heads/"), *self.store.list_refs("tags/"), *self.store.list_refs("remotes/")]
+        names.append("HEAD")
         for ref in names:
             raw = self.store.get_ref(ref)
             if raw is None:
@@ -231,6 +242,14 @@ class Maintenance:
                 continue
             except CorruptObjectError:
                 pass
+            if ref.startswith("remotes/"):  # not in the reflog: the remote itself holds the good value
+                tracking, fix = ref[len("remotes/") :], f"coral fetch {ref.split('/')[1]}"
+                out.append({
+                    "ref": ref, "content": raw[:200], "last_good": None, "restore": fix,
+                    "message": f"remote-tracking branch {tracking!r} is damaged (holds {raw[:80]!r}); "
+                               f"restore with: {fix}",
+                })
+                continue
             good = None
             for e in self.refs.reflog.entries(ref, self.refs.value_for_log(ref)):
                 value = e.commit if ref == "HEAD" else e.new
@@ -314,3 +333,14 @@ class Maintenance:
                 stored += size * entry.nbytes // shared[chunk] if entry.packed else size
             out[name] = {"logical": entry.nbytes, "stored": stored}
         return out
+
+
+def _object_damage_line(d: Mapping[str, Any]) -> str:
+    """``object <id>: <problem>; affects N commit(s) (a, b, ...) and tensor(s) 'x', 'y'`` (long lists cut)."""
+    commits, tensors = d["commits"], d["tensors"]
+    cs = ", ".join(c[:12] for c in commits[:5]) + (f", ... ({len(commits) - 5} more)" if len(commits) > 5 else "")
+    ts = ", ".join(repr(t) for t in tensors[:5]) + (f", ... ({len(tensors) - 5} more)" if len(tensors) > 5 else "")
+    return (
+        f"object {d['object'][:16]}: {d['problem']}; affects {len(commits)} commit(s) ({cs}) "
+        f"and {len(tensors)} tensor(s) ({ts})"
+    )

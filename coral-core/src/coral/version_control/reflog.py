@@ -81,8 +81,9 @@ class Reflog:
         """Drop the entry of an update that lost its compare-and-swap (it never happened)."""
         self.store.delete(key)
 
-    def raw(self, ref: str) -> list[ReflogEntry]:
-        """Every entry of ``ref`` as written, oldest first (orphans of crashed updates included)."""
+    def raw(self, ref: str, problems: list[str] | None = None) -> list[ReflogEntry]:
+        """Every entry of ``ref`` as written, oldest first (orphans of crashed updates included); unreadable
+        entries are skipped, and described in ``problems`` when it is given."""
         prefix = f"{PREFIX}{ref}/"
         out = []
         for key in sorted(k for k in self.store.list(prefix) if "/" not in k[len(prefix) :]):
@@ -92,6 +93,8 @@ class Reflog:
                                        str(doc.get("reason", "")), _opt(doc.get("commit")), key))
             except (CoralError, ValueError, KeyError, TypeError) as exc:  # one bad entry must not hide the rest
                 log.warning("skipping unreadable reflog entry %s: %s", key, exc)
+                if problems is not None:
+                    problems.append(f"reflog entry {key} is damaged: {exc}")
         return out
 
     def entries(self, ref: str, current: str | None) -> list[ReflogEntry]:
@@ -109,6 +112,13 @@ class Reflog:
                 chain.append(e)
                 current = e.old
         return chain
+
+    def check(self) -> list[str]:
+        """A line per unreadable reflog entry (for fsck)."""
+        problems: list[str] = []
+        for ref in self.refs():
+            self.raw(ref, problems)
+        return problems
 
     def refs(self) -> list[str]:
         """Every ref that has reflog entries (deleted refs included)."""

@@ -1,7 +1,9 @@
 """Refs: branches, tags and HEAD, resolving names to commit ids, and every ref update (one CAS per move).
 
 Like dulwich's ``RefsContainer``: this module is the only one that reads or moves ``heads/``, ``tags/`` and
-``HEAD``; history walks are asked of :class:`~coral.version_control.history.History`.
+``HEAD``; history walks are asked of :class:`~coral.version_control.history.History`. Remote-tracking
+branches (``remotes/<remote>/<branch>``, written by fetch and push in remotes.py) are read here too: they
+resolve as ``origin/main`` and keep the commits they name alive.
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ log = logging.getLogger(__name__)
 
 DEFAULT_BRANCH = "main"
 SYMBOLIC = "ref: heads/"
+TRACKING_PREFIX = "remotes/"
 _HEX = re.compile(r"^[0-9a-f]{4,64}$")
 _AT = re.compile(r"^(.*)@\{(\d+)\}$")
 
@@ -66,7 +69,7 @@ class Refs:
 
     # ---- reading and validating --------------------------------------------------------------------------
     def read(self, ref: str) -> tuple[str | None, str | None]:
-        """(raw text, validated value) of ``heads/...`` or ``HEAD``; (None, None) when absent.
+        """(raw text, validated value) of ``heads/...``, ``remotes/...`` or ``HEAD``; (None, None) when absent.
 
         Blanks around the text (a hand edit's newline) are ignored; anything but a commit id of an existing
         commit (or, for HEAD, ``ref: heads/NAME``) raises CorruptRefError naming the ref and its content."""
@@ -114,6 +117,12 @@ class Refs:
         """``{branch: value}`` of every branch, as stored (blanks stripped; not validated: fsck reports damage)."""
         return {name[len("heads/") :]: value.strip() for name, value in self.store.list_refs("heads/").items()}
 
+    def tracking(self, remote: str | None = None) -> dict[str, str]:
+        """``{"origin/main": value}`` of every remote-tracking branch (of one remote when given), as stored
+        (blanks stripped; not validated: fsck reports damage)."""
+        prefix = TRACKING_PREFIX + (f"{remote}/" if remote else "")
+        return {ref[len(TRACKING_PREFIX) :]: value.strip() for ref, value in self.store.list_refs(prefix).items()}
+
     def value_for_log(self, ref: str) -> str | None:
         """A ref's current value as its reflog records values (a tag's commit; raw text when damaged)."""
         raw = self.store.get_ref(ref)
@@ -131,14 +140,17 @@ class Refs:
     ) -> bool:
         """Write the reflog entry, then compare-and-swap ``ref`` from ``expected`` (raw) to ``new``; a lost
         swap drops the entry. A crash between the two leaves an orphan entry that readers skip."""
-        key = self.reflog.write(ref, log_old, log_new, reason, commit)
+        return self.swap(ref, expected, new, self.reflog.write(ref, log_old, log_new, reason, commit))
+
+    def swap(self, ref: str, expected: str | None, new: str | None, entry: str) -> bool:
+        """Compare-and-swap ``ref`` after its reflog ``entry`` was written; a lost swap drops the entry."""
         try:
             ok = self.store.compare_and_swap(ref, expected, new)
         except BaseException:
-            self.reflog.discard(key)
+            self.reflog.discard(entry)
             raise
         if not ok:
-            self.reflog.discard(key)
+            self.reflog.discard(entry)
         return ok
 
     def create_branch(self, name: str, start: str | None = None) -> str:
@@ -164,7 +176,8 @@ class Refs:
         raise RefConflictError(f"branch {name!r} kept moving")
 
     def delete_branch(self, name: str, force: bool = False) -> str:
-        """Delete a branch; without ``force`` only when another branch or tag still reaches its head."""
+        """Delete a branch; without ``force`` only when another branch, a tag or a remote-tracking branch still
+        reaches its head."""
         validate_ref_name(name, "branch")
         if name == self.current_branch:
             raise InvalidArgumentError("branch", name, "is checked out; switch to another branch first")
@@ -177,17 +190,19 @@ class Refs:
             cur = str(self.read(f"heads/{name}")[1])
             if not self._reached_elsewhere(name, cur):
                 raise UnmergedBranchError(
-                    f"branch {name!r} is not merged: its head {cur[:12]} is not reachable from any other branch "
-                    f"or tag; delete it anyway with force=True (coral branch -D {name})"
+                    f"branch {name!r} is not merged: its head {cur[:12]} is not reachable from any other branch, "
+                    f"tag or remote-tracking branch; delete it anyway with force=True (coral branch -D {name})"
                 )
         if not self.update(f"heads/{name}", raw, None, cur, None, "branch: deleted"):
             raise RefConflictError(f"branch {name!r} moved while deleting it")
         return cur
 
     def _reached_elsewhere(self, name: str, commit: str) -> bool:
-        """True when ``commit`` is an ancestor of (or equal to) a branch other than ``name``, a tag or HEAD."""
+        """True when ``commit`` is an ancestor of (or equal to) a branch other than ``name``, a tag, a
+        remote-tracking branch or HEAD."""
         starts = [v for b, v in self.branch_targets().items() if b != name]
         starts += [t["commit"] for t in self.list_tags()]
+        starts += list(self.tracking().values())  # pushed: the remote still has it
         head = self.head()
         if head and not head.startswith("ref: "):
             starts.append(head)
@@ -353,6 +368,8 @@ class Refs:
             tag = self.store.get_ref(f"tags/{ref}")
             if tag is not None:
                 return str(parse_tag(f"tags/{ref}", tag)["commit"])
+            if "/" in ref and self.store.get_ref(f"{TRACKING_PREFIX}{ref}") is not None:  # origin/main
+                return str(self.read(f"{TRACKING_PREFIX}{ref}")[1])
         if _HEX.fullmatch(ref):
             if len(ref) == 64:
                 if self.store.has(commit_key(ref)):
@@ -366,12 +383,14 @@ class Refs:
         raise RefNotFoundError(f"unknown ref {ref!r} (not a branch, tag or commit hash)")
 
     def targets(self, strict: bool = False) -> set[str]:
-        """Commits the refs name; ``strict`` (gc) raises on any damaged ref instead of skipping or keeping it."""
+        """Commits the refs name (remote-tracking branches included); ``strict`` (gc) raises on any damaged ref
+        instead of skipping or keeping it."""
         targets = set()
-        for name, value in self.store.list_refs("heads/").items():
-            if strict:
-                self.read(name)
-            targets.add(value.strip())
+        for prefix in ("heads/", TRACKING_PREFIX):  # fetched commits stay until the remote drops them
+            for name, value in self.store.list_refs(prefix).items():
+                if strict:
+                    self.read(name)
+                targets.add(value.strip())
         for name, value in self.store.list_refs("tags/").items():
             try:
                 targets.add(parse_tag(name, value)["commit"])

@@ -24,6 +24,7 @@ from ..store.registry import open_store
 from . import diff as _diff
 from . import merge as _merge
 from . import packing
+from . import remotes as _remotes
 from .background import BackgroundWork
 from .commit import Commit, CommitInfo
 from .committing import commit_tree
@@ -31,6 +32,7 @@ from .documents import Documents
 from .history import History
 from .loading import Loader
 from .maintenance import Maintenance
+from .names import validate_tensor_name
 from .packer import BackgroundPacker, drain
 from .refs import DEFAULT_BRANCH, Refs
 from .staging import StagingArea, normalize_weights
@@ -40,7 +42,6 @@ log = logging.getLogger(__name__)
 CORAL_DIR = ".coral"
 
 # older imports of the training layer and plugins
-_normalize_weights = normalize_weights
 
 __all__ = ["CORAL_DIR", "DEFAULT_BRANCH", "Repository"]
 
@@ -280,6 +281,16 @@ class Repository:
             self.packer.enqueue(commit_id)
         return commit_id
 
+    def commit_tree(self, tree: Mapping[str, TensorEntry], message: str, metadata: Mapping[str, Any] | None = None) -> str:
+        """Commit tensors whose chunks other writers already stored (e.g. the ranks of a sharded save).
+
+        Every chunk is checked to be in the store before the ref moves: a tree with a missing chunk is refused."""
+        if not isinstance(message, str):
+            raise InvalidArgumentError("message", message, "must be a string")
+        for name in tree:
+            validate_tensor_name(name)
+        return commit_tree(self.store, self.refs, self.history, dict(tree), message, dict(metadata or {}), None)
+
     def log(self, branch: str | None = None, limit: int | None = None) -> list[CommitInfo]:
         """Commits reachable from ``branch`` (default HEAD), newest first."""
         if limit is not None and (not isinstance(limit, int) or limit < 0):
@@ -320,7 +331,8 @@ class Repository:
         stats = {}
         for name in result["changed"]:
             ea, eb = ta[name], tb[name]
-            if ea.shape == eb.shape and not self.is_pruned(ca) and not self.is_pruned(cb):
+            same_kind = ea.shape == eb.shape and _diff.has_similarity(ea.dtype) and _diff.has_similarity(eb.dtype)
+            if same_kind and not self.is_pruned(ca) and not self.is_pruned(cb):
                 stats[name] = _diff.tensor_stats(
                     self.objects.read_tensor(name, ea), self.objects.read_tensor(name, eb)
                 )
@@ -410,6 +422,41 @@ class Repository:
         process left. Returns ``{"chunks", "bytes_saved", "commits"}``."""
         self.packer.wait()
         return drain(self.store, self.objects, self.history, serial=False)
+
+    # ---- remotes (logic in remotes.py) -------------------------------------------------------------------
+    def add_remote(self, name: str, url: str | os.PathLike[str]) -> str:
+        """Configure remote ``name`` at ``url`` (a folder or store URL holding a Coral repository)."""
+        return _remotes.add_remote(self, name, url)
+
+    def remove_remote(self, name: str) -> None:
+        """Forget remote ``name`` and its remote-tracking branches."""
+        _remotes.remove_remote(self, name)
+
+    def list_remotes(self) -> dict[str, str]:
+        """``{name: url}`` of the configured remotes."""
+        return _remotes.list_remotes(self)
+
+    def fetch(self, remote: str = "origin", **kwargs: Any) -> _remotes.SyncResult:
+        """Download the remote's branches (as ``origin/main``), commits, chunks and tags."""
+        return _remotes.fetch(self, remote, **kwargs)
+
+    def push(
+        self, remote: str = "origin", branch: str | None = None, force: bool = False, **kwargs: Any
+    ) -> _remotes.SyncResult:
+        """Send a branch (default: the current one); refused if the remote branch moved, unless ``force``."""
+        return _remotes.push(self, remote, branch, force, **kwargs)
+
+    def pull(self, remote: str = "origin", branch: str | None = None, **kwargs: Any) -> _remotes.SyncResult:
+        """Fetch, then fast-forward the branch; a diverged branch is refused."""
+        return _remotes.pull(self, remote, branch, **kwargs)
+
+    @classmethod
+    def clone(
+        cls, url: str | os.PathLike[str], path: str | os.PathLike[str], branch: str | None = None,
+        depth: int | None = None, **kwargs: Any,
+    ) -> Repository:
+        """A new repository at ``path`` from ``url`` (remote ``origin``); ``depth=1``: newest weights only."""
+        return _remotes.clone(url, path, branch, depth, **kwargs)
 
     # ---- small mutable documents (history, index) --------------------------------------------------------
     def read_document(self, name: str) -> Any:
