@@ -197,9 +197,8 @@ class CheckpointManager:
         message = commit_message(cfg.commit_message_template, state, self.experiment_name)
         for key, recorded in self.provenance.capture(state.optimizer_state).items():  # issue 29
             metadata.setdefault(key, recorded)
-        # chunks and commit under one writers' lock: a gc in another process cannot interleave; packing the
-        # previous checkpoint against this one runs in the repository's background packer
-        commit_hash = repo.commit_weights(all_weights, message, metadata, pack=cfg.use_incremental_saves)
+        # chunks and commit under one writers' lock: a gc in another process cannot interleave
+        commit_hash = repo.commit_weights(all_weights, message, metadata, pack=False)
         with self._lock:
             self.policy.record_save(state, commit_hash, value, is_best)
             if is_best and cfg.tag_best_checkpoints:
@@ -207,6 +206,8 @@ class CheckpointManager:
             self.history.append(commit_hash, state, value, is_best)
             self._apply_retention()
             self.history.persist(self.policy)
+        if cfg.use_incremental_saves:  # after the bookkeeping: packing the previous checkpoint against this one
+            repo.queue_packing(commit_hash)  # runs in the repository's background packer, never in this thread
         self.policy.record_cost(time.perf_counter() - started)
         for cb in list(self._callbacks):
             try:

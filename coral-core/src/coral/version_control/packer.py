@@ -94,8 +94,14 @@ class BackgroundPacker:
         self.totals: dict[str, Any] = {"chunks": 0, "bytes_saved": 0, "commits": 0}
 
     def enqueue(self, commit_id: str) -> None:
-        """Queue ``commit_id`` durably and make sure the packer runs."""
-        mark_pending(self.store, commit_id)
+        """Queue ``commit_id`` durably and make sure the packer runs. The commit has landed already: a queue
+        entry that cannot be written (disk full) leaves the pair unpacked (``coral repack`` packs it) rather
+        than failing a save that succeeded."""
+        try:
+            mark_pending(self.store, commit_id)
+        except (CoralError, OSError) as exc:
+            log.warning("packing after commit %s not queued (run `coral repack` later): %s", commit_id[:12], exc)
+            return
         self.kick()
 
     def kick(self) -> None:

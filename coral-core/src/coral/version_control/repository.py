@@ -413,6 +413,12 @@ class Repository:
             raise InvalidArgumentError("timeout", timeout, "must be a non-negative number of seconds or None")
         return self.background.wait(timeout)
 
+    def queue_packing(self, commit_id: str) -> None:
+        """Queue packing of ``commit_id``'s parent against it (what ``commit(pack=True)`` does), for writers
+        that finish their own bookkeeping (tags, history) before the queue entry takes disk space."""
+        if self.get_commit(commit_id).parents:  # a root commit has nothing to pack against it
+            self.packer.enqueue(commit_id)
+
     def pending_background(self) -> dict[str, int]:
         """Items of background work waiting, by kind (``{"packing": commits}``), queued by any process."""
         return self.background.pending()
