@@ -214,6 +214,112 @@ def run_training(args: argparse.Namespace, work: Path, table: Table) -> dict[str
     }
 
 
+def user_mlp(seed: int = 0) -> Any:
+    """The 15M-parameter MLP of issue 25: 256 -> 1024, 14 x (1024 -> 1024, GELU), 1024 -> 64."""
+    import torch
+    from _workload import IN, OUT
+
+    torch.manual_seed(seed)
+    layers: list[Any] = [torch.nn.Linear(IN, 1024), torch.nn.GELU()]
+    for _ in range(14):
+        layers += [torch.nn.Linear(1024, 1024), torch.nn.GELU()]
+    layers.append(torch.nn.Linear(1024, OUT))
+    return torch.nn.Sequential(*layers)
+
+
+def run_user_path(args: argparse.Namespace, work: Path, table: Table) -> None:
+    """What the user's loop feels, through the documented API: blocked time per save of
+    ``coral.integrations.pytorch.Checkpointer`` (sync, default config; packing runs in the background) against
+    ``torch.save`` + fsync of the same model+optimizer state, interleaved; and stored bytes after
+    ``repo.wait()`` of 10 fp32 checkpoints (weights + Adam moments, 50 steps apart) through plain
+    ``Repository.commit`` and through ``CheckpointManager``."""
+    import torch
+    from _measure import durable_torch_save, settle, tree_bytes
+    from _workload import Teacher, adam_state, as_numpy, parameter_count, train, warmup_cosine, weights
+    from coral import Repository
+    from coral.integrations.pytorch import Checkpointer, PyTorchIntegration
+    from coral.training import CheckpointManager, TrainingState
+
+    # ---- stored bytes: 10 checkpoints 50 steps apart, plain commit and CheckpointManager ----------------
+    model = user_mlp()
+    n_params = parameter_count(model)
+    opt = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=0.01)
+    every, count = (50, 10) if not args.quick else (20, 3)
+    plain = Repository(work / "user-plain", init=True)
+    mrepo = Repository(work / "user-manager", init=True)
+    mgr = CheckpointManager(mrepo, experiment_name="user")
+    raw = 0
+    for step, loss in train(model, opt, every * count, every, Teacher(), warmup_cosine(opt, every * count, every)):
+        arrays = as_numpy({**weights(model), **adam_state(model, opt)})
+        raw += raw_bytes({k: v for k, v in arrays.items() if not k.endswith("/step")})
+        plain.stage_weights(arrays)
+        plain.commit(f"step {step}")
+        state = TrainingState(epoch=0, global_step=step, loss=loss,
+                              optimizer_state=PyTorchIntegration.save_optimizer_state(opt))
+        mgr.save_checkpoint(PyTorchIntegration.model_to_weights(model), state, force=True)
+        log(f"user path: checkpoint at step {step}")
+    plain.wait()
+    mgr.wait()
+    for name, repo in (("plain", plain), ("manager", mrepo)):
+        stored = tree_bytes(repo.path / ".coral")
+        table.add(
+            f"user-bytes-{name}",
+            f"{count} fp32 checkpoints {every} steps apart, weights + Adam moments ({n_params / 1e6:.1f}M params), "
+            + ("plain Repository.commit" if name == "plain" else "CheckpointManager (default config)")
+            + ", after repo.wait()",
+            "<= 76% of raw",
+            pct(stored / raw),
+            stored / raw <= 0.76,
+            f"{stored / MB:.0f} MiB stored (whole .coral) for {raw / MB:.0f} MiB raw; packed in the background",
+        )
+        repo.close()
+
+    # ---- blocked time per save: Checkpointer vs torch.save + fsync, interleaved ------------------------
+    model = user_mlp()
+    opt = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=0.01)
+    ckpt = Checkpointer(model, work / "user-ckpt", "blocked", optimizer=opt, every_n_steps=20)
+    tdir = work / "user-torch"
+    tdir.mkdir()
+    trials = max(5, args.trials)
+    nbytes = 3 * 4 * n_params
+    ratios, coral_s, torch_s = [], [], []
+    for i, (step, loss) in enumerate(train(model, opt, 20 * trials, 20, Teacher())):
+
+        def torch_side(step: int = step) -> float:
+            settle(work, nbytes)
+            path = tdir / f"step{step}.pt"
+            t = durable_torch_save({"model": model.state_dict(), "optimizer": opt.state_dict()}, path)
+            path.unlink()
+            return t
+
+        def coral_side(step: int = step, loss: float = loss) -> float:
+            settle(work, nbytes)
+            t = time.perf_counter()
+            ckpt.log(0, step, loss=loss)  # the policy saves at every 20th step: this is the save
+            return time.perf_counter() - t
+
+        order = (torch_side, coral_side) if i % 2 == 0 else (coral_side, torch_side)
+        got = {f.__name__: f() for f in order}
+        coral_s.append(got["coral_side"])
+        torch_s.append(got["torch_side"])
+        ratios.append(got["coral_side"] / got["torch_side"])
+        log(f"user path: save at step {step}: Checkpointer {got['coral_side']:.2f}s, "
+            f"torch.save {got['torch_side']:.2f}s")
+    ckpt.close()
+    assert len(ckpt.manager.checkpoint_history) == trials, "the Checkpointer did not save at every trial"
+    r = statistics.median(ratios)
+    table.add(
+        "user-save",
+        f"blocked time per save, Checkpointer (sync, default config) vs torch.save + fsync of model+optimizer "
+        f"({n_params / 1e6:.1f}M params, AdamW, {nbytes / MB:.0f} MiB)",
+        "<= 1.0x",
+        f"{r:.2f}x",
+        r <= 1.0,
+        f"median of {trials} interleaved saves, min {min(ratios):.2f}x max {max(ratios):.2f}x; Checkpointer "
+        f"{statistics.median(coral_s):.2f}s, torch.save {statistics.median(torch_s):.2f}s (median)",
+    )
+
+
 def run_constant_lr(args: argparse.Namespace, work: Path, table: Table) -> None:
     """The same run with no schedule (a constant peak learning rate): the hardest case for deltas, shown
     beside the headline figure so the effect of the schedule is visible."""
@@ -584,7 +690,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--workdir", default=None, help="where the repositories go (default: a temp folder)")
     p.add_argument("--json", default=None, help="also write the results here")
     p.add_argument(
-        "--only", default=None, help="comma list of phases: train,constant,save,load,finetune,history,rss"
+        "--only", default=None, help="comma list of phases: user,train,constant,save,load,finetune,history,rss"
     )
     p.add_argument("--rss-child", nargs=2, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
@@ -602,7 +708,7 @@ def main(argv: list[str] | None = None) -> int:
 
     torch.set_num_threads(os.cpu_count() or 1)
     work = Path(tempfile.mkdtemp(prefix="coral-bench-", dir=args.workdir))
-    phases = set((args.only or "train,constant,save,load,finetune,history,rss").split(","))
+    phases = set((args.only or "user,train,constant,save,load,finetune,history,rss").split(","))
     table = Table()
     started = time.perf_counter()
     log(f"Coral storage benchmark on {os.cpu_count()} cores, torch {torch.__version__}, work dir {work}")
@@ -614,6 +720,9 @@ def main(argv: list[str] | None = None) -> int:
                 f"a checkpoint every {args.every}"
             )
             ctx = run_training(args, work, table)
+        if "user" in phases:
+            log("the user's path: Checkpointer blocked time, stored bytes after repo.wait()")
+            run_user_path(args, work, table)
         if "constant" in phases:
             log("the same run at a constant learning rate (size only)")
             run_constant_lr(args, work, table)

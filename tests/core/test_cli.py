@@ -412,7 +412,7 @@ def test_fsck_names_each_problem_and_exits_1(history, capsys):
 
 def test_repack_reports_its_work(history, capsys):
     doc = cli_json(capsys, "-C", str(history["path"]), "repack")
-    assert set(doc) == {"chunks", "bytes_saved"}
+    assert set(doc) == {"chunks", "bytes_saved", "queued_commits"}
     code, out, _ = cli(capsys, "-C", str(history["path"]), "repack")
     assert code == 0 and out.startswith("Re-encoded")
 

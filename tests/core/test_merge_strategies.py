@@ -25,6 +25,7 @@ def forked(tmp_path, base, ours, theirs):
     repo.switch("main")
     repo.stage_weights(ours)
     c_ours = repo.commit("ours")
+    repo.wait()  # background packing done: snapshots then see only what a merge writes
     return repo, c_base, c_ours, c_theirs
 
 

@@ -42,7 +42,7 @@ def repo(tmp_path, monkeypatch):
             "state/10": np.arange(3, dtype=np.int64) + i,
             "state/2": np.arange(3, dtype=np.uint32) + i,
         })
-        r.commit(f"c{i}")
+        r.commit(f"c{i}", pack=False)  # the damage tests below rely on the unpacked layout (shared raw packs)
     return r
 
 

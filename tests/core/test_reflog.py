@@ -25,7 +25,9 @@ def repo(tmp_path):
 @pytest.fixture
 def three(repo):
     """main: c0 -> c1 -> c2."""
-    return repo, [repo.commit_weights(w(i), f"c{i}") for i in range(3)]
+    commits = [repo.commit_weights(w(i), f"c{i}") for i in range(3)]
+    repo.wait()  # background packing done: snapshots see only what a test writes
+    return repo, commits
 
 
 def ref_file(repo: Repository, ref: str):

@@ -35,7 +35,7 @@ def drifting_history(repo: Repository, steps: int, seed: int = 0) -> list[tuple[
         idx = rng.choice(w.size, 200, replace=False)
         w[idx] += rng.standard_normal(200).astype(np.float32) * 1e-3
         repo.stage_weights({"w": w})
-        out.append((repo.commit(f"step {i}", {"step": i, "loss": 1.0 / (i + 1)}), w))
+        out.append((repo.commit(f"step {i}", {"step": i, "loss": 1.0 / (i + 1)}, pack=False), w))  # raw history
     return out
 
 

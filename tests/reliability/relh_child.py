@@ -57,6 +57,21 @@ def saver(repo: str, report: str, mode: str, seed: int, start: int, size: str) -
         append_line(report, {"kind": kind, "commit": h, "step": step, "digest": d})
 
 
+def bgpacker(repo: str, report: str, seed: int, start: int, size: str, commits: int) -> None:
+    """Commit ``commits`` checkpoints through plain ``Repository.commit`` (each queues the packing of its
+    parent, run by the background packer), then wait for the packer; killed at random instants meanwhile."""
+    r = Repository(repo)
+    _ready()
+    for step in range(start + 1, start + commits + 1):
+        flat = flat_content(step, seed, size)
+        r.stage_weights(flat)
+        h = r.commit(f"step {step}", {"step": step})
+        append_line(report, {"kind": "repo", "commit": h, "step": step, "digest": digest(flat)})
+    r.wait()
+    sys.stdout.write("done\n")
+    sys.stdout.flush()
+
+
 def maint(repo: str, op: str, targets: list[str]) -> None:
     """Run one maintenance operation (``gc``, ``prune`` = prune targets then gc, ``repack``) and exit."""
     r = Repository(repo)
@@ -132,6 +147,7 @@ def gc_looper(repo: str, go: str, stop: str) -> None:
 ROLES = {
     "saver": saver,
     "maint": maint,
+    "bgpacker": bgpacker,
     "committer": committer,
     "manager_committer": manager_committer,
     "gc_looper": gc_looper,

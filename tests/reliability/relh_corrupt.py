@@ -32,7 +32,10 @@ def build_corpus(path: Path, seed: int = 0) -> dict[str, Any]:
         arrays["wide"] = np.linspace(-1, 1, 6000, dtype=np.float32) * step  # too big to share a pack chunk
         r.stage_weights(arrays)
         expected[r.commit(f"step {step}")] = arrays
+    r.wait()  # the background packer is done before the repack and before any object is damaged
     r.repack()  # steps 1 and 2 become deltas against the next newer commit
+    r.wait()
+    assert not any(r.pending_background().values()), r.pending_background()  # no queued work left to race
     r.close()
     return {"expected": expected}
 

@@ -356,6 +356,76 @@ def run_maint_kills(
     return out
 
 
+# ---- kill during background packing ---------------------------------------------------------------
+def pending_packs(repo: Repository) -> int:
+    return repo.pending_background().get("packing", 0)
+
+
+def run_bgpack_kills(
+    workdir: Path,
+    kills: int,
+    *,
+    seed: int = 0,
+    size: str = "medium",
+    commits: int = 6,
+    rng: random.Random | None = None,
+) -> dict[str, Any]:
+    """SIGKILL a child that commits through the plain API while its background packer re-encodes the parents,
+    at uniform random instants over the measured run. After each kill: every reported commit loads bit-exact,
+    fsck is clean, and the next open + commit drains the packing queue the killed child left."""
+    rng = rng or random.Random(seed)
+    out: dict[str, Any] = {"kills": 0, "finished": 0, "reported": 0, "left_queued": 0, "drained": 0,
+                           "duration_s": 0.0, "failures": []}
+
+    def one(i: int, sleep: float | None) -> tuple[str, list[dict[str, Any]], Path]:
+        repo_dir, report = workdir / f"bgpack-{i:04d}", workdir / f"bgpack-{i:04d}.jsonl"
+        Repository(repo_dir, init=True).close()
+        proc = spawn("bgpacker", repo=str(repo_dir), report=str(report), seed=seed, start=(i + 1) * 10_000,
+                     size=size, commits=commits)
+        wait_line(proc, "ready")
+        if sleep is None:
+            t0 = time.perf_counter()
+            wait_line(proc, "done", timeout=600)
+            out["duration_s"] = time.perf_counter() - t0
+            proc.wait()
+            how = "finished"
+        else:
+            time.sleep(sleep)
+            how = kill(proc)
+        return how, read_lines(report), repo_dir
+
+    how, records, repo_dir = one(kills, None)  # an uninterrupted run: its length spreads the kills
+    with Repository(repo_dir) as r:
+        if pending_packs(r):
+            out["failures"].append(f"uninterrupted run left {pending_packs(r)} commits queued for packing")
+    for i in range(kills):
+        how, records, repo_dir = one(i, rng.uniform(0, out["duration_s"] * 1.1))
+        out["kills" if how == "killed" else "finished"] += 1
+        out["reported"] += len(records)
+        problems, _ = verify_saves(repo_dir, records, seed, size, workdir, experiment=None)
+        with Repository(repo_dir) as r:  # the next writer drains what the killed packer left
+            left = pending_packs(r)
+            out["left_queued"] += left
+            if r.head_commit():
+                flat = flat_content(999_999, seed, size)
+                r.stage_weights(flat)
+                r.commit("next writer")
+                r.wait()
+                if pending_packs(r):
+                    problems.append(f"the next write left {pending_packs(r)} commits queued (was {left})")
+                elif left:
+                    out["drained"] += 1
+            for rec in records:
+                problems += [f"after draining: {p}" for p in check_commit(
+                    r, rec["commit"], rec["step"], seed, size, rec["kind"], rec["digest"])]
+            f = r.fsck()
+            if not f["ok"]:
+                problems.append(f"fsck after draining: {f['errors'][:5]}")
+        out["failures"] += [f"kill {i}: {p}" for p in problems]
+        shutil.rmtree(repo_dir, ignore_errors=True)
+    return out
+
+
 # ---- concurrent writers ------------------------------------------------------------------------------
 def run_concurrency(
     workdir: Path,

@@ -78,6 +78,7 @@ def one_case(root: Path, variant: str, slack: int, mechanism: str) -> dict[str, 
         )
         mgr = CheckpointManager(repo, cfg, model_name="m", experiment_name="full")
     old = {_save(variant, repo, mgr, s): s for s in (1, 2)}
+    repo.wait()  # background packing of the good saves is done: the snapshot below is the state to keep
     refs_before = repo.store.list_refs("")
     objects_before = _object_set(repo)
     problems: list[str] = []

@@ -28,6 +28,14 @@ def test_live_commits_survive_sigkill_during_maintenance(tmp_path, seed, op):
     assert res["kills"] + res["finished"] == 3
 
 
+def test_commits_survive_sigkill_during_background_packing_and_the_next_write_drains_the_queue(tmp_path, seed):
+    # large checkpoints: packing a pair takes long enough that the kills leave queued pairs behind
+    res = C.run_bgpack_kills(tmp_path, 3, seed=seed, size="large", commits=4, rng=random.Random(seed))
+    assert res["failures"] == [], f"seed={seed}: {res['failures'][:10]}"
+    assert res["kills"] + res["finished"] == 3
+    assert res["reported"] >= 1
+
+
 def test_sigkill_during_push_leaves_the_remote_readable_and_a_retry_completes_it(tmp_path, seed):
     import relh_push as P
 

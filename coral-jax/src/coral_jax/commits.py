@@ -35,8 +35,11 @@ def commit_arrays(
     message: str,
     metadata: Mapping[str, Any] | None = None,
     info: Mapping[str, Any] | None = None,
+    *,
+    pack: bool = True,
 ) -> str:
-    """Stage ``arrays`` and commit them with the structure (and ``info``) under ``metadata["coral_jax"]``."""
+    """Stage ``arrays`` and commit them with the structure (and ``info``) under ``metadata["coral_jax"]``;
+    ``pack``: pack the previous commit against this one in the background."""
     if not arrays:
         raise InvalidArgumentError("tree", "no arrays", "a checkpoint needs at least one array leaf")
     meta = Provenance().capture() | dict(metadata or {})  # provenance: versions, device, code commit (issue 29)
@@ -44,7 +47,7 @@ def commit_arrays(
         raise InvalidArgumentError("metadata", META_KEY, "is reserved for coral-jax")
     meta[META_KEY] = {"structure": structure, **dict(info or {})}
     repo.stage_weights(dict(arrays))
-    return repo.commit(message, meta)
+    return repo.commit(message, meta, pack=pack)
 
 
 def save_pytree(

@@ -28,7 +28,6 @@ from coral.training import (
     RetentionRules,
     capture_random_state,
     prune_commits,
-    repack_latest,
     restore_random_state,
     select_kept,
 )
@@ -330,13 +329,14 @@ class CoralCheckpointManager:
         if rng_skeleton is not None:
             info["rng"] = rng_skeleton
         meta = {"step": step, "global_step": step, "metrics": metrics or {}, **(extra or {})}
-        cid = commit_arrays(repo, arrays, structure, f"Checkpoint step {step}", meta, info)
+        cid = commit_arrays(
+            repo, arrays, structure, f"Checkpoint step {step}", meta, info, pack=self.options.use_deltas
+        )
         entries = register_step(repo, self.name, step, cid, metrics)
         with self._lock:
             self._checkpoints = entries
         self._apply_retention()
-        if self.options.use_deltas:
-            repack_latest(repo, f"step {step}")
+        # packing (deltas) of the previous step runs in the repository's background packer after the commit
         if self._pusher is not None:  # in the background: the training loop never waits on the network
             self._pusher.request()
         return cid

@@ -26,6 +26,7 @@ def run_status(repo: Repository, args: argparse.Namespace, out: Output) -> int:
         "staged": len(repo.staged),
         "branches": len(repo.list_branches()),
         "tags": len(repo.list_tags()),
+        "packing_pending": repo.pending_background().get("packing", 0),
     }
     if head:
         commit = repo.get_commit(head)
@@ -45,6 +46,11 @@ def run_status(repo: Repository, args: argparse.Namespace, out: Output) -> int:
     else:
         out.line("No commits yet")
     out.line(f"{info['staged']} staged, {info['branches']} branches, {info['tags']} tags")
+    if info["packing_pending"]:
+        out.line(
+            f"Packing pending for {info['packing_pending']} commit(s): resumes in the background on the next "
+            "write, or run `coral repack`"
+        )
     return 0
 
 

@@ -203,7 +203,13 @@ def _tensor_costs(repo: Repository, cid: str, size: Any) -> list[dict[str, Any]]
 
 def run_repack(repo: Repository, args: argparse.Namespace, out: Output) -> int:
     with out.status("Re-encoding older chunks as deltas..."):
+        queued = repo.pack_pending()  # what a finished or killed process left queued
         result = repo.repack(args.branch, args.max_commits)
+    result = {
+        "chunks": result["chunks"] + queued["chunks"],
+        "bytes_saved": result["bytes_saved"] + queued["bytes_saved"],
+        "queued_commits": queued["commits"],
+    }
     if out.json_mode:
         out.json(result)
         return 0

@@ -13,7 +13,7 @@ from .pusher import BackgroundPusher
 from .retention import RetentionRules, prune_commits, select_kept
 from .rng import capture_random_state, restore_random_state
 from .state import TrainingState
-from .writer import BackgroundSaver, repack_latest
+from .writer import BackgroundSaver
 
 __all__ = [
     "STATE_PREFIXES",
@@ -38,7 +38,6 @@ __all__ = [
     "load_checkpoint_commit",
     "prune_commits",
     "read_provenance",
-    "repack_latest",
     "restore_data_state",
     "restore_random_state",
     "select_kept",

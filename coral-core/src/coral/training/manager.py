@@ -39,7 +39,7 @@ from .pusher import BackgroundPusher
 from .retention import prune_commits, select_kept
 from .rng import restore_random_state
 from .state import TrainingState
-from .writer import BackgroundSaver, check_free_space, checkpoint_metadata, commit_message, host_copy, repack_latest
+from .writer import BackgroundSaver, check_free_space, checkpoint_metadata, commit_message, host_copy
 
 log = logging.getLogger(__name__)
 
@@ -168,11 +168,12 @@ class CheckpointManager:
             return self._write(*job)
 
     def wait(self) -> None:
-        """Block until pending async saves are written and background pushes (``push_to``) done; raise if one
-        failed."""
+        """Block until pending async saves are written, background pushes (``push_to``) done and the
+        repository's background packing finished; raise if a save or push failed."""
         self._saver.wait()
         if self._pusher is not None:
             self._pusher.wait()
+        self.repository.wait()
 
     def _write(
         self,
@@ -198,7 +199,7 @@ class CheckpointManager:
         for key, recorded in self.provenance.capture(state.optimizer_state).items():  # issue 29
             metadata.setdefault(key, recorded)
         # chunks and commit under one writers' lock: a gc in another process cannot interleave
-        commit_hash = repo.commit_weights(all_weights, message, metadata)
+        commit_hash = repo.commit_weights(all_weights, message, metadata, pack=False)
         with self._lock:
             self.policy.record_save(state, commit_hash, value, is_best)
             if is_best and cfg.tag_best_checkpoints:
@@ -206,8 +207,8 @@ class CheckpointManager:
             self.history.append(commit_hash, state, value, is_best)
             self._apply_retention()
             self.history.persist(self.policy)
-        if cfg.use_incremental_saves:
-            repack_latest(repo, "checkpoint")
+        if cfg.use_incremental_saves:  # after the bookkeeping: packing the previous checkpoint against this one
+            repo.queue_packing(commit_hash)  # runs in the repository's background packer, never in this thread
         self.policy.record_cost(time.perf_counter() - started)
         for cb in list(self._callbacks):
             try:

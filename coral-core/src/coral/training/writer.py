@@ -1,4 +1,4 @@
-"""Writing checkpoints: the commit itself, free-space checks, the delta repack after a save, and the background
+"""Writing checkpoints: the commit itself, free-space checks, and the background
 thread that async saves run in (one in flight per manager; its error surfaces at the next save or wait).
 
 Shared by CheckpointManager and coral-jax's CoralCheckpointManager.
@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from ..core.weight_tensor import WeightTensor
-from ..errors import CheckpointError, CoralError, InsufficientSpaceError
+from ..errors import CheckpointError, InsufficientSpaceError
 from ..version_control.repository import Repository
 from .config_file import parse_size
 from .state import TrainingState
@@ -88,14 +88,6 @@ def host_copy(arrays: Mapping[str, Any]) -> dict[str, Any]:
         else:
             out[name] = np.array(value, copy=True)
     return out
-
-
-def repack_latest(repository: Repository, what: str) -> None:
-    """Delta-encode the newest commit against its parent; a space optimisation only, so a failure is logged."""
-    try:
-        repository.repack(max_commits=1)
-    except CoralError as exc:
-        log.warning("delta repack after %s failed: %s", what, exc)
 
 
 def check_free_space(repository: Repository, min_free_space: int | str | None, size: int) -> None:

@@ -12,10 +12,17 @@ from .history import History
 
 
 def repack(
-    store: Store, objects: ObjectStore, history: History, start: str | None, max_commits: int | None = None
+    store: Store,
+    objects: ObjectStore,
+    history: History,
+    start: str | None,
+    max_commits: int | None = None,
+    *,
+    serial: bool = False,
 ) -> dict[str, int]:
     """Re-encode older chunks of the history from ``start`` as deltas against the same place in the next
-    newer commit (see ``Repository.repack``). Returns ``{"chunks": n, "bytes_saved": b}``."""
+    newer commit (see ``Repository.repack``). ``serial``: one chunk at a time in the calling thread (the
+    background packer, which must not load the shared pool). Returns ``{"chunks": n, "bytes_saved": b}``."""
     heads = set(store.list_refs("heads/").values())
     protected: set[str] = set()
     for head in heads:
@@ -105,8 +112,11 @@ def repack(
                     tasks[co] = (co, base, eo.dtype, h)
             # chunks no other task's base depends on are re-encoded in parallel; the rest one by one
             parallel = [t for co, t in tasks.items() if co not in in_chains]
-            serial = [t for co, t in tasks.items() if co in in_chains]
-            gains = list(objects.parallel_map(run, parallel)) + [run(t) for t in serial]
+            in_order = [t for co, t in tasks.items() if co in in_chains]
+            if serial:
+                gains = [run(t) for t in parallel] + [run(t) for t in in_order]
+            else:
+                gains = list(objects.parallel_map(run, parallel)) + [run(t) for t in in_order]
             done += sum(1 for g in gains if g)
             saved += sum(gains)
     return {"chunks": done, "bytes_saved": saved}

@@ -25,6 +25,7 @@ from . import diff as _diff
 from . import merge as _merge
 from . import packing
 from . import remotes as _remotes
+from .background import BackgroundWork
 from .commit import Commit, CommitInfo
 from .committing import commit_tree
 from .documents import Documents
@@ -32,6 +33,7 @@ from .history import History
 from .loading import Loader
 from .maintenance import Maintenance
 from .names import validate_tensor_name
+from .packer import BackgroundPacker, drain
 from .refs import DEFAULT_BRANCH, Refs
 from .staging import StagingArea, normalize_weights
 
@@ -59,6 +61,10 @@ class Repository:
         self.loader = Loader(self.objects, self.history)
         self.maintenance = Maintenance(self.store, self.objects, self.history, self.refs)
         self.documents = Documents(self.store)
+        # work that runs after the call that caused it (packing now; pushes can add their own job)
+        self.background = BackgroundWork()
+        self.packer = BackgroundPacker(self.store, self.objects, self.history)
+        self.background.add(self.packer)
         if init and self.store.get_ref("HEAD") is None:
             self.store.compare_and_swap("HEAD", None, f"ref: heads/{DEFAULT_BRANCH}")
             self.store.compare_and_swap("config", None, json.dumps({"format": 1}))
@@ -98,6 +104,9 @@ class Repository:
         raise RepositoryNotFoundError(f"no Coral repository at {here} or any parent folder")
 
     def close(self) -> None:
+        """Release this handle: background work finishes the item in hand and stops (what is left stays
+        queued in the store and resumes on the next write or ``coral repack``)."""
+        self.background.stop()
         self.store.release_staged(self.staging.token)
         self.objects.close()
 
@@ -215,18 +224,24 @@ class Repository:
         *,
         allow_empty: bool = False,
         parents: list[str] | None = None,
+        pack: bool = True,
     ) -> str:
-        """Commit the staged tensors on the current branch; returns the commit hash."""
+        """Commit the staged tensors on the current branch; returns the commit hash.
+
+        ``pack``: re-encode the parent's chunks smaller in the background afterwards (see ``wait``)."""
         if not isinstance(message, str):
             raise InvalidArgumentError("message", message, "must be a string")
         if not self.staging.entries and not allow_empty:
             raise CoralError("nothing staged: call stage_weights(weights) before commit()")
         tree = dict(self.staging.entries)
         reason = "commit (merge)" if parents else "commit"
+        had_parent = pack and self.refs.read(self.refs.head_ref())[1] is not None
         commit_id = commit_tree(
             self.store, self.refs, self.history, tree, message, dict(metadata or {}), parents, reason=reason
         )
         self.staging.clear()
+        if had_parent:  # a root commit has nothing to pack against it
+            self.packer.enqueue(commit_id)
         return commit_id
 
     def commit_weights(
@@ -236,30 +251,35 @@ class Repository:
         metadata: Mapping[str, Any] | None = None,
         *,
         allow_empty: bool = False,
+        pack: bool = True,
     ) -> str:
         """Write ``weights`` and commit exactly them in one step, without touching the shared staging area.
 
         Holds the writers' lock from the first chunk to the ref update, so a concurrent ``gc`` can never
         free a chunk of a commit being made. Faster than ``stage_weights`` + ``commit``: the commit object is
         written while the chunks are still being fsynced. Used by the training layer (also from background
-        threads).
+        threads). ``pack``: re-encode the parent's chunks smaller in the background afterwards.
         """
         if not isinstance(message, str):
             raise InvalidArgumentError("message", message, "must be a string")
         items = normalize_weights(weights)
         if not items and not allow_empty:
             raise InvalidArgumentError("weights", weights, "holds no tensors: nothing to commit (allow_empty=True)")
-        self.refs.read(self.refs.head_ref())  # a damaged ref: refuse before any chunk is written
+        # a damaged ref: refuse before any chunk is written
+        had_parent = self.refs.read(self.refs.head_ref())[1] is not None
         with self.store.lock("gc", exclusive=False):
             entries, _written, pending = self.objects.write_tensors_deferred(
                 [(name, wt.data) for name, wt in items.items()]
             )
             for name, entry in entries.items():
                 entry.layer_type = items[name].metadata.layer_type
-            return commit_tree(
+            commit_id = commit_tree(
                 self.store, self.refs, self.history, entries, message, dict(metadata or {}), None, [pending],
                 check_stored=False,
             )
+        if pack and had_parent:  # a root commit has nothing to pack against it
+            self.packer.enqueue(commit_id)
+        return commit_id
 
     def commit_tree(
         self, tree: Mapping[str, TensorEntry], message: str, metadata: Mapping[str, Any] | None = None
@@ -386,6 +406,30 @@ class Repository:
         """
         start = self.resolve(branch) if branch is not None else self.head_commit()
         return packing.repack(self.store, self.objects, self.history, start, max_commits)
+
+    # ---- background work ---------------------------------------------------------------------------------
+    def wait(self, timeout: float | None = None) -> bool:
+        """Block until this repository's background work (packing after commits) is done; False when
+        ``timeout`` seconds ran out first. Work left at exit resumes on the next write."""
+        if timeout is not None and (isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or timeout < 0):
+            raise InvalidArgumentError("timeout", timeout, "must be a non-negative number of seconds or None")
+        return self.background.wait(timeout)
+
+    def queue_packing(self, commit_id: str) -> None:
+        """Queue packing of ``commit_id``'s parent against it (what ``commit(pack=True)`` does), for writers
+        that finish their own bookkeeping (tags, history) before the queue entry takes disk space."""
+        if self.get_commit(commit_id).parents:  # a root commit has nothing to pack against it
+            self.packer.enqueue(commit_id)
+
+    def pending_background(self) -> dict[str, int]:
+        """Items of background work waiting, by kind (``{"packing": commits}``), queued by any process."""
+        return self.background.pending()
+
+    def pack_pending(self) -> dict[str, int]:
+        """Pack every commit the queue holds now, in this thread (``coral repack``): what a killed or exited
+        process left. Returns ``{"chunks", "bytes_saved", "commits"}``."""
+        self.packer.wait()
+        return drain(self.store, self.objects, self.history, serial=False)
 
     # ---- remotes (logic in remotes.py) -------------------------------------------------------------------
     def add_remote(self, name: str, url: str | os.PathLike[str]) -> str:

@@ -1,0 +1,98 @@
+"""A Repository's background work (packing now, pushes later): one registry that ``wait()`` and exit drain.
+
+Each kind of work is a ``BackgroundJob`` added with ``BackgroundWork.add``. Work is durable before it is
+queued (e.g. a ``pack/pending/<id>`` ref), so abandoning it at exit loses nothing: the next writer resumes it.
+"""
+
+from __future__ import annotations
+
+import atexit
+import logging
+import os
+import threading
+import time
+import weakref
+from typing import Protocol
+
+log = logging.getLogger(__name__)
+
+EXIT_WAIT_ENV = "CORAL_EXIT_WAIT"
+DEFAULT_EXIT_WAIT_S = 30.0
+
+
+class BackgroundJob(Protocol):
+    """One kind of background work of a repository."""
+
+    name: str
+
+    def pending(self) -> int:
+        """How many items wait (durably recorded ones included)."""
+        ...
+
+    def wait(self, timeout: float | None = None) -> bool:
+        """Block until this process's work is done; False when ``timeout`` ran out first."""
+        ...
+
+    def stop(self, timeout: float | None = None) -> None:
+        """Finish the item in hand, start no other (the rest stays queued for a later process)."""
+        ...
+
+
+class BackgroundWork:
+    """The background jobs of one Repository, waited for together."""
+
+    def __init__(self) -> None:
+        self._jobs: dict[str, BackgroundJob] = {}
+        self._lock = threading.Lock()
+        _live.add(self)
+
+    def add(self, job: BackgroundJob) -> None:
+        """Register ``job`` under ``job.name`` (replacing an earlier one of that name)."""
+        with self._lock:
+            self._jobs[job.name] = job
+
+    def jobs(self) -> list[BackgroundJob]:
+        with self._lock:
+            return list(self._jobs.values())
+
+    def pending(self) -> dict[str, int]:
+        """``{job name: items waiting}`` for every registered job."""
+        return {job.name: job.pending() for job in self.jobs()}
+
+    def wait(self, timeout: float | None = None) -> bool:
+        """Block until every job is done; False when ``timeout`` seconds ran out first."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        for job in self.jobs():
+            left = None if deadline is None else max(0.0, deadline - time.monotonic())
+            if not job.wait(left):
+                return False
+        return True
+
+    def stop(self, timeout: float | None = None) -> None:
+        """Stop every job after the item in hand; what is left stays queued durably."""
+        for job in self.jobs():
+            job.stop(timeout)
+
+
+_live: weakref.WeakSet[BackgroundWork] = weakref.WeakSet()
+
+
+def exit_wait_seconds() -> float:
+    """How long process exit waits for background work (``CORAL_EXIT_WAIT``, default 30 s)."""
+    try:
+        return max(0.0, float(os.environ.get(EXIT_WAIT_ENV, DEFAULT_EXIT_WAIT_S)))
+    except ValueError:
+        return DEFAULT_EXIT_WAIT_S
+
+
+@atexit.register
+def _drain_at_exit() -> None:
+    """Give background work a bounded time to finish; then stop it safely (it resumes on the next write)."""
+    deadline = time.monotonic() + exit_wait_seconds()
+    for work in list(_live):
+        try:
+            if not work.wait(max(0.0, deadline - time.monotonic())):
+                log.info("Coral background work left for the next write (still pending: %s)", work.pending())
+            work.stop(5.0)
+        except Exception as exc:  # pragma: no cover - the process is ending anyway
+            log.warning("Coral background work at exit: %s", exc)
