@@ -38,8 +38,8 @@ def python_blocks() -> list[str]:
     return re.findall(r"```python\n(.*?)```", README.read_text(encoding="utf-8"), flags=re.S)
 
 
-def block(starting: str) -> str:
-    (found,) = [b for b in python_blocks() if b.lstrip().startswith(starting)]
+def block(starting: str, containing: str = "") -> str:
+    (found,) = [b for b in python_blocks() if b.lstrip().startswith(starting) and containing in b]
     return found
 
 
@@ -69,7 +69,7 @@ def test_training_block(in_tmp):
 
 
 def test_checkpointer_block_resumes_its_step(in_tmp):
-    code = block("from coral.integrations.pytorch import Checkpointer")
+    code = block("from coral.integrations.pytorch import Checkpointer", "step = ckpt.global_step")
     assert "step = ckpt.global_step" in code
     first: dict = {}
     exec(CHECKPOINTER_PREAMBLE, first)

@@ -255,8 +255,7 @@ class Provenance:
                                        f"not a {type(hparams).__name__} (vars(args) for an argparse Namespace)")
         self.hparams: dict[str, Any] = json_safe(dict(hparams or {}))
         self.enabled = enabled_by_environment()
-        if self.enabled:
-            start_git_probe()  # git runs while the model trains, not inside the first save
+        # git is asked at the first save (code_commit), never when a manager only opens or loads a repository
         self._sources: list[tuple[str, Any]] = []
 
     def add_source(self, source: Any, key: str | None = None) -> None:
