@@ -76,3 +76,26 @@ def test_no_module_imports_another_modules_private_names(path: Path) -> None:
             continue
         private = [n for n in names if n.startswith("_") and not n.startswith("__")]
         assert not private, f"{path.relative_to(CORE)} imports private names {private} from {mod}"
+
+
+PLUGIN_SRC = [CORE.parents[2] / f"coral-{p}" / "src" / f"coral_{p}" for p in ("torch", "lightning", "hf", "jax")]
+
+
+@pytest.mark.parametrize(
+    "path",
+    sorted(p for src in PLUGIN_SRC for p in src.rglob("*.py") if "__pycache__" not in p.parts),
+    ids=lambda p: str(p.relative_to(CORE.parents[2])),
+)
+def test_plugin_modules_import_no_private_names_of_another_module(path: Path) -> None:
+    """A package's own private submodules (``from . import _state``) are fine; another module's private
+    functions and constants are not."""
+    tree = ast.parse(path.read_text(), filename=str(path))
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom) and (node.level or (node.module or "").startswith("coral")):
+            folder = path.parent if not node.module else None
+            for a in node.names:
+                if not a.name.startswith("_") or a.name.startswith("__"):
+                    continue
+                if folder is not None and (folder / f"{a.name}.py").exists():
+                    continue  # a private submodule of this package
+                pytest.fail(f"{path.name}:{node.lineno} imports private name {a.name} from {node.module or '.'}")

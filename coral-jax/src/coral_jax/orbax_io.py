@@ -23,7 +23,7 @@ from coral.version_control.jsonsafe import to_jsonable
 
 from .commits import META_KEY, commit_arrays, load_pytree, open_repository
 from .manager import RNG_PREFIX, register_step
-from .pytree import _escape, flatten_pytree, key_path_name, unflatten_pytree
+from .pytree import escape_segment, flatten_pytree, key_path_name, unflatten_pytree
 
 log = logging.getLogger(__name__)
 
@@ -132,7 +132,7 @@ def _read_checkpoint(path: Path, step: int | None) -> tuple[Any, dict[str, str],
     if list(items) == ["default"]:
         tree, keys = items["default"]
         return tree, keys, folder, found_step
-    keys = {f"{_escape(n)}/{k}": impl for n, (_, ks) in items.items() for k, impl in ks.items()}
+    keys = {f"{escape_segment(n)}/{k}": impl for n, (_, ks) in items.items() for k, impl in ks.items()}
     return {n: t for n, (t, _) in items.items()}, keys, folder, found_step
 
 

@@ -30,7 +30,7 @@ STRUCTURE_FORMAT = 1
 
 
 # ---- names -------------------------------------------------------------------------------------------------
-def _escape(segment: str) -> str:
+def escape_segment(segment: str) -> str:
     """Make a key usable as one path segment, injectively (``/`` and ``%`` are percent-escaped)."""
     s = segment.replace("%", "%25").replace("/", "%2F").replace("\\", "%5C")
     if s in ("", ".", ".."):
@@ -46,11 +46,11 @@ def _entry(entry: Any, where: str) -> tuple[str, Any]:
             raise InvalidArgumentError(
                 where or ROOT_NAME, repr(k), "dict keys must be strings or integers to be stored"
             )
-        return _escape(str(k)), k
+        return escape_segment(str(k)), k
     if isinstance(entry, SequenceKey):
         return str(entry.idx), entry.idx
     if isinstance(entry, GetAttrKey):
-        return _escape(entry.name), entry.name
+        return escape_segment(entry.name), entry.name
     if isinstance(entry, FlattenedIndexKey):
         return str(entry.key), entry.key
     raise InvalidArgumentError(where or ROOT_NAME, repr(entry), "unknown pytree key type")

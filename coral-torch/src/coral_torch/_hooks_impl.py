@@ -8,7 +8,7 @@ import torch
 from coral.hookspecs import hookimpl
 
 from .convert import numpy_to_tensor, tensor_to_numpy
-from .integration import PyTorchIntegration, _set_torch_rng_state, _torch_rng_state
+from .integration import PyTorchIntegration, set_torch_rng_state, torch_rng_state
 
 
 @hookimpl
@@ -80,12 +80,12 @@ def coral_set_scheduler_state(scheduler: Any, state: Any) -> Any:
 
 @hookimpl
 def coral_get_rng_state() -> dict[str, Any]:
-    return _torch_rng_state()
+    return torch_rng_state()
 
 
 @hookimpl
 def coral_set_rng_state(state: dict[str, Any]) -> None:
-    _set_torch_rng_state(state)
+    set_torch_rng_state(state)
 
 
 _TORCH_SUFFIXES = (".pt", ".pth", ".bin", ".ckpt")

@@ -161,7 +161,7 @@ class PyTorchIntegration:
         from coral.store import builtin
 
         state = builtin.coral_get_rng_state()
-        state.update(_torch_rng_state())
+        state.update(torch_rng_state())
         return state
 
     @staticmethod
@@ -169,10 +169,10 @@ class PyTorchIntegration:
         from coral.store import builtin
 
         builtin.coral_set_rng_state(dict(state))
-        _set_torch_rng_state(state)
+        set_torch_rng_state(state)
 
 
-def _torch_rng_state() -> dict[str, Any]:
+def torch_rng_state() -> dict[str, Any]:
     """``{"torch": CPU state, "torch_cuda": [state per device] or None}``.
 
     CUDA is read only once initialized: an unused CUDA generator is still at its seed, and reading it
@@ -191,7 +191,7 @@ def _byte_tensor(value: Any) -> torch.Tensor:
     return numpy_to_tensor(np.asarray(value, dtype=np.uint8))
 
 
-def _set_torch_rng_state(state: Mapping[str, Any]) -> None:
+def set_torch_rng_state(state: Mapping[str, Any]) -> None:
     if state.get("torch") is not None:
         torch.set_rng_state(_byte_tensor(state["torch"]))
     cuda = state.get("torch_cuda")

@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import argparse
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
 from ..errors import InvalidArgumentError
+from ..store.atomicfile import atomic_write
 from ..version_control.repository import Repository
 from . import report_html
 from .output import Output, human_bytes
@@ -29,18 +28,7 @@ def run_report(repo: Repository, args: argparse.Namespace, out: Output) -> int:
         raise InvalidArgumentError("-o", args.output, f"folder {str(path.parent)!r} does not exist")
     data = report_html.gather(repo, args.branch, args.metric)
     page = report_html.render(data)
-    # write beside the target, then rename: a reader never sees half a page
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent if str(path.parent) else ".")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(page)
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # a normal file, not mkstemp's private 0600
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic_write(path, page)  # a reader never sees half a page; a normal file's mode under the umask
     summary: dict[str, Any] = {"path": str(path), "bytes": len(page.encode()), "commits": len(data.order),
                "branches": data.branches, "metrics": list(data.metrics)}
     if out.json_mode:
