@@ -12,6 +12,7 @@ from ..errors import CoralError, CorruptObjectError, ObjectNotFoundError, RefNot
 from ..objects.tensors import ObjectStore, chunk_key, pack_bytes
 from ..store.base import Store
 from .commit import commit_key
+from .diff import natural_key
 from .history import History, is_commit_id
 from .reflog import DEFAULT_EXPIRE_DAYS, parse_expire
 from .refs import Refs, parse_tag
@@ -197,7 +198,7 @@ class Maintenance:
                         if end > self.objects.header(chunk).length:
                             errors.append(f"commit {c[:12]} tensor {tname!r}: bytes up to {end} lie outside its pack")
         damaged_objects = [
-            {"object": chunk, "problem": bad_chunks[chunk], "commits": list(cs), "tensors": sorted(ts)}
+            {"object": chunk, "problem": bad_chunks[chunk], "commits": list(cs), "tensors": sorted(ts, key=natural_key)}
             for chunk, (cs, ts) in affected.items()
         ]
         errors += [_object_damage_line(d) for d in damaged_objects]  # one line per damaged object
