@@ -390,6 +390,8 @@ def run_bgpack_kills(
             proc.wait()
             how = "finished"
         else:
+            if i == kills - 1:  # the last kill lands after one reported commit, so the run always tests one
+                wait_for_report(report, proc)
             time.sleep(sleep)
             how = kill(proc)
         return how, read_lines(report), repo_dir
