@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import errno
+import os
 import random
 import signal
+import stat
 import subprocess
 import sys
 import textwrap
@@ -158,3 +160,18 @@ def test_new_object_folders_are_fsynced_into_their_parents(tmp_path, monkeypatch
     synced.clear()
     store.put("chunks/ab/0123", b"y")  # the folders exist now: only the object's own folder is synced
     assert synced == [str(objects / "chunks" / "ab")]
+
+
+def test_stored_files_follow_the_umask_so_a_team_can_share_a_repository(tmp_path) -> None:
+    """Objects and refs are created 0666 filtered by the umask (like git's), not owner-only."""
+    old = os.umask(0o022)
+    try:
+        repo = Repository(tmp_path / "r", init=True)
+        repo.commit_weights({"w": np.arange(8, dtype=np.float32)}, message="one")
+    finally:
+        os.umask(old)
+    root = tmp_path / "r" / ".coral"
+    files = [p for p in root.rglob("*") if p.is_file() and p.relative_to(root).parts[0] != "tmp"]
+    assert files
+    for p in files:
+        assert stat.S_IMODE(p.stat().st_mode) & 0o044 == 0o044, (p, oct(p.stat().st_mode))

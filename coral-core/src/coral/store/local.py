@@ -148,7 +148,7 @@ class LocalStore(Store):
                     self._make_dirs(target.parent)
                     if seal:
                         self._object_dirs.add(target.parent)
-                fd, tmp = atomicfile.temp_file(self._tmp, ".put-")
+                fd, tmp = atomicfile.temp_file(self._tmp, ".put-", mode=0o666)
             except OSError as exc:
                 _raise_if_no_space(exc, target, self.root)
                 raise
