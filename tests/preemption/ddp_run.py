@@ -1,5 +1,6 @@
-"""A 2-rank gloo DDP loop with Checkpointer, for the preemption test: ``python ddp_run.py REPO`` with RANK,
-WORLD_SIZE, MASTER_ADDR and MASTER_PORT set. Prints ``step N`` after each step.
+"""A 2-rank gloo DDP loop with Checkpointer, for the preemption test: ``python ddp_run.py REPO [--dcp]`` with
+RANK, WORLD_SIZE, MASTER_ADDR and MASTER_PORT set. Prints ``step N`` after each step. ``--dcp``: the model is
+sharded with FSDP2 (``fully_shard`` on a CPU mesh) and saved through ``Checkpointer(distributed="dcp")``.
 
 Every rank builds a Checkpointer on the same repository; the preemption flag is agreed by an all-reduce in
 ``log()`` and only rank 0 commits (once coral-torch's rank-aware Checkpointer is merged, it commits on rank 0
@@ -23,10 +24,19 @@ def main() -> None:
     torch.set_num_threads(1)
     torch.manual_seed(0)
     model = nn.Linear(8, 2)
-    ddp = nn.parallel.DistributedDataParallel(model)
+    sharded = "--dcp" in sys.argv[2:]
+    if sharded:
+        from torch.distributed.device_mesh import init_device_mesh
+        from torch.distributed.fsdp import fully_shard
+
+        fully_shard(model, mesh=init_device_mesh("cpu", (dist.get_world_size(),)))
+        ddp = model
+    else:
+        ddp = nn.parallel.DistributedDataParallel(model)
     opt = torch.optim.SGD(ddp.parameters(), lr=0.01)
     g = torch.Generator().manual_seed(rank)
-    ckpt = Checkpointer(model, sys.argv[1], "ddp", optimizer=opt, every_n_steps=10_000)
+    ckpt = Checkpointer(model, sys.argv[1], "ddp", optimizer=opt, every_n_steps=10_000,
+                        distributed="dcp" if sharded else None)
     try:
         with ckpt:
             for step in range(1, 400):

@@ -69,7 +69,7 @@ def test_training_block(in_tmp):
 
 
 def test_checkpointer_block_resumes_its_step(in_tmp):
-    code = block("from coral.integrations.pytorch import Checkpointer", "step = ckpt.global_step")
+    code = block("from coral.integrations.pytorch import Checkpointer\n", "step = ckpt.global_step")
     assert "step = ckpt.global_step" in code
     first: dict = {}
     exec(CHECKPOINTER_PREAMBLE, first)

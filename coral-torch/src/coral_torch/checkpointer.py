@@ -191,7 +191,9 @@ class Checkpointer:
             return self.manager.save_checkpoint(_state.model_weights(self.model, self.manager), state, force=True)
         return self.manager.save_checkpoint({}, probe)  # keeps early-stopping counts; saves nothing
 
-    def _dcp_save(self, epoch: int, values: dict[str, Any], *, complete: bool) -> str:
+    def _dcp_save(
+        self, epoch: int, values: dict[str, Any], *, complete: bool, metadata: dict[str, Any] | None = None
+    ) -> str:
         from . import dcp
 
         state = self._state(epoch, values, with_tensors=False, epoch_complete=complete)
@@ -199,7 +201,7 @@ class Checkpointer:
             state.scheduler_state = PyTorchIntegration.save_scheduler_state(self.scheduler)
         commit = dcp.save_training_checkpoint(
             self._repo, self.model, self.optimizer, state, experiment=self.manager.experiment_name,
-            epoch_complete=complete, data=self.data,
+            epoch_complete=complete, data=self.data, extra_metadata=metadata,
         )
         if _dist.rank() == 0:
             self._saved(state, commit)
@@ -211,7 +213,9 @@ class Checkpointer:
 
         Rank 0 commits and waits inside the save point, so every rank gets the hash and stops together."""
         if self.distributed == "dcp":  # every rank writes its shards
-            commit = self._dcp_save(epoch, values, complete=True)
+            commit = self._dcp_save(
+                epoch, values, complete=True, metadata=self.preemption.metadata(self._global_step)
+            )
             self.preemption.finish(self.manager.wait, commit)
             return commit
 

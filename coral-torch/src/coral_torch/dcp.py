@@ -335,8 +335,11 @@ def save_training_checkpoint(
     experiment: str,
     epoch_complete: bool,
     data: Any = None,
+    extra_metadata: Mapping[str, Any] | None = None,
 ) -> str:
-    """Save model + optimizer shards from every rank through DCP; returns the commit hash (same on every rank)."""
+    """Save model + optimizer shards from every rank through DCP; returns the commit hash (same on every rank).
+
+    ``extra_metadata`` adds JSON-safe top-level keys to the commit metadata (e.g. the ``preempted`` mark)."""
     import torch.distributed.checkpoint as dcp
     from torch.distributed.checkpoint.state_dict import get_state_dict
 
@@ -356,6 +359,8 @@ def save_training_checkpoint(
         },
         "epoch": state.epoch, "global_step": state.global_step, "loss": state.loss, "metrics": dict(state.metrics),
     }
+    for key, value in (extra_metadata or {}).items():
+        metadata.setdefault(key, to_jsonable(value, path=f"metadata[{key!r}]"))
     writer = CoralWriter(repo, message=f"Checkpoint {experiment} epoch {state.epoch} step {state.global_step}",
                          metadata=metadata)
     try:

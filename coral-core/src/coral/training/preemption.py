@@ -234,7 +234,8 @@ class PreemptionGuard:
     def finish(self, wait: Callable[[], None], commit: str | None = None) -> bool:
         """Wait (at most ``deadline`` s) for the save and its push, then mark the run as stopping."""
         self.saved_commit = commit
-        self.complete = wait_within(wait, self.deadline)
+        what = f"the write and push of preemption checkpoint {commit[:12]}" if commit else "pending saves and pushes"
+        self.complete = wait_within(wait, self.deadline, what)
         self._stopping = True
         if self.complete:
             log.warning("preemption: checkpoint %s saved; stopping", (commit or "?")[:12])
