@@ -84,6 +84,25 @@ def test_diff_natural_order_and_figures_only_for_floats(repo, capsys):
         assert (r[2] == "-") == r[1].startswith("state/"), r
 
 
+def test_diff_gives_no_figures_for_a_float_scalar_such_as_adams_step(tmp_path, capsys):
+    # torch's Adam keeps `step` as a float32 0-d tensor: a counter, not a weight (its cosine is always 1)
+    r = coral.Repository(tmp_path / "r", init=True)
+    for i in range(2):
+        r.stage_weights({
+            "layer.weight": np.arange(8, dtype=np.float32) * (i + 1),
+            "optim/state/0/step": np.array(8.0 * (i + 1), dtype=np.float32),
+            "scale": np.array([2.0**i], dtype=np.float32),
+        })
+        r.commit(f"c{i}")
+    result = r.diff("HEAD~1", "HEAD")
+    assert result["changed"] == ["layer.weight", "optim/state/0/step", "scale"]
+    assert set(result["stats"]) == {"layer.weight"}
+    os.chdir(r.path)
+    code, out, _ = cli(capsys, "diff", "HEAD~1", "HEAD")
+    rows = {line.split()[1]: line.split()[2:] for line in out.splitlines() if line.startswith("changed")}
+    assert code == 0 and rows["optim/state/0/step"] == ["-", "-", "-"] and rows["scale"] == ["-", "-", "-"], out
+
+
 def _flip_byte(repo: coral.Repository, chunk: str) -> None:
     path = Path(repo.path) / ".coral" / "objects" / chunk_key(chunk)
     data = bytearray(path.read_bytes())
