@@ -128,8 +128,34 @@ def test_fsck_reports_each_damaged_object_once_then_a_summary(repo, capsys):
     doc = coral.Repository(repo.path).fsck()
     assert doc["damaged_objects"] == [
         {"object": chunk, "problem": doc["damaged_objects"][0]["problem"], "commits": [first],
-         "tensors": ["bias", "layers.2.weight", "layers.10.weight"]}  # natural order, as diff
+         "tensors": ["bias", "layers.2.weight", "layers.10.weight"], "dependents": []}  # natural order, as diff
     ]
+
+
+def test_fsck_names_a_damaged_delta_base_once_not_the_deltas_that_depend_on_it(tmp_path, capsys):
+    r = coral.Repository(tmp_path / "r", init=True)
+    rng = np.random.default_rng(0)
+    w = rng.standard_normal((64, 256)).astype(np.float32)  # 64 KiB: its own chunk, not a pack
+    for i in range(3):
+        w = w + rng.standard_normal(w.shape).astype(np.float32) * 1e-3
+        r.commit_weights({"big": w}, f"c{i}")
+    r.wait()  # background packing turns the older chunks into deltas on the newest
+    commits = [c.hash for c in r.log()]
+    chunks = [r.get_commit(c).tree["big"].chunks[0] for c in commits]
+    base = chunks[0]
+    older = [c for c in chunks[1:] if base in list(r.objects.chain(c))]
+    assert older, "packing stored no delta on the newest chunk"
+    _flip_byte(r, base)
+    os.chdir(r.path)
+    code, out, err = cli(capsys, "fsck")
+    damaged = [line for line in out.splitlines() if line.startswith("damaged: ")]
+    assert code == 1 and len(damaged) == 1, out
+    assert damaged[0].startswith(f"damaged: object {base[:16]}:") and "3 commit(s)" in damaged[0], damaged[0]
+    assert f"through {len(older)} object(s) stored as deltas on it" in damaged[0], damaged[0]
+    assert "1 damaged object(s) affecting 3 commit(s)" in err
+    doc = coral.Repository(r.path).fsck()
+    assert [d["object"] for d in doc["damaged_objects"]] == [base]
+    assert sorted(doc["damaged_objects"][0]["dependents"]) == sorted(older)
 
 
 def _flip_byte_of(repo: coral.Repository, name: str, commit: str) -> None:
