@@ -132,7 +132,8 @@ def test_fsck_reports_each_damaged_object_once_then_a_summary(repo, capsys):
     ]
 
 
-def test_fsck_names_a_damaged_delta_base_once_not_the_deltas_that_depend_on_it(tmp_path, capsys):
+@pytest.mark.parametrize("damage", ["flip", "delete"])
+def test_fsck_names_a_damaged_delta_base_once_not_the_deltas_that_depend_on_it(tmp_path, capsys, damage):
     r = coral.Repository(tmp_path / "r", init=True)
     rng = np.random.default_rng(0)
     w = rng.standard_normal((64, 256)).astype(np.float32)  # 64 KiB: its own chunk, not a pack
@@ -145,13 +146,17 @@ def test_fsck_names_a_damaged_delta_base_once_not_the_deltas_that_depend_on_it(t
     base = chunks[0]
     older = [c for c in chunks[1:] if base in list(r.objects.chain(c))]
     assert older, "packing stored no delta on the newest chunk"
-    _flip_byte(r, base)
+    if damage == "flip":
+        _flip_byte(r, base)
+    else:
+        (Path(r.path) / ".coral" / "objects" / chunk_key(base)).unlink()
     os.chdir(r.path)
     code, out, err = cli(capsys, "fsck")
     damaged = [line for line in out.splitlines() if line.startswith("damaged: ")]
     assert code == 1 and len(damaged) == 1, out
     assert damaged[0].startswith(f"damaged: object {base[:16]}:") and "3 commit(s)" in damaged[0], damaged[0]
-    assert f"through {len(older)} object(s) stored as deltas on it" in damaged[0], damaged[0]
+    assert f"through {len(older)} intact delta(s) that need it" in damaged[0], damaged[0]
+    assert damage == "flip" or f"chunk {base} is missing" in damaged[0]
     assert "1 damaged object(s) affecting 3 commit(s)" in err
     doc = coral.Repository(r.path).fsck()
     assert [d["object"] for d in doc["damaged_objects"]] == [base]

@@ -166,7 +166,7 @@ class Maintenance:
         bad_chunks: dict[str, str] = {}
         root_of: dict[str, str] = {}  # unreadable chunk -> the damaged object it depends on (itself, or a delta base)
         affected: dict[str, tuple[dict[str, None], dict[str, None]]] = {}  # damaged object -> (commits, tensors)
-        dependents: dict[str, dict[str, None]] = {}  # damaged object -> intact chunks stored as deltas on it
+        dependents: dict[str, dict[str, None]] = {}  # damaged object -> intact deltas that need it
         while frontier:
             c = frontier.pop()
             if c in reachable:
@@ -191,8 +191,8 @@ class Maintenance:
                             bad_chunks[chunk] = str(exc)
                             root_of[chunk] = exc.object_id if is_commit_id(exc.object_id) else chunk
                         except ObjectNotFoundError:
-                            bad_chunks[chunk] = f"chunk {chunk} is missing"
-                            root_of[chunk] = chunk
+                            root_of[chunk] = self._missing_link(chunk)
+                            bad_chunks[chunk] = f"chunk {root_of[chunk]} is missing"
                     if bad_chunks[chunk]:
                         root = root_of[chunk]
                         if root != chunk:  # readable bytes, but a delta on a damaged base: report the base
@@ -234,6 +234,18 @@ class Maintenance:
             "unreferenced_objects": len(unreferenced),
             "temp_files": len(self.store.temp_files()),
         }
+
+    def _missing_link(self, chunk: str) -> str:
+        """The object whose absence makes ``chunk`` unreadable: the chunk itself, or its first missing delta base."""
+        last = chunk
+        try:
+            for base in self.objects.chain(chunk):
+                last = base
+        except ObjectNotFoundError:
+            return last
+        except CorruptObjectError:
+            return chunk
+        return chunk
 
     def damaged_refs(self) -> list[dict[str, Any]]:
         """Each damaged branch, tag, remote-tracking branch or HEAD with its content, its last good value from
@@ -353,7 +365,7 @@ def _object_damage_line(d: Mapping[str, Any]) -> str:
     ts = ", ".join(repr(t) for t in tensors[:5]) + (f", ... ({len(tensors) - 5} more)" if len(tensors) > 5 else "")
     deps = d.get("dependents") or []
     ds = ", ".join(c[:16] for c in deps[:5]) + (f", ... ({len(deps) - 5} more)" if len(deps) > 5 else "")
-    through = f", through {len(deps)} object(s) stored as deltas on it ({ds})" if deps else ""
+    through = f", through {len(deps)} intact delta(s) that need it ({ds})" if deps else ""
     return (
         f"object {d['object'][:16]}: {d['problem']}; affects {len(commits)} commit(s) ({cs}) "
         f"and {len(tensors)} tensor(s) ({ts}){through}"
