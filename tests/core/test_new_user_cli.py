@@ -84,6 +84,25 @@ def test_diff_natural_order_and_figures_only_for_floats(repo, capsys):
         assert (r[2] == "-") == r[1].startswith("state/"), r
 
 
+def test_diff_gives_no_figures_for_a_float_scalar_such_as_adams_step(tmp_path, capsys):
+    # torch's Adam keeps `step` as a float32 0-d tensor: a counter, not a weight (its cosine is always 1)
+    r = coral.Repository(tmp_path / "r", init=True)
+    for i in range(2):
+        r.stage_weights({
+            "layer.weight": np.arange(8, dtype=np.float32) * (i + 1),
+            "optim/state/0/step": np.array(8.0 * (i + 1), dtype=np.float32),
+            "scale": np.array([2.0**i], dtype=np.float32),
+        })
+        r.commit(f"c{i}")
+    result = r.diff("HEAD~1", "HEAD")
+    assert result["changed"] == ["layer.weight", "optim/state/0/step", "scale"]
+    assert set(result["stats"]) == {"layer.weight"}
+    os.chdir(r.path)
+    code, out, _ = cli(capsys, "diff", "HEAD~1", "HEAD")
+    rows = {line.split()[1]: line.split()[2:] for line in out.splitlines() if line.startswith("changed")}
+    assert code == 0 and rows["optim/state/0/step"] == ["-", "-", "-"] and rows["scale"] == ["-", "-", "-"], out
+
+
 def _flip_byte(repo: coral.Repository, chunk: str) -> None:
     path = Path(repo.path) / ".coral" / "objects" / chunk_key(chunk)
     data = bytearray(path.read_bytes())
@@ -109,8 +128,39 @@ def test_fsck_reports_each_damaged_object_once_then_a_summary(repo, capsys):
     doc = coral.Repository(repo.path).fsck()
     assert doc["damaged_objects"] == [
         {"object": chunk, "problem": doc["damaged_objects"][0]["problem"], "commits": [first],
-         "tensors": ["bias", "layers.2.weight", "layers.10.weight"]}  # natural order, as diff
+         "tensors": ["bias", "layers.2.weight", "layers.10.weight"], "dependents": []}  # natural order, as diff
     ]
+
+
+@pytest.mark.parametrize("damage", ["flip", "delete"])
+def test_fsck_names_a_damaged_delta_base_once_not_the_deltas_that_depend_on_it(tmp_path, capsys, damage):
+    r = coral.Repository(tmp_path / "r", init=True)
+    rng = np.random.default_rng(0)
+    w = rng.standard_normal((64, 256)).astype(np.float32)  # 64 KiB: its own chunk, not a pack
+    for i in range(3):
+        w = w + rng.standard_normal(w.shape).astype(np.float32) * 1e-3
+        r.commit_weights({"big": w}, f"c{i}")
+    r.wait()  # background packing turns the older chunks into deltas on the newest
+    commits = [c.hash for c in r.log()]
+    chunks = [r.get_commit(c).tree["big"].chunks[0] for c in commits]
+    base = chunks[0]
+    older = [c for c in chunks[1:] if base in list(r.objects.chain(c))]
+    assert older, "packing stored no delta on the newest chunk"
+    if damage == "flip":
+        _flip_byte(r, base)
+    else:
+        (Path(r.path) / ".coral" / "objects" / chunk_key(base)).unlink()
+    os.chdir(r.path)
+    code, out, err = cli(capsys, "fsck")
+    damaged = [line for line in out.splitlines() if line.startswith("damaged: ")]
+    assert code == 1 and len(damaged) == 1, out
+    assert damaged[0].startswith(f"damaged: object {base[:16]}:") and "3 commit(s)" in damaged[0], damaged[0]
+    assert f"through {len(older)} intact delta(s) that need it" in damaged[0], damaged[0]
+    assert damage == "flip" or f"chunk {base} is missing" in damaged[0]
+    assert "1 damaged object(s) affecting 3 commit(s)" in err
+    doc = coral.Repository(r.path).fsck()
+    assert [d["object"] for d in doc["damaged_objects"]] == [base]
+    assert sorted(doc["damaged_objects"][0]["dependents"]) == sorted(older)
 
 
 def _flip_byte_of(repo: coral.Repository, name: str, commit: str) -> None:

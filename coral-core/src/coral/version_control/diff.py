@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Mapping
 from typing import Any
@@ -19,9 +20,10 @@ def natural_key(name: str) -> list[Any]:
     return [(0, int(part), "") if part.isdigit() else (1, 0, part) for part in _DIGITS.split(name) if part]
 
 
-def has_similarity(dtype: str) -> bool:
-    """Cosine similarity and max |diff| mean something for float weights only (not RNG or data-position ints)."""
-    return is_float(dtype)
+def has_similarity(dtype: str, shape: tuple[int, ...]) -> bool:
+    """Cosine similarity and max |diff| mean something for float weights only: not for RNG or data-position
+    ints, nor for float scalars such as Adam's ``step`` counter (one element: cosine is always 1)."""
+    return is_float(dtype) and math.prod(shape) > 1
 
 
 def tree_diff(a: Mapping[str, TensorEntry], b: Mapping[str, TensorEntry]) -> dict[str, Any]:

@@ -164,7 +164,9 @@ class Maintenance:
         errors += self.refs.reflog.check()
         frontier = [c for c in frontier if is_commit_id(c)]  # damaged values are named above, not walked
         bad_chunks: dict[str, str] = {}
-        affected: dict[str, tuple[dict[str, None], dict[str, None]]] = {}  # chunk -> (commits, tensors), ordered
+        root_of: dict[str, str] = {}  # unreadable chunk -> the damaged object it depends on (itself, or a delta base)
+        affected: dict[str, tuple[dict[str, None], dict[str, None]]] = {}  # damaged object -> (commits, tensors)
+        dependents: dict[str, dict[str, None]] = {}  # damaged object -> intact deltas that need it
         while frontier:
             c = frontier.pop()
             if c in reachable:
@@ -187,10 +189,17 @@ class Maintenance:
                             bad_chunks[chunk] = ""
                         except CorruptObjectError as exc:
                             bad_chunks[chunk] = str(exc)
+                            root_of[chunk] = exc.object_id if is_commit_id(exc.object_id) else chunk
                         except ObjectNotFoundError:
-                            bad_chunks[chunk] = f"chunk {chunk} is missing"
+                            root_of[chunk] = self._missing_link(chunk)
+                            bad_chunks[chunk] = f"chunk {root_of[chunk]} is missing"
                     if bad_chunks[chunk]:
-                        hit = affected.setdefault(chunk, ({}, {}))
+                        root = root_of[chunk]
+                        if root != chunk:  # readable bytes, but a delta on a damaged base: report the base
+                            dependents.setdefault(root, {})[chunk] = None
+                            bad_chunks.setdefault(root, bad_chunks[chunk])
+                            root_of.setdefault(root, root)
+                        hit = affected.setdefault(root, ({}, {}))
                         hit[0][c] = None
                         hit[1][tname] = None
                     elif entry.offset is not None:  # a packed tensor must lie inside its pack
@@ -198,7 +207,8 @@ class Maintenance:
                         if end > self.objects.header(chunk).length:
                             errors.append(f"commit {c[:12]} tensor {tname!r}: bytes up to {end} lie outside its pack")
         damaged_objects = [
-            {"object": chunk, "problem": bad_chunks[chunk], "commits": list(cs), "tensors": sorted(ts, key=natural_key)}
+            {"object": chunk, "problem": bad_chunks[chunk], "commits": list(cs), "tensors": sorted(ts, key=natural_key),
+             "dependents": list(dependents.get(chunk, {}))}
             for chunk, (cs, ts) in affected.items()
         ]
         errors += [_object_damage_line(d) for d in damaged_objects]  # one line per damaged object
@@ -224,6 +234,18 @@ class Maintenance:
             "unreferenced_objects": len(unreferenced),
             "temp_files": len(self.store.temp_files()),
         }
+
+    def _missing_link(self, chunk: str) -> str:
+        """The object whose absence makes ``chunk`` unreadable: the chunk itself, or its first missing delta base."""
+        last = chunk
+        try:
+            for base in self.objects.chain(chunk):
+                last = base
+        except ObjectNotFoundError:
+            return last
+        except CorruptObjectError:
+            return chunk
+        return chunk
 
     def damaged_refs(self) -> list[dict[str, Any]]:
         """Each damaged branch, tag, remote-tracking branch or HEAD with its content, its last good value from
@@ -341,7 +363,10 @@ def _object_damage_line(d: Mapping[str, Any]) -> str:
     commits, tensors = d["commits"], d["tensors"]
     cs = ", ".join(c[:12] for c in commits[:5]) + (f", ... ({len(commits) - 5} more)" if len(commits) > 5 else "")
     ts = ", ".join(repr(t) for t in tensors[:5]) + (f", ... ({len(tensors) - 5} more)" if len(tensors) > 5 else "")
+    deps = d.get("dependents") or []
+    ds = ", ".join(c[:16] for c in deps[:5]) + (f", ... ({len(deps) - 5} more)" if len(deps) > 5 else "")
+    through = f", through {len(deps)} intact delta(s) that need it ({ds})" if deps else ""
     return (
         f"object {d['object'][:16]}: {d['problem']}; affects {len(commits)} commit(s) ({cs}) "
-        f"and {len(tensors)} tensor(s) ({ts})"
+        f"and {len(tensors)} tensor(s) ({ts}){through}"
     )

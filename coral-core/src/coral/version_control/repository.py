@@ -333,7 +333,7 @@ class Repository:
         stats = {}
         for name in result["changed"]:
             ea, eb = ta[name], tb[name]
-            same_kind = ea.shape == eb.shape and _diff.has_similarity(ea.dtype) and _diff.has_similarity(eb.dtype)
+            same_kind = ea.shape == eb.shape and all(_diff.has_similarity(e.dtype, e.shape) for e in (ea, eb))
             if same_kind and not self.is_pruned(ca) and not self.is_pruned(cb):
                 stats[name] = _diff.tensor_stats(
                     self.objects.read_tensor(name, ea), self.objects.read_tensor(name, eb)
