@@ -237,6 +237,7 @@ class CheckpointManager:
         message = commit_message(cfg.commit_message_template, state, self.experiment_name)
         for key, recorded in self.provenance.capture(state.optimizer_state).items():  # issue 29
             metadata.setdefault(key, recorded)
+        parented = repo.head_commit() is not None  # a root commit has nothing to pack against it
         # chunks and commit under one writers' lock: a gc in another process cannot interleave
         commit_hash = repo.commit_weights(all_weights, message, metadata, pack=False)
         with self._lock:
@@ -246,8 +247,9 @@ class CheckpointManager:
             self.history.append(commit_hash, state, value, is_best)
             self._apply_retention()
             self.history.persist(self.policy)
-        if cfg.use_incremental_saves:  # after the bookkeeping: packing the previous checkpoint against this one
-            repo.queue_packing(commit_hash)  # runs in the repository's background packer, never in this thread
+        if cfg.use_incremental_saves and parented:  # after the bookkeeping: the previous checkpoint packed
+            repo.packer.enqueue(commit_hash)  # against this one, in the background packer, never in this thread
+            # (not queue_packing: it reads back the commit just written to find its parent)
         self.policy.record_cost(time.perf_counter() - started)
         for cb in list(self._callbacks):
             try:
