@@ -5,8 +5,8 @@ Saves write raw chunks unless a sample promises a big saving (raw is the fastest
 -- xxh3-128 of every byte -- lets a save skip BLAKE3 and the write for chunks that did not change since
 the last save through this store. It is taken only for chunks whose first bytes were unchanged since
 their last write: a training checkpoint changes nearly every chunk at every save, and those pay BLAKE3
-(their id) and the write, nothing more; a frozen chunk pays BLAKE3 once more, then is skipped. At most a pool's worth of chunks is in flight, so memory stays near one
-copy of the data plus a bounded buffer.
+(their id) and the write, nothing more; a frozen chunk pays BLAKE3 once more, then is skipped. At most a
+pool's worth of chunks is in flight, so memory stays near one copy of the data plus a bounded buffer.
 """
 
 from __future__ import annotations
