@@ -177,3 +177,17 @@ def test_step_gate_is_removed_at_close(tmp_path):
     assert len(opt._optimizer_step_pre_hooks) == 1
     ckpt.close()
     assert len(opt._optimizer_step_pre_hooks) == 0
+
+
+def test_readme_async_block_runs(tmp_path, monkeypatch):
+    import re
+    from pathlib import Path
+
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text(encoding="utf-8")
+    (code,) = [b for b in re.findall(r"```python\n(.*?)```", readme, flags=re.S) if "async_save=True)\n..." in b]
+    monkeypatch.chdir(tmp_path)
+    model, optimizer = setup()
+    ns = {"model": model, "optimizer": optimizer, "epoch": 0, "step": 20, "Checkpointer": Checkpointer, "torch": torch}
+    exec(code.replace("...", "model(torch.randn(8, 16)).pow(2).mean().backward()"), ns)  # noqa: S102
+    ns["ckpt"].close()
+    assert ns["ckpt"].last_commit is not None
