@@ -131,6 +131,10 @@ class CheckpointError(CoralError):
     """A training checkpoint could not be saved or restored (including errors from async saves)."""
 
 
+class SnapshotChangedError(CheckpointError):
+    """A lazy async snapshot found a tensor changed after ``save`` was called: that save is not committed."""
+
+
 class NothingChangedError(CoralError):
     """An import (or commit) would record exactly the tree HEAD already has; ``allow_empty`` commits it anyway."""
 

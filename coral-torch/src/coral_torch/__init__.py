@@ -21,6 +21,7 @@ if TYPE_CHECKING:
     from .dcp import CoralReader as CoralReader
     from .dcp import CoralWriter as CoralWriter
     from .integration import PyTorchIntegration as PyTorchIntegration
+    from .lazy_snapshot import VersionGuard as VersionGuard
     from .oneoff import load as load
     from .oneoff import save as save
     from .trainer import CoralTrainer as CoralTrainer
@@ -32,6 +33,7 @@ _WHERE = {
     "CoralWriter": "dcp",
     "PyTorchIntegration": "integration",
     "ResumableLoader": "data",
+    "VersionGuard": "lazy_snapshot",
     "load": "oneoff",
     "save": "oneoff",
     "numpy_to_tensor": "convert",

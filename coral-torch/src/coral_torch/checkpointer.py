@@ -19,6 +19,7 @@ from . import _state
 from . import distributed as _dist
 from .data import is_mid_epoch
 from .integration import PyTorchIntegration
+from .lazy_snapshot import SNAPSHOTS, VersionGuard, lazy_weights, track_optimizer
 
 log = logging.getLogger(__name__)
 
@@ -42,6 +43,13 @@ class Checkpointer:
     sharded models (FSDP2) through ``torch.distributed.checkpoint``: every rank writes its own shards into
     one commit. ``push_to`` names a remote (``coral remote add``) each checkpoint is pushed to in the background;
     ``close`` waits for the pushes.
+
+    ``async_save=True``: ``log``/``save`` return at once and the checkpoint is written in the background.
+    ``snapshot="lazy"`` (the default; needs ``optimizer``) copies the state in the background too, while the
+    next forward/backward runs; the optimizer's ``step()`` waits for the copy only if it is not finished. A
+    tensor written in place outside ``step()`` meanwhile fails that save (never a mixed commit). Code that
+    changes parameters outside ``step()`` (EMA into the model, manual writes, ``.data``) passes
+    ``snapshot="copy"``: the copy is made inside ``save``. See docs/async_snapshots.md.
     """
 
     def __init__(
@@ -66,6 +74,8 @@ class Checkpointer:
         barrier_timeout: float | None = None,
         hparams: Mapping[str, Any] | None = None,
         push_to: str | None = None,
+        async_save: bool | None = None,
+        snapshot: str = "lazy",
     ) -> None:
         self.model = _state.check_model(model)
         self.distributed = _dist.check_distributed_mode(distributed)
@@ -96,6 +106,13 @@ class Checkpointer:
             )
         if push_to is not None:  # pushed to that remote in the background after each save
             config = dataclasses.replace(config, push_to=push_to)
+        if async_save is not None:
+            if not isinstance(async_save, bool):
+                raise InvalidArgumentError("async_save", async_save, "must be True or False")
+            config = dataclasses.replace(config, async_save=async_save)
+        if snapshot not in SNAPSHOTS:
+            raise InvalidArgumentError("snapshot", snapshot, f"must be one of {', '.join(map(repr, SNAPSHOTS))}")
+        self.snapshot = snapshot
         self._repo = _state.open_repository(repo_or_path)
         self.manager = CheckpointManager(self._repo, config, type(model).__name__, experiment, hparams=hparams)
         self.manager.provenance.add_source(self.optimizer, key="optimizer")
@@ -109,6 +126,9 @@ class Checkpointer:
         self._stop_early: bool | None = None
         self.resumed_from: str | None = None
         self.manager.register_checkpoint_callback(self._saved)
+        self._step_gate = None
+        if self._lazy:  # the lazy snapshot: the optimizer's step waits for a copy still in flight
+            self._step_gate = self.optimizer.register_step_pre_hook(self._before_step)
         self.preemption = PreemptionGuard.from_config(config)
         if resume:
             self._resume(best=resume == "best")
@@ -187,8 +207,7 @@ class Checkpointer:
     def _log_on_rank0(self, epoch: int, values: dict[str, Any]) -> str | None:
         probe = self._state(epoch, values, with_tensors=False)
         if self.manager.should_save_checkpoint(probe):
-            state = self._state(epoch, values, with_tensors=True)
-            return self.manager.save_checkpoint(_state.model_weights(self.model, self.manager), state, force=True)
+            return self._save_now(epoch, values, complete=True)
         return self.manager.save_checkpoint({}, probe)  # keeps early-stopping counts; saves nothing
 
     def _dcp_save(
@@ -246,11 +265,27 @@ class Checkpointer:
         if self.distributed == "dcp":
             return self._dcp_save(epoch, values, complete=complete)
 
-        def commit() -> str | None:
-            state = self._state(epoch, values, with_tensors=True, epoch_complete=complete)
-            return self.manager.save_checkpoint(_state.model_weights(self.model, self.manager), state, force=True)
+        return _dist.run_on_rank0(lambda: self._save_now(epoch, values, complete=complete), "save", self._timeout)
 
-        return _dist.run_on_rank0(commit, "save", self._timeout)
+    @property
+    def _lazy(self) -> bool:
+        return self.config.async_save and self.snapshot == "lazy" and self.optimizer is not None
+
+    def _save_now(self, epoch: int, values: dict[str, Any], *, complete: bool) -> str | None:
+        """One checkpoint through the manager; with the lazy snapshot, live tensors are tracked, not copied."""
+        state = self._state(epoch, values, with_tensors=True, epoch_complete=complete)
+        weights = _state.model_weights(self.model, self.manager)
+        if not self._lazy:
+            return self.manager.save_checkpoint(weights, state, force=True)
+        guard = VersionGuard()
+        weights = lazy_weights(_dist.unwrap(self.model), weights, guard)
+        if state.optimizer_state is not None:
+            track_optimizer(self.optimizer, guard)
+        return self.manager.save_checkpoint(weights, state, force=True, lazy_guard=guard)
+
+    def _before_step(self, *_args: Any) -> None:
+        """Optimizer step pre-hook: the lazy snapshot in flight must be out of the tensors step() writes."""
+        self.manager.wait_snapshot()
 
     def _state(
         self, epoch: int, metrics: dict[str, Any], *, with_tensors: bool, epoch_complete: bool = True
@@ -298,6 +333,9 @@ class Checkpointer:
             status = "failed"
             raise
         finally:
+            if self._step_gate is not None:
+                self._step_gate.remove()
+                self._step_gate = None
             self.preemption.uninstall()
             if self.tracker is not None and self._run_open:
                 self.tracker.end_run(status)

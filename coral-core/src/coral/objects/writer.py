@@ -3,8 +3,10 @@
 Saves write raw chunks unless a sample promises a big saving (raw is the fastest to write and to load);
 ``Reencoder`` (run by repack) compresses older chunks later. A fingerprint per (tensor name, chunk index)
 -- xxh3-128 of every byte -- lets a save skip BLAKE3 and the write for chunks that did not change since
-the last save through this store. At most a pool's worth of chunks is in flight, so memory stays near one
-copy of the data plus a bounded buffer.
+the last save through this store. It is taken only for chunks whose first bytes were unchanged since
+their last write: a training checkpoint changes nearly every chunk at every save, and those pay BLAKE3
+(their id) and the write, nothing more; a frozen chunk pays BLAKE3 once more, then is skipped. At most a
+pool's worth of chunks is in flight, so memory stays near one copy of the data plus a bounded buffer.
 """
 
 from __future__ import annotations
@@ -78,8 +80,9 @@ class TensorWriter:
         self.level = level
         self.write_min_saving = write_min_saving
         # (tensor name, chunk index) -> (xxh3-128, id, first bytes) of its last write: unchanged chunks skip BLAKE3
-        # ... and whether that write stayed raw (compression did not pay), so the next skips the sampling
-        self._fingerprints: dict[tuple[str, int], tuple[bytes, str, bytes, bool]] = {}
+        # ... and whether that write stayed raw (compression did not pay), so the next skips the sampling;
+        # the xxh3 is None when that write's first bytes had changed (not taken: the chunk was changing)
+        self._fingerprints: dict[tuple[str, int], tuple[bytes | None, str, bytes, bool]] = {}
         self._fp_lock = threading.Lock()
         self._publish_slots = threading.Semaphore(max_publishing or MAX_PUBLISHING)
 
@@ -93,7 +96,7 @@ class TensorWriter:
         fp = xxhash.xxh3_128_digest(view)
         with self._fp_lock:
             hit = self._fingerprints.get((name, idx))
-        if hit is not None and hit[0] == fp and self.store.has(chunk_key(hit[1])):
+        if hit is not None and hit[0] is not None and hit[0] == fp and self.store.has(chunk_key(hit[1])):
             return fp, hit[1]
         return fp, None
 
@@ -116,12 +119,10 @@ class TensorWriter:
     ) -> tuple[str, int, cf.Future[bool] | None]:
         """Hash the chunk and copy it into a new object; returns (id, bytes written, its pending publish).
 
-        The publish (fsync, rename) is handed to the pool, so the caller's next work -- and its commit
-        object -- overlap the disk flush; ``write_tensors`` waits for it before it returns."""
-        if fp is None:
-            fp, known = self._known(name, idx, view)
-            if known is not None:
-                return known, 0, None  # same bytes as this chunk's last write: no BLAKE3, no write
+        ``fp`` is the chunk's xxh3 when the caller took it (its first bytes matched its last write), else
+        None: a changed chunk is not fingerprinted. The publish (fsync, rename) is handed to the pool, so the
+        caller's next work -- and its commit object -- overlap the disk flush; ``write_tensors`` waits for it
+        before it returns."""
         slot = (name, idx)
         with self._fp_lock:
             last = self._fingerprints.get(slot)
@@ -144,7 +145,7 @@ class TensorWriter:
             publish = self._publish(self.store.begin_put_parts(key, parts))
             written = sum(len(p) for p in parts)
             stayed_raw = len(parts) == 2  # [header, the data itself]
-        if xxhash.xxh3_128_digest(view) == fp:  # unchanged while it was hashed: safe to remember
+        if fp is None or xxhash.xxh3_128_digest(view) == fp:  # unchanged while it was hashed: safe to remember
             with self._fp_lock:
                 if len(self._fingerprints) > MAX_FINGERPRINTS:
                     self._fingerprints.clear()
@@ -248,7 +249,14 @@ class TensorWriter:
             # those hold the GIL, and the pool's threads would wait a switch interval (5 ms) to go on
             drain(0)
             for slot, members, buf, itemsize in _packs(small, entries):
-                submit(slot, [(n, 0) for n in members], memoryview(buf), itemsize)
+                packed, fp = memoryview(buf), None
+                if self._probe_matches(slot[0], slot[1], packed):  # probably the same pack as last time
+                    fp, known = self._known(slot[0], slot[1], packed)
+                    if known is not None:
+                        for n in members:
+                            entries[n].chunks[0] = known  # type: ignore[union-attr]
+                        continue
+                submit(slot, [(n, 0) for n in members], packed, itemsize, fp)
             for name, i, part, itemsize, aligned in later:
                 fp, known = self._known(name, i, part)
                 if known is not None:

@@ -12,6 +12,7 @@ from .provenance import Provenance, git_info, read_provenance
 from .pusher import BackgroundPusher
 from .retention import RetentionRules, prune_commits, select_kept
 from .rng import capture_random_state, restore_random_state
+from .snapshot import HostSnapshot
 from .state import TrainingState
 from .writer import BackgroundSaver
 
@@ -25,6 +26,7 @@ __all__ = [
     "CheckpointHistory",
     "CheckpointManager",
     "CheckpointableIterator",
+    "HostSnapshot",
     "Provenance",
     "RetentionRules",
     "PreemptionGuard",

@@ -21,6 +21,7 @@ _INT_OR_NONE = (
 _BOOLS = (
     "minimize_metric", "save_optimizer_state", "save_scheduler_state", "save_random_state",
     "use_incremental_saves", "auto_commit", "tag_best_checkpoints", "async_save", "save_on_preemption",
+    "skip_save_if_busy",
 )
 
 
@@ -37,6 +38,9 @@ class CheckpointConfig:
     ``save_on_preemption`` (on by default): when one of ``preemption_signals`` arrives, the integrations save
     at the next step boundary, wait up to ``preemption_deadline`` seconds for it, stop and exit 128+signum
     (preemption.py).
+
+    ``async_save``: at most one save is in flight; a save asked for while one is still being written waits
+    for it, or with ``skip_save_if_busy`` is skipped with a warning (the loop never waits on the disk).
     """
 
     save_every_n_epochs: int | None = None
@@ -56,6 +60,7 @@ class CheckpointConfig:
     early_stopping_patience: int | None = None
     early_stopping_threshold: float = 0.0
     async_save: bool = False
+    skip_save_if_busy: bool = False
     min_free_space: int | str | None = None
     mean_time_between_failures: float | None = None
     push_to: str | None = None

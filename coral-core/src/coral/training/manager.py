@@ -38,8 +38,9 @@ from .provenance import Provenance
 from .pusher import BackgroundPusher
 from .retention import prune_commits, select_kept
 from .rng import restore_random_state
+from .snapshot import Guard, HostSnapshot
 from .state import TrainingState
-from .writer import BackgroundSaver, check_free_space, checkpoint_metadata, commit_message, host_copy
+from .writer import BackgroundSaver, check_free_space, checkpoint_metadata, commit_message
 
 log = logging.getLogger(__name__)
 
@@ -74,6 +75,7 @@ class CheckpointManager:
         self._callbacks: list[Callable[[TrainingState, str | None], None]] = []
         self._lock = threading.RLock()
         self._saver = BackgroundSaver(self.experiment_name)
+        self._snapshot = HostSnapshot()  # the async saves' host copy, in buffers reused from save to save
         self._pusher = BackgroundPusher(repository, config.push_to) if config.push_to else None
         self.history = CheckpointHistory(repository, self.experiment_name, model_name)
         self.history.load(self.policy)
@@ -126,7 +128,7 @@ class CheckpointManager:
     # ---- saving ------------------------------------------------------------------------------------------
     def save_checkpoint(
         self, weights: Mapping[str, Any], state: TrainingState, force: bool = False,
-        metadata: Mapping[str, Any] | None = None, synchronous: bool = False,
+        metadata: Mapping[str, Any] | None = None, synchronous: bool = False, lazy_guard: Guard | None = None,
     ) -> str | None:
         """Save a checkpoint when the policy says so (or ``force``); returns the commit hash or None.
 
@@ -137,9 +139,22 @@ class CheckpointManager:
         With ``async_save`` the hash is returned at once (the commit is computed from the content) and the
         write finishes in the background; call ``wait()`` to be sure it is on disk. ``synchronous=True`` writes
         in this thread whatever ``async_save`` says (the preemption checkpoint).
+
+        ``lazy_guard`` (async only) asks for the lazy snapshot: the host copy of ``weights`` and the state's
+        arrays is made in the background, and the caller must keep them unchanged until ``wait_snapshot()``
+        returns (an integration gates its optimizer's step on it). ``lazy_guard(name)`` says whether a tensor
+        changed since this call (None: unchanged); a changed one fails the save (SnapshotChangedError at the
+        next save or ``wait()``) instead of committing a mix of two states.
         """
         if not isinstance(state, TrainingState):
             raise InvalidArgumentError("state", type(state).__name__, "expected a TrainingState")
+        background = self.config.async_save and not synchronous
+        if background and self.config.skip_save_if_busy and self._saver.busy:
+            log.warning(
+                "checkpoint at step %d skipped: the previous async save is still being written (skip_save_if_busy)",
+                state.global_step,
+            )
+            return None
         # one save in flight at a time: the previous one finishes (and reports its error) first; a push in
         # flight is not waited for (the training loop never waits on the network), only its error is raised
         self._saver.wait()
@@ -161,11 +176,35 @@ class CheckpointManager:
             size = sum(w.nbytes for w in named.values()) + sum(a.nbytes for a in arrays.values())
             check_free_space(self.repository, self.config.min_free_space, size)
             job = (named, arrays, skeletons, state, value, is_best, extra)
-            if self.config.async_save and not synchronous:
-                # snapshot to host memory: the only stall the training thread feels
-                self._saver.start(self._write, host_copy(named), host_copy(arrays), *job[2:])
+            if background:
+                self._snapshot.retain_only(set(named) | set(arrays))
+                if lazy_guard is None:  # the copying snapshot: the only stall the training thread feels
+                    copies = self._snapshot.copy(named), self._snapshot.copy(arrays)
+                    self._saver.start(self._write, *copies, *job[2:])
+                else:  # the lazy snapshot: copied in the background, gated by wait_snapshot()
+                    self._snapshot.begin()
+                    self._saver.start(self._copy_and_write, lazy_guard, *job, on_done=self._snapshot.end)
                 return None  # the hash lands in checkpoint_history once written; see wait()
             return self._write(*job)
+
+    def _copy_and_write(
+        self, guard: Guard, named: dict[str, WeightTensor], arrays: dict[str, np.ndarray], *job: Any
+    ) -> str | None:
+        try:
+            named, arrays = self._snapshot.copy(named, guard), self._snapshot.copy(arrays, guard)
+        finally:
+            self._snapshot.end()  # the live tensors may change from here on (or the copy failed: never made)
+        return self._write(named, arrays, *job)
+
+    def wait_snapshot(self, timeout: float | None = None) -> bool:
+        """Block until the lazy snapshot in flight is copied out of the live tensors (at once when none is);
+        False if ``timeout`` seconds passed first. The write itself may still be running: see ``wait()``."""
+        return self._snapshot.wait_copied(timeout)
+
+    @property
+    def save_in_flight(self) -> bool:
+        """True while an async save is still being copied or written."""
+        return self._saver.busy
 
     def wait(self) -> None:
         """Block until pending async saves are written, background pushes (``push_to``) done and the
@@ -198,6 +237,7 @@ class CheckpointManager:
         message = commit_message(cfg.commit_message_template, state, self.experiment_name)
         for key, recorded in self.provenance.capture(state.optimizer_state).items():  # issue 29
             metadata.setdefault(key, recorded)
+        parented = repo.head_commit() is not None  # a root commit has nothing to pack against it
         # chunks and commit under one writers' lock: a gc in another process cannot interleave
         commit_hash = repo.commit_weights(all_weights, message, metadata, pack=False)
         with self._lock:
@@ -207,8 +247,9 @@ class CheckpointManager:
             self.history.append(commit_hash, state, value, is_best)
             self._apply_retention()
             self.history.persist(self.policy)
-        if cfg.use_incremental_saves:  # after the bookkeeping: packing the previous checkpoint against this one
-            repo.queue_packing(commit_hash)  # runs in the repository's background packer, never in this thread
+        if cfg.use_incremental_saves and parented:  # after the bookkeeping: the previous checkpoint packed
+            repo.packer.enqueue(commit_hash)  # against this one, in the background packer, never in this thread
+            # (not queue_packing: it reads back the commit just written to find its parent)
         self.policy.record_cost(time.perf_counter() - started)
         for cb in list(self._callbacks):
             try:

@@ -64,6 +64,12 @@ class BackgroundSaver:
         self._thread = threading.Thread(target=run, daemon=False, name=f"coral-save-{self.name}")
         self._thread.start()
 
+    @property
+    def busy(self) -> bool:
+        """True while a background save is still running."""
+        t = self._thread
+        return t is not None and t.is_alive()
+
     def raise_pending(self) -> None:
         """Raise CheckpointError for a background save that failed (once)."""
         if self._error is not None:
