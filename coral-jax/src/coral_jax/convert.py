@@ -40,8 +40,9 @@ def _check_concrete(value: Any, where: str) -> None:
 def host_arrays(values: list[Any], copy: bool = False) -> list[np.ndarray]:
     """Fetch jax arrays to host numpy arrays in one batched transfer; typed keys come back as their key data.
 
-    ``copy=True`` returns arrays that own their memory (needed when a background thread writes them while
-    the training step may donate the device buffers).
+    Without ``copy`` a CPU array comes back as a read-only view of its buffer (no bytes copied): it stays
+    valid and unchanged after the jax array is gone or donated (docs/jax_snapshots.md). ``copy=True``
+    returns arrays that own their memory.
     """
     for v in values:
         _check_concrete(v, "array")

@@ -52,7 +52,9 @@ class CoralCheckpointManagerOptions:
     ``max_to_keep``: keep the newest N (or, with ``best_fn``, the N best by ``best_fn(metrics)`` under
     ``best_mode`` "max"/"min"); ``keep_period``: also keep every step divisible by it;
     ``save_interval_steps``: ``save`` skips steps not divisible by it (the first save always happens);
-    ``enable_async``: write in a background thread. Unlike Orbax the newest checkpoint is always kept, so
+    ``enable_async``: write in a background thread, one save in flight at a time: a save asked for while the
+    previous one is still being written waits for it, or with ``skip_save_if_busy`` is skipped with a warning
+    (``save`` returns False). Unlike Orbax the newest checkpoint is always kept, so
     there is always a resume point. ``save_rng_state`` captures every plugin's generators (python, numpy,
     torch, tracked JAX keys) and ``restore`` puts them back; ``use_deltas`` delta-encodes the previous step;
     ``push_to`` names a remote each saved step is pushed to in the background (``wait_until_finished`` waits).
@@ -67,6 +69,7 @@ class CoralCheckpointManagerOptions:
     keep_checkpoints_without_metrics: bool = True
     save_interval_steps: int = 1
     enable_async: bool = False
+    skip_save_if_busy: bool = False
     save_rng_state: bool = False
     use_deltas: bool = True
     push_to: str | None = None
@@ -92,7 +95,9 @@ class CoralCheckpointManagerOptions:
             raise ConfigError("best_fn", self.best_fn, "must be callable(metrics) -> number")
         if self.best_mode not in ("max", "min"):
             raise ConfigError("best_mode", self.best_mode, "must be 'max' or 'min'")
-        for name in ("keep_checkpoints_without_metrics", "enable_async", "save_rng_state", "use_deltas"):
+        for name in (
+            "keep_checkpoints_without_metrics", "enable_async", "skip_save_if_busy", "save_rng_state", "use_deltas",
+        ):
             if not isinstance(getattr(self, name), bool):
                 raise ConfigError(name, getattr(self, name), "must be True or False")
 
@@ -277,7 +282,8 @@ class CoralCheckpointManager:
         """Save the pytree ``items`` as ``step`` (one commit); returns False when ``should_save`` says no.
 
         ``items`` may hold CheckpointableIterators (their ``get_state()`` is saved). With ``enable_async`` the
-        arrays are copied to host memory here and written in a background thread.
+        save keeps host views of the (immutable) jax arrays, copies nothing on CPU, and hashes and writes them
+        in a background thread (docs/jax_snapshots.md: why a later ``donate_argnums`` step cannot change them).
         """
         step = _check_step(step)
         self._raise_pending()
@@ -289,7 +295,15 @@ class CoralCheckpointManager:
             log.warning("step %d saved without metrics while best_fn is set", step)
         preempted = self._preemption.due and not self._preemption.should_stop
         asynchronous = self.options.enable_async and not preempted
-        arrays, structure = flatten_pytree(items, copy=asynchronous)
+        if asynchronous and self.options.skip_save_if_busy and self._inflight is not None:
+            log.warning(
+                "step %d not saved: the save of step %s is still being written (skip_save_if_busy)",
+                step, self._inflight,
+            )
+            return False
+        # jax arrays are immutable: host views of them (no copy on CPU; the device-to-host transfer on an
+        # accelerator, as Orbax does) cannot change, even when the next jitted step donates the buffers
+        arrays, structure = flatten_pytree(items, snapshot=asynchronous)
         for n in arrays:
             if n.split("/", 1)[0] == RNG_PREFIX:
                 raise InvalidArgumentError("items", n, f"names starting with {RNG_PREFIX}/ are reserved")

@@ -165,12 +165,15 @@ def _flatten(node: Any, segs: list[str], out: _Collector) -> dict[str, Any]:
     return skel
 
 
-def flatten_pytree(tree: Any, *, copy: bool = False) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+def flatten_pytree(
+    tree: Any, *, copy: bool = False, snapshot: bool = False
+) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
     """Split a pytree into ``{name: numpy array}`` (exact bits, one batched device transfer) and its JSON structure.
 
     Leaves may be jax arrays (typed PRNG keys as their key data), numpy arrays and scalars, Python scalars and
     strings (kept in the structure), None, and CheckpointableIterators (their ``get_state()`` is stored).
-    ``copy=True`` returns arrays that own their memory.
+    ``copy=True`` returns arrays that own their memory. ``snapshot=True`` returns arrays nobody can change
+    afterwards at the least cost: jax arrays (immutable) as read-only host views, numpy leaves (mutable) copied.
     """
     out = _Collector()
     skeleton = _flatten(tree, [], out)
@@ -183,7 +186,7 @@ def flatten_pytree(tree: Any, *, copy: bool = False) -> tuple[dict[str, np.ndarr
             arrays[n] = fetched[n]
         else:
             a = np.asarray(out.values[n])
-            arrays[n] = np.array(a, copy=True) if copy else a
+            arrays[n] = np.array(a, copy=True) if copy or snapshot else a
     return arrays, {"format": STRUCTURE_FORMAT, "tree": skeleton}
 
 
