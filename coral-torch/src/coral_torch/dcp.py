@@ -12,12 +12,14 @@ Tree names: a whole tensor is stored under its state-dict path joined by ``/`` (
 
 from __future__ import annotations
 
+import base64
 import io
 import logging
 import os
 from collections.abc import Mapping
 from typing import Any
 
+import numpy as np
 import torch
 from coral import Repository
 from coral.errors import CheckpointError, InvalidArgumentError
@@ -355,7 +357,8 @@ def save_training_checkpoint(
         "coral_checkpoint": {
             "experiment": experiment, "model_name": type(_dist.unwrap(model)).__name__, "is_best": False,
             "weights": sorted(model_sd), "training_state": info, "sharded": True,
-            "data_state": {"epoch_complete": epoch_complete}, "scheduler_state": skeletons.get("scheduler_state"),
+            "data_state": _data_state_to_json(data, epoch_complete),
+            "scheduler_state": skeletons.get("scheduler_state"),
         },
         "epoch": state.epoch, "global_step": state.global_step, "loss": state.loss, "metrics": dict(state.metrics),
     }
@@ -371,6 +374,52 @@ def save_training_checkpoint(
     if commit is None:
         raise CheckpointError("DCP save ended without a commit")
     return commit
+
+
+_ARRAY_TAG = "__ndarray__"
+
+
+def _arrays_to_json(value: Any) -> Any:
+    """Plain data state (dicts, lists, numbers, numpy arrays such as generator states) as JSON."""
+    if isinstance(value, np.ndarray):
+        data = base64.b64encode(np.ascontiguousarray(value).tobytes()).decode()
+        return {_ARRAY_TAG: {"dtype": value.dtype.str, "shape": list(value.shape), "b64": data}}
+    if isinstance(value, Mapping):
+        return {str(k): _arrays_to_json(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_arrays_to_json(v) for v in value]
+    return to_jsonable(value, path="data_state")
+
+
+def _arrays_from_json(value: Any) -> Any:
+    if isinstance(value, Mapping):
+        if set(value) == {_ARRAY_TAG}:
+            spec = value[_ARRAY_TAG]
+            raw = base64.b64decode(spec["b64"])
+            return np.frombuffer(raw, dtype=np.dtype(spec["dtype"])).reshape(spec["shape"]).copy()
+        return {k: _arrays_from_json(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_arrays_from_json(v) for v in value]
+    return from_jsonable(value)
+
+
+def _data_state_to_json(data: Any, epoch_complete: bool) -> dict[str, Any]:
+    """Rank 0's data position (every rank resumes from it, as on the unsharded path); mid-epoch if it is."""
+    if data is None:
+        return {"epoch_complete": bool(epoch_complete)}
+    from coral.training import capture_data_state
+
+    from .data import as_data_source, is_mid_epoch
+
+    source = capture_data_state(as_data_source(data))
+    return {"epoch_complete": bool(epoch_complete) and not is_mid_epoch(data), "source": _arrays_to_json(source)}
+
+
+def _data_state_from_json(saved: Any) -> dict[str, Any]:
+    out = dict(saved or {})
+    if out.get("source") is not None:
+        out["source"] = _arrays_from_json(out["source"])
+    return out
 
 
 def latest_checkpoint(repo: Repository, experiment: str) -> str | None:
@@ -404,7 +453,7 @@ def load_training_checkpoint(
     info = dict(meta.get("training_state") or {})
     known = set(TrainingState.__dataclass_fields__)
     state = TrainingState(**{k: v for k, v in info.items() if k in known})
-    state.data_state = dict(meta.get("data_state") or {})
+    state.data_state = _data_state_from_json(meta.get("data_state"))
     if meta.get("scheduler_state") is not None:
         state.scheduler_state = from_jsonable(meta["scheduler_state"])
     return {"weights": {}, "state": state, "commit_hash": reader.commit_hash}
