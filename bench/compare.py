@@ -49,7 +49,7 @@ def machine() -> dict[str, Any]:
     except OSError:
         pass
     versions = {}
-    for dist in ("coral-core", "torch", "lightning", "transformers", "safetensors", "jax", "orbax-checkpoint",
+    for dist in ("coral-core", "torch", "pytorch-lightning", "transformers", "safetensors", "jax", "orbax-checkpoint",
                  "optax"):
         try:
             versions[dist] = importlib.metadata.version(dist)
@@ -71,7 +71,7 @@ def drop_caches() -> bool:
 
 # ---- one cell ------------------------------------------------------------------------------------------------
 def run_cell(spec: dict[str, Any], timeout: float) -> dict[str, Any]:
-    env = dict(os.environ, CORAL_PROVENANCE="0", TOKENIZERS_PARALLELISM="false", PYTHONWARNINGS="ignore",
+    env = dict(os.environ, TOKENIZERS_PARALLELISM="false", PYTHONWARNINGS="ignore",
                TF_CPP_MIN_LOG_LEVEL="3", JAX_PLATFORMS="cpu")
     cmd = [sys.executable, str(HERE / "compare.py"), "--cell", json.dumps(spec)]
     try:
