@@ -27,7 +27,7 @@ BATCH, SEQ, VOCAB = 8, 64, 4096
 def model(size: dict[str, Any]) -> GPT2LMHeadModel:
     torch.manual_seed(0)
     cfg = GPT2Config(vocab_size=VOCAB, n_positions=SEQ, n_embd=size["small_d"], n_layer=size["hf_layers"],
-                     n_head=4, resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0)
+                     n_head=4, bos_token_id=0, eos_token_id=0, resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0)
     return GPT2LMHeadModel(cfg)
 
 
