@@ -15,8 +15,10 @@ import numpy as np
 
 # The workload per size: (checkpoint every K steps, hidden width, blocks). 10 checkpoints per job.
 SIZES = {
-    "full": {"every": 10, "torch_d": 512, "torch_h": 2048, "torch_blocks": 10, "small_d": 384, "small_h": 1536, "small_blocks": 5, "hf_layers": 6},
-    "quick": {"every": 2, "torch_d": 64, "torch_h": 128, "torch_blocks": 1, "small_d": 64, "small_h": 128, "small_blocks": 1, "hf_layers": 1},
+    "full": {"every": 10, "torch_d": 512, "torch_h": 2048, "torch_blocks": 10,
+             "small_d": 384, "small_h": 1536, "small_blocks": 5, "hf_layers": 4},
+    "quick": {"every": 2, "torch_d": 64, "torch_h": 128, "torch_blocks": 1,
+              "small_d": 64, "small_h": 128, "small_blocks": 1, "hf_layers": 1},
 }
 CHECKPOINTS = 10
 OLDER = 5  # the older checkpoint restored besides the latest (what "restore the best" reads when best is not newest)

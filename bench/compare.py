@@ -99,13 +99,16 @@ def alternatives(fw: str, case: str, only: set[str] | None) -> tuple[list[str], 
     return alts, mod.LABELS
 
 
-def run_all(args: argparse.Namespace, work: Path, log: list[float]) -> dict[str, Any]:
+def run_all(args: argparse.Namespace, work: Path, log: list[float], done: Any = None) -> dict[str, Any]:
     size = "quick" if args.quick else "full"
     only = set(args.only.split(",")) if args.only else None
     results: dict[str, Any] = {}
     cold = True
-    for fw in args.frameworks.split(","):
-        for case in [c for c in CASES[fw] if c in args.cases.split(",")]:
+    # every framework's fp32 job first, then the extra cases: a run cut short still covers each framework
+    plan = [(fw, case) for case in ("fp32", "bf16", "frozen90") for fw in args.frameworks.split(",")
+            if case in CASES[fw] and case in args.cases.split(",")]
+    for fw, case in plan:
+        if True:
             alts, labels = alternatives(fw, case, only)
             key = f"{fw}/{case}"
             results[key] = {"labels": labels, "alts": alts, "runs": {a: [] for a in alts}}
@@ -130,6 +133,9 @@ def run_all(args: argparse.Namespace, work: Path, log: list[float]) -> dict[str,
                     print(f"{key:18s} rep {rep} {alt:14s} {time.perf_counter() - t:6.1f} s  load {log[-1]:.1f}"
                           + (f"  ERRORS {errs}" if errs else ""), flush=True)
                     shutil.rmtree(folder, ignore_errors=True)
+            results["_cold"] = cold
+            if done is not None:  # the table so far, so a run cut short still leaves its finished jobs
+                done(results)
     results["_cold"] = cold
     return results
 
@@ -273,12 +279,13 @@ def table(key: str, entry: dict[str, Any], cold: bool) -> str:
 
 
 def section(results: dict[str, Any], info: dict[str, Any], args: argparse.Namespace, loads: list[float],
-            elapsed: float) -> str:
+            elapsed: float, final: bool = True) -> str:
     v = info["versions"]
     when = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
     lines = [BEGIN, "",
              f"Run of {when}: `python bench/compare.py --repeats {args.repeats} --frameworks {args.frameworks}"
-             + (" --quick" if args.quick else "") + f"`, {elapsed / 60:.1f} min. Machine: {info['cpu']}, "
+             + (" --quick" if args.quick else "") + f"`, {elapsed / 60:.1f} min"
+             + ("" if final else " so far (**unfinished**: the run was still going)") + ". Machine: {info['cpu']}, "
              f"{info['cores']} cores, load average {min(loads):.1f}-{max(loads):.1f} during the run "
              f"(sampled after each job). Python {info['python']}; "
              + ", ".join(f"{k} {val}" for k, val in v.items()) + ".",
@@ -303,8 +310,8 @@ def write_section(path: Path, text: str) -> None:
     if BEGIN in doc and END in doc:
         doc = doc[: doc.index(BEGIN)] + text + doc[doc.index(END) + len(END):]
     else:
-        doc = doc.rstrip("\n") + "\n\n## Against the alternatives, in each framework's own loop (bench/compare.py)\n\n" \
-            + text + "\n"
+        title = "## Against the alternatives, in each framework's own loop (bench/compare.py)"
+        doc = doc.rstrip("\n") + f"\n\n{title}\n\n" + text + "\n"
     path.write_text(doc)
 
 
@@ -337,17 +344,22 @@ def main() -> None:
     work = Path(args.workdir) if args.workdir else Path(tempfile.mkdtemp(prefix="coral-compare-"))
     loads = [os.getloadavg()[0]]
     t0 = time.perf_counter()
+
+    def publish(results: dict[str, Any], final: bool = False) -> None:
+        text = section(results, info, args, loads, time.perf_counter() - t0, final)
+        if final:
+            print(text)
+        if args.json:
+            Path(args.json).write_text(json.dumps({"machine": info, "results": results}, indent=1, default=str))
+        if args.output != "-":
+            write_section(Path(args.output), text)
+
     try:
-        results = run_all(args, work, loads)
+        results = run_all(args, work, loads, publish)
     finally:
         if not args.workdir:
             shutil.rmtree(work, ignore_errors=True)
-    text = section(results, info, args, loads, time.perf_counter() - t0)
-    print(text)
-    if args.json:
-        Path(args.json).write_text(json.dumps({"machine": info, "results": results}, indent=1, default=str))
-    if args.output != "-":
-        write_section(Path(args.output), text)
+    publish(results, final=True)
 
 
 if __name__ == "__main__":

@@ -25,7 +25,17 @@ def test_quick_run_writes_the_marked_section(tmp_path: Path) -> None:
     assert len(rows) == 1
     cells = [c.strip() for c in rows[0].strip("|").split("|")]
     assert cells[-2:] == ["yes", "yes"]  # restore and resumed run bit-exact
-    # a second run replaces the section instead of adding another
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    assert doc.read_text().count("<!-- bench/compare.py: begin") == 1
+
+
+def test_section_is_replaced_not_appended(tmp_path: Path) -> None:
+    sys.path.insert(0, str(ROOT / "bench"))
+    import compare
+
+    doc = tmp_path / "B.md"
+    doc.write_text("# B\n\nbefore\n")
+    compare.write_section(doc, f"{compare.BEGIN}\nfirst\n{compare.END}")
+    doc.write_text(doc.read_text() + "\nafter\n")
+    compare.write_section(doc, f"{compare.BEGIN}\nsecond\n{compare.END}")
+    text = doc.read_text()
+    assert "first" not in text and "second" in text and text.count(compare.BEGIN) == 1
+    assert text.startswith("# B\n\nbefore\n") and text.endswith("\nafter\n")
