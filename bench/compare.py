@@ -108,34 +108,33 @@ def run_all(args: argparse.Namespace, work: Path, log: list[float], done: Any = 
     plan = [(fw, case) for case in ("fp32", "bf16", "frozen90") for fw in args.frameworks.split(",")
             if case in CASES[fw] and case in args.cases.split(",")]
     for fw, case in plan:
-        if True:
-            alts, labels = alternatives(fw, case, only)
-            key = f"{fw}/{case}"
-            results[key] = {"labels": labels, "alts": alts, "runs": {a: [] for a in alts}}
-            for rep in range(args.repeats):
-                order = alts[rep % len(alts):] + alts[: rep % len(alts)]
-                for alt in order:
-                    folder = work / f"{fw}-{case}-{alt}-{rep}"
-                    shutil.rmtree(folder, ignore_errors=True)
-                    spec = {"fw": fw, "case": case, "alt": alt, "size": size, "dir": str(folder)}
-                    t = time.perf_counter()
-                    run: dict[str, Any] = {"train": run_cell({**spec, "phase": "train"}, args.cell_timeout)}
-                    if alt != "none" and "error" not in run["train"]:
-                        for which in ("latest", "older"):
-                            cold = drop_caches() and cold
-                            run[which] = run_cell({**spec, "phase": "restore", "which": which}, args.cell_timeout)
-                        if rep == 0:  # bytes and exactness do not change with the repeat
-                            run["retain"] = run_cell({**spec, "phase": "retain"}, args.cell_timeout)
-                            run["resume"] = run_cell({**spec, "phase": "resume"}, args.cell_timeout)
-                    results[key]["runs"][alt].append(run)
-                    log.append(os.getloadavg()[0])
-                    errs = [f"{k}: {v['error']}" for k, v in run.items() if "error" in v]
-                    print(f"{key:18s} rep {rep} {alt:14s} {time.perf_counter() - t:6.1f} s  load {log[-1]:.1f}"
-                          + (f"  ERRORS {errs}" if errs else ""), flush=True)
-                    shutil.rmtree(folder, ignore_errors=True)
-            results["_cold"] = cold
-            if done is not None:  # the table so far, so a run cut short still leaves its finished jobs
-                done(results)
+        alts, labels = alternatives(fw, case, only)
+        key = f"{fw}/{case}"
+        results[key] = {"labels": labels, "alts": alts, "runs": {a: [] for a in alts}}
+        for rep in range(args.repeats):
+            order = alts[rep % len(alts):] + alts[: rep % len(alts)]
+            for alt in order:
+                folder = work / f"{fw}-{case}-{alt}-{rep}"
+                shutil.rmtree(folder, ignore_errors=True)
+                spec = {"fw": fw, "case": case, "alt": alt, "size": size, "dir": str(folder)}
+                t = time.perf_counter()
+                run: dict[str, Any] = {"train": run_cell({**spec, "phase": "train"}, args.cell_timeout)}
+                if alt != "none" and "error" not in run["train"]:
+                    for which in ("latest", "older"):
+                        cold = drop_caches() and cold
+                        run[which] = run_cell({**spec, "phase": "restore", "which": which}, args.cell_timeout)
+                    if rep == 0:  # bytes and exactness do not change with the repeat
+                        run["retain"] = run_cell({**spec, "phase": "retain"}, args.cell_timeout)
+                        run["resume"] = run_cell({**spec, "phase": "resume"}, args.cell_timeout)
+                results[key]["runs"][alt].append(run)
+                log.append(os.getloadavg()[0])
+                errs = [f"{k}: {v['error']}" for k, v in run.items() if "error" in v]
+                print(f"{key:18s} rep {rep} {alt:14s} {time.perf_counter() - t:6.1f} s  load {log[-1]:.1f}"
+                      + (f"  ERRORS {errs}" if errs else ""), flush=True)
+                shutil.rmtree(folder, ignore_errors=True)
+        results["_cold"] = cold
+        if done is not None:  # the table so far, so a run cut short still leaves its finished jobs
+            done(results)
     results["_cold"] = cold
     return results
 
