@@ -23,7 +23,8 @@ LABELS = {
     "coral": "Coral `CoralCheckpointManager`",
     "coral-async": "Coral `CoralCheckpointManager(enable_async=True)`",
 }
-IN, OUT, BATCH = 256, 64, 64
+IN, OUT = 256, 64
+SETTINGS = {"batch": 64}
 
 
 def init(size: dict[str, Any]) -> dict[str, Any]:
@@ -49,10 +50,11 @@ def forward(params: dict[str, Any], x: jax.Array) -> jax.Array:
 
 
 def batch(step: int) -> tuple[np.ndarray, np.ndarray]:
+    """Batch ``step`` from its own seed (a resumed run needs no generator state)."""
     teacher = np.random.default_rng(1)
     w1 = teacher.normal(0, IN**-0.5, (IN, 256)).astype(np.float32)
     w2 = teacher.normal(0, 1 / 16, (256, OUT)).astype(np.float32)
-    x = np.random.default_rng(10_000 + step).normal(size=(BATCH, IN)).astype(np.float32)
+    x = np.random.default_rng(10_000 + step).normal(size=(SETTINGS["batch"], IN)).astype(np.float32)
     return x, (np.tanh(x @ w1) @ w2).argmax(-1)
 
 
@@ -113,6 +115,7 @@ class Saver:
 
 def run(spec: dict[str, Any]) -> None:
     size = SIZES[spec["size"]]
+    SETTINGS["batch"] = spec.get("batch", 64)
     every, alt, root = size["every"], spec["alt"], Path(spec["dir"])
     steps = [every * i for i in range(1, CHECKPOINTS + 1)]
     root.mkdir(parents=True, exist_ok=True)

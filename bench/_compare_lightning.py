@@ -108,6 +108,7 @@ def ckpt_path(alt: str, root: Path, step: int) -> str:
 
 def run(spec: dict[str, Any]) -> None:
     size = SIZES[spec["size"]]
+    wl.BATCH = spec.get("batch", wl.BATCH)
     wl.D, wl.H, wl.BLOCKS = size["small_d"], size["small_h"], size["small_blocks"]
     torch.manual_seed(0)
     every, alt, root = size["every"], spec["alt"], Path(spec["dir"])

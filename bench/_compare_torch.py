@@ -36,6 +36,7 @@ LABELS = {
 
 def build(spec: dict[str, Any]) -> tuple[torch.nn.Module, torch.optim.Optimizer, Any, wl.Teacher]:
     size = SIZES[spec["size"]]
+    wl.BATCH = spec.get("batch", wl.BATCH)
     wl.D, wl.H, wl.BLOCKS = size["torch_d"], size["torch_h"], size["torch_blocks"]
     torch.manual_seed(0)
     model = wl.make_model(0)

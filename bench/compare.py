@@ -10,7 +10,7 @@ root only; else the table says "warm") before each restoring process starts.
 Bounded run time: the full run (`--repeats 3`, all four frameworks) takes about 25 minutes on a quiet
 2-core machine; `--quick` (tiny models, 1 repeat) is the smoke run the test suite uses.
 Options: `--frameworks torch,lightning,hf,jax`, `--cases fp32,bf16,frozen90`, `--only ALT,...`,
-`--repeats N`, `--output FILE` (default BENCHMARKS.md; `-` prints only), `--json FILE` (raw results).
+`--repeats N`, `--batch B` (64; smaller makes each step cheaper on a loaded machine), `--output FILE` (default BENCHMARKS.md; `-` prints only), `--json FILE` (raw results).
 """
 
 from __future__ import annotations
@@ -116,7 +116,7 @@ def run_all(args: argparse.Namespace, work: Path, log: list[float], done: Any = 
             for alt in order:
                 folder = work / f"{fw}-{case}-{alt}-{rep}"
                 shutil.rmtree(folder, ignore_errors=True)
-                spec = {"fw": fw, "case": case, "alt": alt, "size": size, "dir": str(folder)}
+                spec = {"fw": fw, "case": case, "alt": alt, "size": size, "dir": str(folder), "batch": args.batch}
                 t = time.perf_counter()
                 run: dict[str, Any] = {"train": run_cell({**spec, "phase": "train"}, args.cell_timeout)}
                 if alt != "none" and "error" not in run["train"]:
@@ -283,6 +283,7 @@ def section(results: dict[str, Any], info: dict[str, Any], args: argparse.Namesp
     when = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
     lines = [BEGIN, "",
              f"Run of {when}: `python bench/compare.py --repeats {args.repeats} --frameworks {args.frameworks}"
+             + (f" --batch {args.batch}" if args.batch != 64 else "")
              + (" --quick" if args.quick else "") + f"`, {elapsed / 60:.1f} min"
              + ("" if final else " so far (**unfinished**: the run was still going)") + ". Machine: {info['cpu']}, "
              f"{info['cores']} cores, load average {min(loads):.1f}-{max(loads):.1f} during the run "
@@ -322,6 +323,7 @@ def main() -> None:
     p.add_argument("--cases", default="fp32,bf16,frozen90")
     p.add_argument("--only", default=None, help="comma-separated alternatives (the no-checkpoint job always runs)")
     p.add_argument("--repeats", type=int, default=None)
+    p.add_argument("--batch", type=int, default=64, help="batch size of the PyTorch, Lightning and JAX jobs")
     p.add_argument("--output", default=str(HERE.parent / "BENCHMARKS.md"))
     p.add_argument("--json", default=None)
     p.add_argument("--workdir", default=None)
