@@ -10,7 +10,8 @@ root only; else the table says "warm") before each restoring process starts.
 Bounded run time: the full run (`--repeats 3`, all four frameworks) takes about 25 minutes on a quiet
 2-core machine; `--quick` (tiny models, 1 repeat) is the smoke run the test suite uses.
 Options: `--frameworks torch,lightning,hf,jax`, `--cases fp32,bf16,frozen90`, `--only ALT,...`,
-`--repeats N`, `--batch B` (64; smaller makes each step cheaper on a loaded machine), `--output FILE` (default BENCHMARKS.md; `-` prints only), `--json FILE` (raw results).
+`--repeats N`, `--batch B` (64; smaller makes each step cheaper on a loaded machine),
+`--output FILE` (default BENCHMARKS.md; `-` prints only), `--json FILE` (raw results).
 """
 
 from __future__ import annotations
