@@ -7,8 +7,9 @@ Every cell (train, restore latest, restore an older checkpoint, retention, resum
 peak RSS is that process's own, and the page cache is dropped (`sync; echo 3 > /proc/sys/vm/drop_caches`,
 root only; else the table says "warm") before each restoring process starts.
 
-Bounded run time: the full run (`--repeats 3`, all four frameworks) takes about 25 minutes on a quiet
-2-core machine; `--quick` (tiny models, 1 repeat) is the smoke run the test suite uses.
+Bounded run time: the default run (`--repeats 2`, all four frameworks, 45 jobs of 100 steps) is estimated at
+25-35 minutes on a quiet 2-core machine (not yet measured quiet: the only full runs so far were on a machine
+with a load average near 20); `--quick` (tiny models, 1 repeat) is the smoke run the test suite uses.
 Options: `--frameworks torch,lightning,hf,jax`, `--cases fp32,bf16,frozen90`, `--only ALT,...`,
 `--repeats N`, `--batch B` (64; smaller makes each step cheaper on a loaded machine),
 `--output FILE` (default BENCHMARKS.md; `-` prints only), `--json FILE` (raw results).
@@ -311,7 +312,7 @@ def write_section(path: Path, text: str) -> None:
     if BEGIN in doc and END in doc:
         doc = doc[: doc.index(BEGIN)] + text + doc[doc.index(END) + len(END):]
     else:
-        title = "## Against the alternatives, in each framework's own loop (bench/compare.py)"
+        title = "## Against the alternatives (bench/compare.py)"
         doc = doc.rstrip("\n") + f"\n\n{title}\n\n" + text + "\n"
     path.write_text(doc)
 
@@ -337,7 +338,7 @@ def main() -> None:
         if fw not in MODULES:
             p.error(f"--frameworks: unknown framework {fw!r} (known: {', '.join(MODULES)})")
     if args.repeats is None:
-        args.repeats = 1 if args.quick else 3
+        args.repeats = 1 if args.quick else 2
     if args.repeats < 1:
         p.error(f"--repeats: must be at least 1, got {args.repeats}")
     info = machine()
