@@ -94,16 +94,18 @@ def cell_main(raw: str) -> None:
 
 
 # ---- the plan ------------------------------------------------------------------------------------------------
-def alternatives(fw: str, case: str, only: set[str] | None) -> tuple[list[str], dict[str, str]]:
+def alternatives(fw: str, case: str, only: list[str] | None) -> tuple[list[str], dict[str, str]]:
     sys.path.insert(0, str(HERE))
     mod = importlib.import_module(MODULES[fw])
-    alts = [a for a in mod.CASE_ALTERNATIVES[case] if only is None or a in only or a == "none"]
+    alts = list(mod.CASE_ALTERNATIVES[case])
+    if only is not None:  # in the order given, after the no-checkpoint job
+        alts = ["none", *[a for a in only if a in alts and a != "none"]]
     return alts, mod.LABELS
 
 
 def run_all(args: argparse.Namespace, work: Path, log: list[float], done: Any = None) -> dict[str, Any]:
     size = "quick" if args.quick else "full"
-    only = set(args.only.split(",")) if args.only else None
+    only = args.only.split(",") if args.only else None
     results: dict[str, Any] = {}
     cold = True
     # every framework's fp32 job first, then the extra cases: a run cut short still covers each framework
