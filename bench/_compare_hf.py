@@ -111,6 +111,9 @@ def run(spec: dict[str, Any]) -> None:
     steps = [every * i for i in range(1, CHECKPOINTS + 1)]
     root.mkdir(parents=True, exist_ok=True)
     phase, out = spec["phase"], {}
+    if alt.startswith("coral"):  # imported before any timing
+        import coral.integrations.hf_trainer  # noqa: F401
+        import coral_hf  # noqa: F401
     if phase == "train":
         clock = Clock()
         probe = Probe(every, clock)

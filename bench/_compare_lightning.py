@@ -115,6 +115,9 @@ def run(spec: dict[str, Any]) -> None:
     steps = [every * i for i in range(1, CHECKPOINTS + 1)]
     root.mkdir(parents=True, exist_ok=True)
     module = Lit(steps[-1])
+    if alt == "coral":  # imported before any timing
+        import coral.integrations.lightning  # noqa: F401
+        import coral_lightning.io  # noqa: F401
     phase, out = spec["phase"], {}
     if phase == "train":
         clock = Clock()
