@@ -121,6 +121,9 @@ def run(spec: dict[str, Any]) -> None:
         t0 = time.perf_counter()
         tr.train()
         wall = time.perf_counter() - t0
+        for cb in tr.callback_handler.callbacks:  # background packing done (outside the wall time)
+            if hasattr(cb, "repo") and hasattr(cb.repo, "wait"):
+                cb.repo.wait()
         out = {"wall_s": wall, "blocked_s": clock.from_marks(every) if alt != "none" else [],
                "bytes_10": stored(root), "digests": {str(k): v for k, v in probe.digests.items()},
                "params": sum(p.numel() for p in tr.model.parameters()),
