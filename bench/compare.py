@@ -136,9 +136,9 @@ def run_all(args: argparse.Namespace, work: Path, log: list[float], done: Any = 
                 print(f"{key:18s} rep {rep} {alt:14s} {time.perf_counter() - t:6.1f} s  load {log[-1]:.1f}"
                       + (f"  ERRORS {errs}" if errs else ""), flush=True)
                 shutil.rmtree(folder, ignore_errors=True)
-        results["_cold"] = cold
-        if done is not None:  # the table so far, so a run cut short still leaves its finished jobs
-            done(results)
+                results["_cold"] = cold
+                if done is not None:  # the table so far, so a run cut short still leaves its finished jobs
+                    done(results)
     results["_cold"] = cold
     return results
 
