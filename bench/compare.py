@@ -12,7 +12,7 @@ Bounded run time: the default run (`--repeats 2`, all four frameworks, 45 jobs o
 with a load average near 20); `--quick` (tiny models, 1 repeat) is the smoke run the test suite uses.
 Options: `--frameworks torch,lightning,hf,jax`, `--cases fp32,bf16,frozen90`, `--only ALT,...`,
 `--repeats N`, `--batch B` (64; smaller makes each step cheaper on a loaded machine),
-`--output FILE` (default BENCHMARKS.md; `-` prints only), `--json FILE` (raw results).
+`--every N` (steps between checkpoints, 10), `--output FILE` (default BENCHMARKS.md; `-` prints only), `--json FILE` (raw results).
 """
 
 from __future__ import annotations
@@ -90,6 +90,8 @@ def run_cell(spec: dict[str, Any], timeout: float) -> dict[str, Any]:
 def cell_main(raw: str) -> None:
     spec = json.loads(raw)
     sys.path.insert(0, str(HERE))
+    if spec.get("every"):  # --every: checkpoint every N steps instead of the size's default
+        importlib.import_module("_compare_common").SIZES[spec["size"]]["every"] = spec["every"]
     importlib.import_module(MODULES[spec["fw"]]).run(spec)
 
 
@@ -120,7 +122,8 @@ def run_all(args: argparse.Namespace, work: Path, log: list[float], done: Any = 
             for alt in order:
                 folder = work / f"{fw}-{case}-{alt}-{rep}"
                 shutil.rmtree(folder, ignore_errors=True)
-                spec = {"fw": fw, "case": case, "alt": alt, "size": size, "dir": str(folder), "batch": args.batch}
+                spec = {"fw": fw, "case": case, "alt": alt, "size": size, "dir": str(folder), "batch": args.batch,
+                        "every": args.every}
                 t = time.perf_counter()
                 run: dict[str, Any] = {"train": run_cell({**spec, "phase": "train"}, args.cell_timeout)}
                 if alt != "none" and "error" not in run["train"]:
@@ -253,7 +256,7 @@ def table(key: str, entry: dict[str, Any], cold: bool) -> str:
     cache = "cold" if cold else "warm (not root: page cache not dropped)"
     lines = [head, "",
              f"| alternative | blocked per checkpoint | job wall time (overhead vs none) | stored, 10 checkpoints "
-             f"| stored, last 3 kept | restore latest ({cache}) | restore checkpoint {5} ({cache}) | peak RSS "
+             f"| stored, last 3 kept | restore latest ({cache}) | restore checkpoint 5 ({cache}) | peak RSS "
              f"(train) | restore bit-exact | resumed run bit-exact |",
              "|---|---|---|---|---|---|---|---|---|---|"]
     for alt in entry["alts"]:
@@ -287,7 +290,8 @@ def section(results: dict[str, Any], info: dict[str, Any], args: argparse.Namesp
     when = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
     lines = [BEGIN, "",
              f"Run of {when}: `python bench/compare.py --repeats {args.repeats} --frameworks {args.frameworks}"
-             + (f" --batch {args.batch}" if args.batch != 64 else "")
+             + (f" --batch {args.batch}" if args.batch != 64 else "") + (f" --every {args.every}" if args.every else "")
+             + (f" --only {args.only}" if args.only else "")
              + (" --quick" if args.quick else "") + f"`, {elapsed / 60:.1f} min"
              + ("" if final else " so far (**unfinished**: the run was still going)") + ". Machine: {info['cpu']}, "
              f"{info['cores']} cores, load average {min(loads):.1f}-{max(loads):.1f} during the run "
@@ -327,6 +331,7 @@ def main() -> None:
     p.add_argument("--cases", default="fp32,bf16,frozen90")
     p.add_argument("--only", default=None, help="comma-separated alternatives (the no-checkpoint job always runs)")
     p.add_argument("--repeats", type=int, default=None)
+    p.add_argument("--every", type=int, default=None, help="steps between checkpoints (default 10; --quick 2)")
     p.add_argument("--batch", type=int, default=64, help="batch size of the PyTorch, Lightning and JAX jobs")
     p.add_argument("--output", default=str(HERE.parent / "BENCHMARKS.md"))
     p.add_argument("--json", default=None)
