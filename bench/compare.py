@@ -12,7 +12,8 @@ Bounded run time: the default run (`--repeats 2`, all four frameworks, 45 jobs o
 with a load average near 20); `--quick` (tiny models, 1 repeat) is the smoke run the test suite uses.
 Options: `--frameworks torch,lightning,hf,jax`, `--cases fp32,bf16,frozen90`, `--only ALT,...`,
 `--repeats N`, `--batch B` (64; smaller makes each step cheaper on a loaded machine),
-`--every N` (steps between checkpoints, 10), `--output FILE` (default BENCHMARKS.md; `-` prints only), `--json FILE` (raw results).
+`--every N` (steps between checkpoints, 10), `--output FILE` (default BENCHMARKS.md; `-` prints only),
+`--json FILE` (raw results).
 """
 
 from __future__ import annotations
