@@ -230,6 +230,8 @@ def verdict(stats: dict[str, dict[str, Any]]) -> str:
     exact = [a for a in coral if stats[a]["restore_exact"] is False or stats[a]["resume_exact"] is False]
     if exact:
         parts.append(f"**not bit-exact**: {', '.join(exact)}")
+    if not parts:
+        return ""
     return "Coral (best of its variants) against the best alternative: " + "; ".join(parts) + "."
 
 
@@ -294,7 +296,7 @@ def section(results: dict[str, Any], info: dict[str, Any], args: argparse.Namesp
              + (f" --batch {args.batch}" if args.batch != 64 else "") + (f" --every {args.every}" if args.every else "")
              + (f" --only {args.only}" if args.only else "")
              + (" --quick" if args.quick else "") + f"`, {elapsed / 60:.1f} min"
-             + ("" if final else " so far (**unfinished**: the run was still going)") + ". Machine: {info['cpu']}, "
+             + ("" if final else " so far (**unfinished**: the run was still going)") + f". Machine: {info['cpu']}, "
              f"{info['cores']} cores, load average {min(loads):.1f}-{max(loads):.1f} during the run "
              f"(sampled after each job). Python {info['python']}; "
              + ", ".join(f"{k} {val}" for k, val in v.items()) + ".",
