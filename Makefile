@@ -7,7 +7,7 @@ STAMP := $(VENV)/.coral-installed
 MEMBERS := coral-core coral-torch coral-lightning coral-hf coral-jax
 PYTEST_ARGS ?=
 
-.PHONY: install demo lint test bench clean
+.PHONY: install demo lint test bench bench-compare clean
 
 LINT_PATHS := $(foreach m,$(MEMBERS),$(m)/src) tests bench examples
 
@@ -39,6 +39,10 @@ test: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) bench/storage.py
+
+# Coral against torch.save / safetensors / DCP / ModelCheckpoint / Trainer / Orbax in real loops (~25 min)
+bench-compare: $(STAMP)
+	$(PY) bench/compare.py
 
 clean:
 	rm -rf $(VENV) demo-repo

@@ -1,0 +1,379 @@
+"""Coral against what each framework's users would pick instead, inside one real training job per framework.
+
+`make bench-compare` runs `python bench/compare.py` and rewrites the marked section of BENCHMARKS.md.
+Each job checkpoints every K steps (10 checkpoints) with one alternative; every alternative of a framework
+runs in the same invocation, interleaved (the order rotates per repeat) so machine noise hits all alike.
+Every cell (train, restore latest, restore an older checkpoint, retention, resume) is its own process:
+peak RSS is that process's own, and the page cache is dropped (`sync; echo 3 > /proc/sys/vm/drop_caches`,
+root only; else the table says "warm") before each restoring process starts.
+
+Bounded run time: the default run (`--repeats 2`, all four frameworks, 45 jobs of 100 steps) is estimated at
+25-35 minutes on a quiet 2-core machine (not yet measured quiet: the only full runs so far were on a machine
+with a load average near 20); `--quick` (tiny models, 1 repeat) is the smoke run the test suite uses.
+Options: `--frameworks torch,lightning,hf,jax`, `--cases fp32,bf16,frozen90`, `--only ALT,...`,
+`--repeats N`, `--batch B` (64; smaller makes each step cheaper on a loaded machine),
+`--every N` (steps between checkpoints, 10), `--output FILE` (default BENCHMARKS.md; `-` prints only),
+`--json FILE` (raw results).
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import importlib.metadata
+import json
+import os
+import platform
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).resolve().parent
+BEGIN, END = "<!-- bench/compare.py: begin (generated, replaced by each run) -->", "<!-- bench/compare.py: end -->"
+MODULES = {"torch": "_compare_torch", "lightning": "_compare_lightning", "hf": "_compare_hf", "jax": "_compare_jax"}
+CASES = {"torch": ["fp32", "bf16", "frozen90"], "lightning": ["fp32"], "hf": ["fp32"], "jax": ["fp32"]}
+CASE_TITLES = {"fp32": "fp32, weights + AdamW state", "bf16": "bf16 model and AdamW state",
+               "frozen90": "fine-tune, 90% of the weights frozen"}
+
+
+# ---- the machine ---------------------------------------------------------------------------------------------
+def machine() -> dict[str, Any]:
+    cpu = platform.processor() or "?"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    versions = {}
+    for dist in ("coral-core", "torch", "pytorch-lightning", "transformers", "safetensors", "jax", "orbax-checkpoint",
+                 "optax"):
+        try:
+            versions[dist] = importlib.metadata.version(dist)
+        except importlib.metadata.PackageNotFoundError:
+            versions[dist] = "-"
+    return {"cpu": cpu, "cores": os.cpu_count(), "python": platform.python_version(), "versions": versions}
+
+
+def drop_caches() -> bool:
+    """Cold page cache for the next process (root only): False when not allowed."""
+    os.sync()
+    try:
+        with open("/proc/sys/vm/drop_caches", "w") as f:
+            f.write("3\n")
+        return True
+    except OSError:
+        return False
+
+
+# ---- one cell ------------------------------------------------------------------------------------------------
+def run_cell(spec: dict[str, Any], timeout: float) -> dict[str, Any]:
+    env = dict(os.environ, TOKENIZERS_PARALLELISM="false", PYTHONWARNINGS="ignore",
+               TF_CPP_MIN_LOG_LEVEL="3", JAX_PLATFORMS="cpu")
+    cmd = [sys.executable, str(HERE / "compare.py"), "--cell", json.dumps(spec)]
+    try:
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env, cwd=HERE)
+    except subprocess.TimeoutExpired:
+        return {"error": f"timeout after {timeout:.0f} s"}
+    for line in reversed(proc.stdout.splitlines()):
+        if line.startswith("RESULT "):
+            return json.loads(line[7:])
+    tail = [ln for ln in proc.stderr.strip().splitlines() if ln.strip()][-1:] or ["no output"]
+    return {"error": f"exit {proc.returncode}: {tail[0][:200]}"}
+
+
+def cell_main(raw: str) -> None:
+    spec = json.loads(raw)
+    sys.path.insert(0, str(HERE))
+    if spec.get("every"):  # --every: checkpoint every N steps instead of the size's default
+        importlib.import_module("_compare_common").SIZES[spec["size"]]["every"] = spec["every"]
+    importlib.import_module(MODULES[spec["fw"]]).run(spec)
+
+
+# ---- the plan ------------------------------------------------------------------------------------------------
+def alternatives(fw: str, case: str, only: list[str] | None) -> tuple[list[str], dict[str, str]]:
+    sys.path.insert(0, str(HERE))
+    mod = importlib.import_module(MODULES[fw])
+    alts = list(mod.CASE_ALTERNATIVES[case])
+    if only is not None:  # in the order given, after the no-checkpoint job
+        alts = ["none", *[a for a in only if a in alts and a != "none"]]
+    return alts, mod.LABELS
+
+
+def run_all(args: argparse.Namespace, work: Path, log: list[float], done: Any = None) -> dict[str, Any]:
+    size = "quick" if args.quick else "full"
+    only = args.only.split(",") if args.only else None
+    results: dict[str, Any] = {}
+    cold = True
+    # every framework's fp32 job first, then the extra cases: a run cut short still covers each framework
+    plan = [(fw, case) for case in ("fp32", "bf16", "frozen90") for fw in args.frameworks.split(",")
+            if case in CASES[fw] and case in args.cases.split(",")]
+    for fw, case in plan:
+        alts, labels = alternatives(fw, case, only)
+        key = f"{fw}/{case}"
+        results[key] = {"labels": labels, "alts": alts, "runs": {a: [] for a in alts}}
+        for rep in range(args.repeats):
+            order = alts[rep % len(alts):] + alts[: rep % len(alts)]
+            for alt in order:
+                folder = work / f"{fw}-{case}-{alt}-{rep}"
+                shutil.rmtree(folder, ignore_errors=True)
+                spec = {"fw": fw, "case": case, "alt": alt, "size": size, "dir": str(folder), "batch": args.batch,
+                        "every": args.every}
+                t = time.perf_counter()
+                run: dict[str, Any] = {"train": run_cell({**spec, "phase": "train"}, args.cell_timeout)}
+                if alt != "none" and "error" not in run["train"]:
+                    for which in ("latest", "older"):
+                        cold = drop_caches() and cold
+                        run[which] = run_cell({**spec, "phase": "restore", "which": which}, args.cell_timeout)
+                    if rep == 0:  # bytes and exactness do not change with the repeat
+                        run["retain"] = run_cell({**spec, "phase": "retain"}, args.cell_timeout)
+                        run["resume"] = run_cell({**spec, "phase": "resume"}, args.cell_timeout)
+                results[key]["runs"][alt].append(run)
+                log.append(os.getloadavg()[0])
+                errs = [f"{k}: {v['error']}" for k, v in run.items() if "error" in v]
+                print(f"{key:18s} rep {rep} {alt:14s} {time.perf_counter() - t:6.1f} s  load {log[-1]:.1f}"
+                      + (f"  ERRORS {errs}" if errs else ""), flush=True)
+                shutil.rmtree(folder, ignore_errors=True)
+                results["_cold"] = cold
+                if done is not None:  # the table so far, so a run cut short still leaves its finished jobs
+                    done(results)
+    results["_cold"] = cold
+    return results
+
+
+# ---- the table -----------------------------------------------------------------------------------------------
+def spread(values: list[float], fmt: str) -> str:
+    if not values:
+        return "-"
+    med = statistics.median(values)
+    if len(values) == 1:
+        return fmt.format(med)
+    return f"{fmt.format(med)} ({fmt.format(min(values))}-{fmt.format(max(values))})"
+
+
+def mib(n: float) -> str:
+    return f"{n / 2**20:.0f} MiB" if n >= 2**20 else f"{n / 2**10:.0f} KiB"
+
+
+def summarize(entry: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """Per alternative: lists of figures over the repeats (overhead against the same repeat's no-checkpoint run)."""
+    runs = entry["runs"]
+    base = [r["train"].get("wall_s") for r in runs.get("none", [])]
+    out: dict[str, dict[str, Any]] = {}
+    for alt, rs in runs.items():
+        s: dict[str, Any] = {"blocked": [], "wall": [], "overhead": [], "latest": [], "older": [], "rss": [],
+                             "bytes_10": None, "bytes_3": None, "restore_exact": None, "resume_exact": None,
+                             "errors": []}
+        for i, r in enumerate(rs):
+            tr = r["train"]
+            s["errors"] += [f"{k}: {v['error']}" for k, v in r.items() if "error" in v]
+            if "error" in tr:
+                continue
+            s["wall"].append(tr["wall_s"])
+            s["rss"].append(tr["peak_rss_mib"])
+            if tr["blocked_s"]:
+                s["blocked"].append(statistics.median(tr["blocked_s"]))
+            if i < len(base) and base[i]:
+                s["overhead"].append(100 * (tr["wall_s"] / base[i] - 1))
+            if alt == "none":
+                continue
+            s["bytes_10"] = tr["bytes_10"]
+            exact = s["restore_exact"] if s["restore_exact"] is not None else True
+            for which in ("latest", "older"):
+                got = r.get(which, {})
+                if "restore_s" in got:
+                    s[which].append(got["restore_s"])
+                    exact = exact and got["digest"] == tr["digests"][str(got["step"])]
+                else:
+                    exact = False
+            s["restore_exact"] = exact
+            if "retain" in r and "bytes_3" in r["retain"]:
+                s["bytes_3"] = r["retain"]["bytes_3"]
+            if "resume" in r:
+                res = r["resume"]
+                s["resume_exact"] = "digest" in res and res["digest"] == tr["digests"][str(res["step"])]
+        out[alt] = s
+    return out
+
+
+def verdict(stats: dict[str, dict[str, Any]]) -> str:
+    """Coral's best variant against the best other alternative, per column; 'NOT ahead' where it is not."""
+    coral = [a for a in stats if a.startswith("coral")]
+    others = [a for a in stats if not a.startswith("coral") and a != "none"]
+    if not coral or not others:
+        return ""
+    cols = [("blocked per checkpoint", "blocked"), ("job overhead", "overhead"), ("stored, 10", "bytes_10"),
+            ("stored, last 3", "bytes_3"), ("restore latest", "latest"), ("restore older", "older"),
+            ("peak RSS", "rss")]
+    parts = []
+    for title, key in cols:
+        def value(a: str, key: str = key) -> float | None:
+            v = stats[a][key]
+            if isinstance(v, list):
+                return statistics.median(v) if v else None
+            return v
+
+        cv = [(value(a), a) for a in coral if value(a) is not None]
+        ov = [(value(a), a) for a in others if value(a) is not None]
+        if not cv or not ov:
+            continue
+        (c, ca), (o, oa) = min(cv), min(ov)
+        ahead = c <= o
+        parts.append(f"{title}: {'ahead' if ahead else '**NOT ahead**'} ({ca} {fmt_value(key, c)} vs {oa} "
+                     f"{fmt_value(key, o)})")
+    exact = [a for a in coral if stats[a]["restore_exact"] is False or stats[a]["resume_exact"] is False]
+    if exact:
+        parts.append(f"**not bit-exact**: {', '.join(exact)}")
+    if not parts:
+        return ""
+    return "Coral (best of its variants) against the best alternative: " + "; ".join(parts) + "."
+
+
+def fmt_value(key: str, v: float) -> str:
+    if key in ("bytes_10", "bytes_3"):
+        return mib(v)
+    if key == "overhead":
+        return f"{v:+.0f}%"
+    if key == "rss":
+        return f"{v:.0f} MiB"
+    return f"{v:.3f} s"
+
+
+def yn(v: bool | None) -> str:
+    return "-" if v is None else ("yes" if v else "**no**")
+
+
+def table(key: str, entry: dict[str, Any], cold: bool) -> str:
+    fw, case = key.split("/")
+    stats = summarize(entry)
+    first = next((r["train"] for rs in entry["runs"].values() for r in rs if "params" in r["train"]), {})
+    head = f"### {fw}: {CASE_TITLES[case]}"
+    if first:
+        head += f" ({first['params'] / 1e6:.1f}M parameters, {first['state_mib']:.0f} MiB of weights)"
+    cache = "cold" if cold else "warm (not root: page cache not dropped)"
+    lines = [head, "",
+             f"| alternative | blocked per checkpoint | job wall time (overhead vs none) | stored, 10 checkpoints "
+             f"| stored, last 3 kept | restore latest ({cache}) | restore checkpoint 5 ({cache}) | peak RSS "
+             f"(train) | restore bit-exact | resumed run bit-exact |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
+    for alt in entry["alts"]:
+        s = stats[alt]
+        wall = spread(s["wall"], "{:.1f}") + " s"
+        if alt != "none" and s["overhead"]:
+            wall += f" ({spread(s['overhead'], '{:+.0f}')}%)"
+        row = [entry["labels"].get(alt, alt),
+               spread(s["blocked"], "{:.3f}") + (" s" if s["blocked"] else ""),
+               wall if s["wall"] else "-",
+               mib(s["bytes_10"]) if s["bytes_10"] is not None else "-",
+               mib(s["bytes_3"]) if s["bytes_3"] is not None else "-",
+               spread(s["latest"], "{:.3f}") + (" s" if s["latest"] else ""),
+               spread(s["older"], "{:.3f}") + (" s" if s["older"] else ""),
+               spread(s["rss"], "{:.0f}") + " MiB" if s["rss"] else "-",
+               yn(s["restore_exact"]), yn(s["resume_exact"])]
+        lines.append("| " + " | ".join(row) + " |")
+    lines.append("")
+    v = verdict(stats)
+    if v:
+        lines += [v, ""]
+    errors = [f"{a}: {e}" for a in entry["alts"] for e in stats[a]["errors"]]
+    if errors:
+        lines += ["Errors: " + "; ".join(sorted(set(errors))[:8]), ""]
+    return "\n".join(lines)
+
+
+def section(results: dict[str, Any], info: dict[str, Any], args: argparse.Namespace, loads: list[float],
+            elapsed: float, final: bool = True) -> str:
+    v = info["versions"]
+    when = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
+    lines = [BEGIN, "",
+             f"Run of {when}: `python bench/compare.py --repeats {args.repeats} --frameworks {args.frameworks}"
+             + (f" --batch {args.batch}" if args.batch != 64 else "") + (f" --every {args.every}" if args.every else "")
+             + (f" --only {args.only}" if args.only else "")
+             + (" --quick" if args.quick else "") + f"`, {elapsed / 60:.1f} min"
+             + ("" if final else " so far (**unfinished**: the run was still going)") + f". Machine: {info['cpu']}, "
+             f"{info['cores']} cores, load average {min(loads):.1f}-{max(loads):.1f} during the run "
+             f"(sampled after each job). Python {info['python']}; "
+             + ", ".join(f"{k} {val}" for k, val in v.items()) + ".",
+             "",
+             "Each figure is the median over the repeats with (min-max); every job is the same training run "
+             "with one alternative, the alternatives interleaved. Blocked = the time the training loop waits "
+             "per checkpoint (median of the 10 in a job). Overhead = the job's wall time (first step to the "
+             "last byte durable) against the same job without checkpoints in the same repeat. Stored = every "
+             "file the alternative left. Restores run in a new process, after the page cache was dropped, and "
+             "load weights + optimizer (+ scheduler) into the live objects. Bit-exact = every tensor of the "
+             "restored state equals the saved one; resumed = a new process loads checkpoint 9, trains to step "
+             "10K and must end on exactly checkpoint 10's state.", ""]
+    for key, entry in results.items():
+        if not key.startswith("_"):
+            lines += [table(key, entry, results["_cold"]), ""]
+    lines.append(END)
+    return "\n".join(lines)
+
+
+def write_section(path: Path, text: str) -> None:
+    doc = path.read_text() if path.exists() else ""
+    if BEGIN in doc and END in doc:
+        doc = doc[: doc.index(BEGIN)] + text + doc[doc.index(END) + len(END):]
+    else:
+        title = "## Against the alternatives (bench/compare.py)"
+        doc = doc.rstrip("\n") + f"\n\n{title}\n\n" + text + "\n"
+    path.write_text(doc)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--cell", help=argparse.SUPPRESS)
+    p.add_argument("--quick", action="store_true")
+    p.add_argument("--frameworks", default="torch,lightning,hf,jax")
+    p.add_argument("--cases", default="fp32,bf16,frozen90")
+    p.add_argument("--only", default=None, help="comma-separated alternatives (the no-checkpoint job always runs)")
+    p.add_argument("--repeats", type=int, default=None)
+    p.add_argument("--every", type=int, default=None, help="steps between checkpoints (default 10; --quick 2)")
+    p.add_argument("--batch", type=int, default=64, help="batch size of the PyTorch, Lightning and JAX jobs")
+    p.add_argument("--output", default=str(HERE.parent / "BENCHMARKS.md"))
+    p.add_argument("--json", default=None)
+    p.add_argument("--workdir", default=None)
+    p.add_argument("--cell-timeout", type=float, default=900.0)
+    args = p.parse_args()
+    if args.cell:
+        cell_main(args.cell)
+        return
+    for fw in args.frameworks.split(","):
+        if fw not in MODULES:
+            p.error(f"--frameworks: unknown framework {fw!r} (known: {', '.join(MODULES)})")
+    if args.repeats is None:
+        args.repeats = 1 if args.quick else 2
+    if args.repeats < 1:
+        p.error(f"--repeats: must be at least 1, got {args.repeats}")
+    info = machine()
+    print(f"machine: {info['cpu']}, {info['cores']} cores, load average {os.getloadavg()}", flush=True)
+    print("versions: " + ", ".join(f"{k} {v}" for k, v in info["versions"].items()), flush=True)
+    work = Path(args.workdir) if args.workdir else Path(tempfile.mkdtemp(prefix="coral-compare-"))
+    loads = [os.getloadavg()[0]]
+    t0 = time.perf_counter()
+
+    def publish(results: dict[str, Any], final: bool = False) -> None:
+        text = section(results, info, args, loads, time.perf_counter() - t0, final)
+        if final:
+            print(text)
+        if args.json:
+            Path(args.json).write_text(json.dumps({"machine": info, "results": results}, indent=1, default=str))
+        if args.output != "-":
+            write_section(Path(args.output), text)
+
+    try:
+        results = run_all(args, work, loads, publish)
+    finally:
+        if not args.workdir:
+            shutil.rmtree(work, ignore_errors=True)
+    publish(results, final=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,41 @@
+"""bench/compare.py end to end at --quick size: the real PyTorch loop with torch.save and Coral's Checkpointer,
+each cell in its own process, and the marked section written into a copy of BENCHMARKS.md (no timings checked)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_quick_run_writes_the_marked_section(tmp_path: Path) -> None:
+    doc = tmp_path / "BENCHMARKS.md"
+    doc.write_text("# Benchmarks\n\nkept text\n")
+    cmd = [sys.executable, str(ROOT / "bench" / "compare.py"), "--quick", "--frameworks", "torch", "--cases",
+           "fp32", "--only", "torch.save,coral", "--output", str(doc), "--workdir", str(tmp_path / "work")]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=540)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    text = doc.read_text()
+    assert text.startswith("# Benchmarks\n\nkept text\n")
+    assert text.count("<!-- bench/compare.py: begin") == 1 and text.count("<!-- bench/compare.py: end -->") == 1
+    assert "Errors:" not in text, text
+    rows = [line for line in text.splitlines() if line.startswith("| ") and "Coral" in line]
+    assert len(rows) == 1
+    cells = [c.strip() for c in rows[0].strip("|").split("|")]
+    assert cells[-2:] == ["yes", "yes"]  # restore and resumed run bit-exact
+
+
+def test_section_is_replaced_not_appended(tmp_path: Path) -> None:
+    sys.path.insert(0, str(ROOT / "bench"))
+    import compare
+
+    doc = tmp_path / "B.md"
+    doc.write_text("# B\n\nbefore\n")
+    compare.write_section(doc, f"{compare.BEGIN}\nfirst\n{compare.END}")
+    doc.write_text(doc.read_text() + "\nafter\n")
+    compare.write_section(doc, f"{compare.BEGIN}\nsecond\n{compare.END}")
+    text = doc.read_text()
+    assert "first" not in text and "second" in text and text.count(compare.BEGIN) == 1
+    assert text.startswith("# B\n\nbefore\n") and text.endswith("\nafter\n")
