@@ -116,8 +116,8 @@ def bench_lightning(work: Path, saves: int, every: int) -> str:
         warnings.simplefilter("ignore")
         trainer.fit(module, loader)
     coral.manager.wait()
-    print(f"  lightning: Coral {['%.2f' % t for t in times['coral']]}, "
-          f"ModelCheckpoint {['%.2f' % t for t in times['lightning']]}", flush=True)
+    print(f"  lightning: Coral {[f'{t:.2f}' for t in times['coral']]}, "
+          f"ModelCheckpoint {[f'{t:.2f}' for t in times['lightning']]}", flush=True)
     assert len(times["coral"]) == saves == len(times["lightning"]), times
     return row(
         f"blocked time per save, `CoralCallback` vs Lightning's `ModelCheckpoint` (real `pl.Trainer`, "
@@ -133,7 +133,9 @@ def bench_hf(work: Path, saves: int, every: int) -> str:
     from transformers import GPT2Config, GPT2LMHeadModel, Trainer, TrainingArguments
 
     torch.manual_seed(0)
-    config = GPT2Config(vocab_size=8000, n_positions=128, n_embd=384, n_layer=6, n_head=6)
+    config = GPT2Config(
+        vocab_size=8000, n_positions=128, n_embd=384, n_layer=6, n_head=6, bos_token_id=0, eos_token_id=0
+    )
     model = GPT2LMHeadModel(config)
     n_params = sum(p.numel() for p in model.parameters())
     nbytes = 3 * 4 * n_params
@@ -143,7 +145,7 @@ def bench_hf(work: Path, saves: int, every: int) -> str:
     args = TrainingArguments(
         output_dir=str(work / "hf-out"), max_steps=every * saves, per_device_train_batch_size=8,
         save_strategy="steps", save_steps=every, logging_steps=every, report_to=[], use_cpu=True,
-        disable_tqdm=True, dataloader_num_workers=0, save_safetensors=True,
+        disable_tqdm=True, dataloader_num_workers=0,
     )
     coral = CoralTrainerCallback(work / "hf-coral", init=True, save_on_train_end=False)
     trainer = Trainer(model=model, args=args, train_dataset=data, callbacks=[coral])
@@ -155,7 +157,7 @@ def bench_hf(work: Path, saves: int, every: int) -> str:
         warnings.simplefilter("ignore")
         trainer.train()
     coral.manager.wait()
-    print(f"  hf: Coral {['%.2f' % t for t in times['coral']]}, Trainer {['%.2f' % t for t in times['hf']]}",
+    print(f"  hf: Coral {[f'{t:.2f}' for t in times['coral']]}, Trainer {[f'{t:.2f}' for t in times['hf']]}",
           flush=True)
     assert len(times["coral"]) == saves == len(times["hf"]), times
     return row(

@@ -197,12 +197,13 @@ def main(argv: list[str] | None = None) -> int:
                     cold[side].append(got["seconds"])
                     walls[side].append(got["wall"])
                     print(f"  cold {side}: {got['seconds']:.3f} s (process {got['wall']:.2f} s)", flush=True)
-            cache = "whole page cache dropped" if args.cold == "drop" else "checkpoint files evicted from the page cache"
+            cache = "whole page cache dropped" if args.cold == "drop" else "checkpoint files evicted from page cache"
             row, good = ratio_row(
                 f"resume in a NEW process, cold ({cache}): `Checkpointer(..., resume=True)` (model + AdamW, "
                 "`import coral` included) vs `torch.load(weights_only=True)` + `load_state_dict` x2",
                 1.3, cold["coral"], cold["torch"],
-                f"; whole process {statistics.median(walls['coral']):.2f} s vs {statistics.median(walls['torch']):.2f} s",
+                f"; whole process {statistics.median(walls['coral']):.2f} s vs "
+                f"{statistics.median(walls['torch']):.2f} s",
             )
             rows.append(row)
             ok &= good

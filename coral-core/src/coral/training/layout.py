@@ -13,6 +13,7 @@ import numpy as np
 
 from ..core.weight_tensor import WeightMetadata, WeightTensor
 from ..errors import InvalidArgumentError
+from ..plugins import preload as preload_plugins
 from ..version_control.repository import Repository
 from .config import CheckpointConfig
 from .iterators import capture_data_state
@@ -81,6 +82,7 @@ def capture_state(state: TrainingState, config: CheckpointConfig) -> tuple[dict[
 
 def load_checkpoint_commit(repository: Repository, commit_hash: str) -> dict[str, Any]:
     """Rebuild ``{"weights", "state", "commit_hash"}`` from a checkpoint commit (any experiment)."""
+    preload_plugins()  # a restore sets the RNGs through the plugin hooks: load them while the chunks are read
     commit = repository.get_commit(commit_hash)
     # every tensor is needed: one batched read sends all chunks through the pool at once (a resume is
     # bound by this read), instead of reading tensor after tensor as lazy WeightTensors would
