@@ -140,10 +140,10 @@ def bench_hf(work: Path, saves: int, every: int) -> str:
     n_params = sum(p.numel() for p in model.parameters())
     nbytes = 3 * 4 * n_params
     g = torch.Generator().manual_seed(0)
-    ids = torch.randint(0, config.vocab_size, (8 * every * saves, 32), generator=g)
+    ids = torch.randint(0, config.vocab_size, (4 * every * saves, 32), generator=g)
     data = [{"input_ids": x, "labels": x} for x in ids]
     args = TrainingArguments(
-        output_dir=str(work / "hf-out"), max_steps=every * saves, per_device_train_batch_size=8,
+        output_dir=str(work / "hf-out"), max_steps=every * saves, per_device_train_batch_size=4,
         save_strategy="steps", save_steps=every, logging_steps=every, report_to=[], use_cpu=True,
         disable_tqdm=True, dataloader_num_workers=0,
     )
@@ -176,7 +176,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--work", type=Path, default=None, help="parent of the temporary work folder")
     args = ap.parse_args(argv)
     saves = 2 if args.quick else max(5, args.saves)
-    every = 5
+    every = 2
     started = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
     load0 = os.getloadavg()[0]
     rows = []
