@@ -50,6 +50,24 @@ def get_plugin_manager() -> pluggy.PluginManager:
     return _pm
 
 
+def preload() -> None:
+    """Start loading the plugins on a thread when nobody has yet, and return at once.
+
+    A caller about to wait on I/O (a checkpoint read, whose restore then sets the RNGs through the hooks)
+    overlaps the entry-point scan, a tenth of a second or more in a fresh process, with that wait; the next
+    :func:`get_plugin_manager` waits for it. A failure is left for that call to raise."""
+    if _pm is not None:
+        return
+
+    def load() -> None:
+        try:
+            get_plugin_manager()
+        except Exception as exc:  # noqa: BLE001 - raised again, in the caller's thread, by the next use
+            log.debug("loading plugins in the background failed: %s", exc)
+
+    threading.Thread(target=load, name="coral-plugins", daemon=True).start()
+
+
 def _build() -> pluggy.PluginManager:
     # importing third-party plugins must not shift the user's random streams (exact resume depends on them)
     py_state, np_state = random.getstate(), np.random.get_state()

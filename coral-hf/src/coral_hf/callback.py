@@ -272,7 +272,8 @@ class CoralTrainerCallback(TrainerCallback, CallbackSetup):
             learning_rate=_current_lr(scheduler, logs),
             loss=_number(logs.get("loss")),
             metrics=numbers,
-            optimizer_state=PyTorchIntegration.save_optimizer_state(optimizer)
+            # no copies: the manager writes at once, or snapshots itself before an async write
+            optimizer_state=PyTorchIntegration.save_optimizer_state(optimizer, copy=False)
             if self.include_optimizer and optimizer is not None
             else None,
             scheduler_state=(
@@ -300,7 +301,7 @@ class CoralTrainerCallback(TrainerCallback, CallbackSetup):
         self.manager.provenance.add_source(args)  # provenance: TrainingArguments' lr, batch size, seed...
         self.manager.provenance.add_source(optimizer, "optimizer")
         commit = self.manager.save_checkpoint(
-            PyTorchIntegration.model_to_weights(model), training_state, force=True,
+            PyTorchIntegration.model_to_weights(model, copy=False), training_state, force=True,
             metadata={"hf": hf, **(extra or {})}, synchronous=extra is not None,
         )
         self._last_saved_step = state.global_step

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import ml_dtypes
 import numpy as np
 import torch
 from coral.core.dtypes import dtype_from_name
@@ -86,4 +85,4 @@ def numpy_to_tensor(a: np.ndarray, name: str | None = None) -> torch.Tensor:
     return torch.from_numpy(raw).view(tdt)
 
 
-__all__ = ["ml_dtypes", "numpy_to_tensor", "tensor_to_numpy", "torch_dtype", "torch_dtype_name"]
+__all__ = ["numpy_to_tensor", "tensor_to_numpy", "torch_dtype", "torch_dtype_name"]

@@ -1,8 +1,6 @@
 """``coral.integrations.hf_trainer``: the HuggingFace Trainer integration, re-exported from ``coral_hf``
 (pip install coral-hf)."""
 
-from ._shim import load
+from ._shim import lazy
 
-_names = load("coral_hf", "coral-hf", "coral.integrations.hf_trainer")
-__all__ = sorted(_names)
-globals().update(_names)
+__all__, __getattr__, __dir__ = lazy("coral_hf", "coral-hf", "coral.integrations.hf_trainer")

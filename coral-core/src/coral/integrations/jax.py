@@ -1,7 +1,5 @@
 """``coral.integrations.jax``: the JAX integration, re-exported from ``coral_jax`` (pip install coral-jax)."""
 
-from ._shim import load
+from ._shim import lazy
 
-_names = load("coral_jax", "coral-jax", "coral.integrations.jax")
-__all__ = sorted(_names)
-globals().update(_names)
+__all__, __getattr__, __dir__ = lazy("coral_jax", "coral-jax", "coral.integrations.jax")

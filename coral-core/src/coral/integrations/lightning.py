@@ -1,8 +1,6 @@
 """``coral.integrations.lightning``: the Lightning integration, re-exported from ``coral_lightning``
 (pip install coral-lightning)."""
 
-from ._shim import load
+from ._shim import lazy
 
-_names = load("coral_lightning", "coral-lightning", "coral.integrations.lightning")
-__all__ = sorted(_names)
-globals().update(_names)
+__all__, __getattr__, __dir__ = lazy("coral_lightning", "coral-lightning", "coral.integrations.lightning")

@@ -1,7 +1,5 @@
 """``coral.integrations.pytorch``: PyTorch integration, re-exported from ``coral_torch`` (pip install coral-torch)."""
 
-from ._shim import load
+from ._shim import lazy
 
-_names = load("coral_torch", "coral-torch", "coral.integrations.pytorch")
-__all__ = sorted(_names)
-globals().update(_names)
+__all__, __getattr__, __dir__ = lazy("coral_torch", "coral-torch", "coral.integrations.pytorch")

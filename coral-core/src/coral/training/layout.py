@@ -11,7 +11,9 @@ from typing import Any, TypeVar
 
 import numpy as np
 
+from ..core.weight_tensor import WeightMetadata, WeightTensor
 from ..errors import InvalidArgumentError
+from ..plugins import preload as preload_plugins
 from ..version_control.repository import Repository
 from .config import CheckpointConfig
 from .iterators import capture_data_state
@@ -80,11 +82,18 @@ def capture_state(state: TrainingState, config: CheckpointConfig) -> tuple[dict[
 
 def load_checkpoint_commit(repository: Repository, commit_hash: str) -> dict[str, Any]:
     """Rebuild ``{"weights", "state", "commit_hash"}`` from a checkpoint commit (any experiment)."""
+    preload_plugins()  # a restore sets the RNGs through the plugin hooks: load them while the chunks are read
     commit = repository.get_commit(commit_hash)
-    all_weights = repository.get_weights(commit_hash)
+    # every tensor is needed: one batched read sends all chunks through the pool at once (a resume is
+    # bound by this read), instead of reading tensor after tensor as lazy WeightTensors would
+    arrays = repository.load_arrays(commit_hash)
     meta = commit.metadata.get("coral_checkpoint") or {}
-    weights = model_only(all_weights)
-    state_arrays = {n: w.data for n, w in all_weights.items() if is_state_name(n)}
+    weights = {
+        n: WeightTensor(arrays[n], WeightMetadata(n, e.shape, e.dtype, layer_type=e.layer_type))
+        for n, e in commit.tree.items()
+        if not is_state_name(n)
+    }
+    state_arrays = {n: a for n, a in arrays.items() if is_state_name(n)}
     info = dict(
         meta.get("training_state")
         or {"epoch": commit.metadata.get("epoch", 0), "global_step": commit.metadata.get("global_step", 0)}
