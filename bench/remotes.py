@@ -105,12 +105,10 @@ class S3Side:
     """One bucket on an S3 server (the environment names the endpoint and credentials); uploads through s3fs."""
 
     def __init__(self, bucket: str) -> None:
-        import boto3
         import s3fs
 
         self.bucket = bucket
-        self.fs = s3fs.S3FileSystem(skip_instance_cache=True, use_listings_cache=False)
-        self.client = boto3.session.Session().client("s3")
+        self.fs = s3fs.S3FileSystem(skip_instance_cache=True, use_listings_cache=False)  # connects at first use
 
     def url(self, prefix: str) -> str:
         return f"s3://{self.bucket}/{prefix}"
@@ -122,8 +120,11 @@ class S3Side:
         self.fs.get_file(f"{self.bucket}/{key}", str(local))
 
     def stored_bytes(self, prefix: str) -> int:
+        import boto3
+
         total = 0
-        for page in self.client.get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=prefix + "/"):
+        client = boto3.session.Session().client("s3")
+        for page in client.get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=prefix + "/"):
             total += sum(o["Size"] for o in page.get("Contents", []))
         return total
 
