@@ -15,7 +15,7 @@ def test_callback_repo_path_on_s3_saves_there_and_resumes(app, tmp_path, s3_url)
     app.trainer([cb], tmp_path / "root", 2).fit(app.TinyModule(), train, val)
     cb.manager.wait()
     with Repository(s3_url) as on_s3:
-        assert [c.metadata["epoch"] for c in reversed(on_s3.log(branch="run"))] == [0, 1]
+        assert [c.metadata["epoch"] for c in reversed(on_s3.log(branch="run"))] == [1, 2]  # epochs done
         assert on_s3.fsck()["ok"] and on_s3.path is None
         last = on_s3.resolve("run")
     again = CoralCallback(repo_path=s3_url, save_every_n_epochs=1, branch="run")
@@ -25,5 +25,5 @@ def test_callback_repo_path_on_s3_saves_there_and_resumes(app, tmp_path, s3_url)
     again.manager.wait()
     with Repository(s3_url) as on_s3:
         log = list(reversed(on_s3.log(branch="run")))
-        assert [c.metadata["epoch"] for c in log] == [0, 1, 2]  # resumed after epoch 1: no epoch repeated
+        assert [c.metadata["epoch"] for c in log] == [1, 2, 3]  # resumed after 2 epochs: none repeated
         assert on_s3.get_commit(log[-1].hash).parents[0] == last
