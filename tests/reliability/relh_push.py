@@ -1,4 +1,5 @@
-"""SIGKILL a process while it pushes to a folder remote, at random instants, then check the remote.
+"""SIGKILL a process while it pushes to a remote (a folder, or any store URL: s3:// on moto), at random instants,
+then check the remote.
 
 After every kill the remote is readable (fsck finds no damage; its branch names the old head or the new one,
 never a missing commit), and running the push again completes it: the remote then holds every commit,
@@ -29,8 +30,8 @@ def grow(repo: Repository, rng: np.random.Generator, commits: int, mib: int = 6)
                             "checkpoint")
 
 
-def check_remote(remote_dir: Path, allowed_heads: set[str | None]) -> list[str]:
-    with Repository(remote_dir) as remote:
+def check_remote(where: str | Path, allowed_heads: set[str | None]) -> list[str]:
+    with Repository(where) as remote:
         problems = [f"fsck: {e}" for e in remote.fsck()["errors"]]
         head = remote.head_commit()
         if head not in allowed_heads:
@@ -40,16 +41,22 @@ def check_remote(remote_dir: Path, allowed_heads: set[str | None]) -> list[str]:
     return problems
 
 
-def run_push_kills(tmp: Path, kills: int, rng: random.Random, window: float = 0.6) -> dict[str, Any]:
-    Repository(tmp / "remote", init=True).close()
+def run_push_kills(
+    tmp: Path, kills: int, rng: random.Random, window: float = 0.6, remote_url: str | None = None, mib: int = 6
+) -> dict[str, Any]:
+    """``kills`` rounds: 3 new checkpoints of ``mib`` MiB, a child pushing them killed at a random instant within
+    ``window`` s, the remote checked, the push run again and the remote checked again."""
+    remote_at: str | Path = remote_url or tmp / "remote"
+    Repository(remote_at, init=True).close()
     local = Repository(tmp / "local", init=True)
-    local.add_remote("origin", tmp / "remote")
+    local.add_remote("origin", remote_at)
     data_rng = np.random.default_rng(rng.randrange(2**31))
     failures: list[str] = []
     killed = finished = 0
     for _ in range(kills):
-        grow(local, data_rng, 3)
-        old = Repository(tmp / "remote").head_commit()
+        grow(local, data_rng, 3, mib)
+        with Repository(remote_at) as before:
+            old = before.head_commit()
         new = local.head_commit()
         child = subprocess.Popen([sys.executable, str(SELF), str(tmp / "local")], stdout=subprocess.PIPE,
                                  stderr=subprocess.PIPE, text=True)
@@ -58,10 +65,10 @@ def run_push_kills(tmp: Path, kills: int, rng: random.Random, window: float = 0.
         outcome = kill(child)
         killed += outcome == "killed"
         finished += outcome == "finished"
-        failures += check_remote(tmp / "remote", {old, new})
+        failures += check_remote(remote_at, {old, new})
         result = local.push()  # the retry completes what the killed push began
-        failures += check_remote(tmp / "remote", {new})
-        with Repository(tmp / "remote") as remote:
+        failures += check_remote(remote_at, {new})
+        with Repository(remote_at) as remote:
             for info in local.log():
                 a, b = local.load_arrays(info.hash), remote.load_arrays(info.hash)
                 if any(a[k].tobytes() != b[k].tobytes() for k in a):

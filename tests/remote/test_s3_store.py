@@ -25,7 +25,7 @@ from coral.errors import (
 from coral.objects.tensors import chunk_key
 from coral.store import FsspecStore, S3Store, open_store
 from coral.testing import StoreContract
-from coral.testing.s3 import free_port
+from coral.testing.s3 import free_port, moto_process
 
 
 def _client(endpoint: str):
@@ -244,27 +244,8 @@ def test_a_prefix_that_is_not_a_repository_is_refused_and_left_untouched(s3_env,
 @pytest.fixture(scope="module")
 def auth_moto():
     """A second moto server that checks credentials (it knows no keys, so every request is refused)."""
-    port = free_port()
-    env = dict(os.environ, INITIAL_NO_AUTH_ACTION_COUNT="0")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    import socket
-    import time
-
-    try:
-        for _ in range(300):
-            with socket.socket() as s:
-                if s.connect_ex(("127.0.0.1", port)) == 0:
-                    break
-            time.sleep(0.1)
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        proc.terminate()
-        proc.wait(30)
+    with moto_process(env=dict(os.environ, INITIAL_NO_AUTH_ACTION_COUNT="0")) as endpoint:
+        yield endpoint
 
 
 def test_refused_credentials_give_one_clear_line(auth_moto, s3_env, monkeypatch):

@@ -8,9 +8,35 @@ is unreachable, the credentials are refused or the bucket is missing.
 
 from __future__ import annotations
 
+import threading
+from typing import Any
+
 from ..errors import InvalidArgumentError, PluginError
 from .fsspec_store import EXTRA_HINT, FsspecStore, split_url
 from .s3_files import CLIENT_CONFIG, S3Files
+
+_LOADER_LOCK = threading.Lock()
+_LOADER: list[Any] = []
+
+
+def _sessions() -> tuple[Any, Any]:
+    """A fresh boto3 session and aiobotocore session (each reads the environment anew) that share one botocore
+    data loader: the service models are parsed once per process, so opening a store costs milliseconds, not
+    the half second a clone or fetch would otherwise pay for each store it opens."""
+    import boto3
+    import botocore.loaders
+    import botocore.session
+    from aiobotocore.session import AioSession
+
+    with _LOADER_LOCK:
+        if not _LOADER:
+            _LOADER.append(botocore.loaders.create_loader())
+        loader = _LOADER[0]
+    sync = botocore.session.get_session()
+    sync.register_component("data_loader", loader)
+    aio = AioSession()
+    aio.register_component("data_loader", loader)
+    return boto3.session.Session(botocore_session=sync), aio
 
 
 class S3Store(FsspecStore):
@@ -28,7 +54,8 @@ class S3Store(FsspecStore):
         if scheme not in ("s3", "s3a"):
             raise InvalidArgumentError("url", url, "expected an s3:// URL")
         try:
-            import boto3
+            import aiobotocore  # noqa: F401 - s3fs's own dependency, named here so a broken install says so
+            import boto3  # noqa: F401
             import s3fs
             from botocore.config import Config
         except ImportError as exc:
@@ -37,8 +64,10 @@ class S3Store(FsspecStore):
             from .base import validate_key
 
             validate_key(prefix, "s3 prefix")
-        client = boto3.session.Session().client("s3", config=Config(**CLIENT_CONFIG))
+        session, aio_session = _sessions()
+        client = session.client("s3", config=Config(**CLIENT_CONFIG))
         fs = s3fs.S3FileSystem(
+            session=aio_session,
             skip_instance_cache=True,
             use_listings_cache=False,
             config_kwargs=dict(CLIENT_CONFIG),

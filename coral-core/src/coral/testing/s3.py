@@ -5,14 +5,21 @@ or plugin author can use them the same way::
 
     with moto_endpoint() as endpoint:          # "http://127.0.0.1:PORT"
         bucket = create_bucket(endpoint)       # a fresh, empty bucket
+
+``moto_process()`` runs the same server as a separate process (its work does not compete with the caller's
+threads for the interpreter: benchmarks use it; so do tests that start it with other settings).
 """
 
 from __future__ import annotations
 
 import contextlib
+import os
 import socket
+import subprocess
+import sys
+import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 
 #: the environment that points boto3/s3fs at a test server (moto accepts any key pair)
 TEST_CREDENTIALS = {
@@ -46,6 +53,36 @@ def moto_endpoint() -> Iterator[str]:
         yield f"http://127.0.0.1:{port}"
     finally:
         server.stop()
+
+
+@contextlib.contextmanager
+def moto_process(env: Mapping[str, str] | None = None, start_timeout: float = 60.0) -> Iterator[str]:
+    """Run moto's S3 server as a child process on 127.0.0.1 and a free port (``env``: its environment, e.g.
+    ``INITIAL_NO_AUTH_ACTION_COUNT=0`` to check credentials); yield its URL; stop it after."""
+    port = free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+        env=dict(os.environ if env is None else env),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + start_timeout
+        while True:
+            with socket.socket() as s:
+                if s.connect_ex(("127.0.0.1", port)) == 0:
+                    break
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"moto server did not start on 127.0.0.1:{port} (exit code {proc.poll()})")
+            time.sleep(0.1)
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
 
 
 def create_bucket(endpoint: str, name: str | None = None) -> str:
