@@ -17,6 +17,7 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 from ..errors import ConfigError
+from ..version_control.background import limit_exit_wait
 
 log = logging.getLogger(__name__)
 
@@ -146,7 +147,7 @@ def wait_within(wait: Callable[[], None], deadline: float, what: str = "pending 
 
     threading.Thread(target=run, name="coral-preemption-wait", daemon=True).start()
     if not done.wait(deadline):
-        log.error("preemption: %s did not finish within preemption_deadline=%gs; they are lost", what, deadline)
+        log.error("preemption: %s did not finish within preemption_deadline=%gs; stopping without it", what, deadline)
         return False
     if error:
         log.error("preemption: %s failed: %s", what, error[0])
@@ -234,7 +235,9 @@ class PreemptionGuard:
     def finish(self, wait: Callable[[], None], commit: str | None = None) -> bool:
         """Wait (at most ``deadline`` s) for the save and its push, then mark the run as stopping."""
         self.saved_commit = commit
-        what = f"the write and push of preemption checkpoint {commit[:12]}" if commit else "pending saves and pushes"
+        what = (f"the push and background work after preemption checkpoint {commit[:12]} (committed locally)"
+                if commit else "pending saves and pushes")
+        limit_exit_wait(self.deadline)  # the exit that follows must not wait past the deadline either
         self.complete = wait_within(wait, self.deadline, what)
         self._stopping = True
         if self.complete:
