@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
-import os
 import signal
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import pytest
-from preempt_helpers import commits, preempted_commits, run, signal_at_step, start, stopped_step
+from preempt_helpers import (
+    commits,
+    frozen_s3_remote,
+    preempted_commits,
+    run,
+    signal_at_step,
+    start,
+    stopped_step,
+)
 from safetensors.torch import load_file
 
 
@@ -59,46 +63,23 @@ def test_sigterm_with_push_to_s3_the_preemption_checkpoint_is_on_the_remote_when
         assert remote.fsck()["ok"]
 
 
+
 def test_a_push_that_hangs_past_preemption_deadline_does_not_hold_the_exit(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """The remote's S3 server is frozen (SIGSTOP): the push never ends, so the process must stop at the deadline
-    with exit code 143 and its local preemption commit, saying what did not make it, not wait at exit for it."""
-    from coral import Repository
-    from coral.testing.s3 import create_bucket, free_port, s3_environment
-
-    port = free_port()
-    moto = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    proc = None
-    try:
-        endpoint = f"http://127.0.0.1:{port}"
-        for var, value in s3_environment(endpoint).items():
-            monkeypatch.setenv(var, value)
-        for _ in range(600):  # until the server answers
-            try:
-                bucket = create_bucket(endpoint)
-                break
-            except Exception:
-                assert moto.poll() is None, "moto server did not start"
-                time.sleep(0.1)
-        s3_url = f"s3://{bucket}/repo"
-        Repository(s3_url, init=True).close()
-        repo = tmp_path / "repo"
-        with Repository(repo, init=True) as local:
-            local.add_remote("origin", s3_url)
-        os.kill(moto.pid, signal.SIGSTOP)  # from now on every request to the remote hangs
+    """The remote's S3 server is frozen: the push never ends, so the process must stop at the deadline with exit
+    code 143 and its local preemption commit, saying what did not make it, not wait in close() or at exit."""
+    repo = tmp_path / "repo"
+    with frozen_s3_remote(repo, monkeypatch):
         proc = start("torch_run.py", str(repo), str(tmp_path / "out.safetensors"), "--push-to", "origin",
                      "--deadline", "2")
-        lines = signal_at_step(proc, 3, signal.SIGTERM)  # its hang guard fails the test if the exit waits on
+        try:
+            lines = signal_at_step(proc, 3, signal.SIGTERM)  # its hang guard fails the test if the exit waits on
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
         text = "\n".join(lines)
         assert proc.returncode == 143, text[-3000:]
         assert len(preempted_commits(repo)) == 1  # the local commit is complete
         assert "did not finish within preemption_deadline=2s" in text and "lost" not in text
-    finally:
-        if proc is not None and proc.poll() is None:
-            proc.kill()
-            proc.wait()
-        os.kill(moto.pid, signal.SIGCONT)
-        moto.terminate()
-        moto.wait(30)
