@@ -367,7 +367,7 @@ class CoralCheckpointManager:
         After a preemption the push is waited for only until its deadline (the process is stopping)."""
         self._saver.wait()
         if self._pusher is not None and not self._pusher.wait(exit_wait_limit()):
-            log.error("the push to %r did not finish within preemption_deadline; the remote lacks the newest "
+            log.debug("the push to %r did not finish within preemption_deadline; the remote lacks the newest "
                       "checkpoint (the local commit is complete)", self._pusher.remote)
 
     def close(self) -> None:

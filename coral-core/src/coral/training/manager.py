@@ -214,7 +214,7 @@ class CheckpointManager:
         self._saver.wait()
         limit = exit_wait_limit()  # None unless a preemption set it
         if self._pusher is not None and not self._pusher.wait(limit):
-            log.error("the push to %r did not finish within preemption_deadline; the remote lacks the newest "
+            log.debug("the push to %r did not finish within preemption_deadline; the remote lacks the newest "
                       "checkpoint (the local commit is complete)", self._pusher.remote)
             return
         self.repository.wait(limit)

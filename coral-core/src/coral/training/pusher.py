@@ -15,7 +15,7 @@ import threading
 import time
 import weakref
 
-from ..errors import CheckpointError, CoralError
+from ..errors import CheckpointError, CoralError, ExitDeadlineError
 from ..version_control.background import exit_wait_limit
 from ..version_control.remotes import push, remote_url
 from ..version_control.repository import Repository
@@ -97,6 +97,8 @@ class BackgroundPusher:
                 push(self.repository, self.remote, branch)
                 self.pushes += 1
                 return
+            except ExitDeadlineError:
+                raise  # the process is stopping: no retry
             except (CoralError, OSError) as exc:
                 if attempt == self.retries:
                     raise

@@ -117,6 +117,7 @@ def _drain_at_exit() -> None:
         try:
             if not work.wait(max(0.0, deadline - time.monotonic())):
                 log.info("Coral background work left for the next write (still pending: %s)", work.pending())
-            work.stop(5.0)
+            limit = exit_wait_limit()  # after a preemption: the item in hand is left too (atomic, resumed later)
+            work.stop(5.0 if limit is None else min(5.0, limit))
         except Exception as exc:  # pragma: no cover - the process is ending anyway
             log.warning("Coral background work at exit: %s", exc)
