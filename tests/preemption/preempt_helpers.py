@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
+import signal
 import subprocess
 import sys
+import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -68,3 +72,36 @@ def commits(repo_path: Path) -> list[Any]:
 def preempted_commits(repo_path: Path) -> list[dict[str, Any]]:
     """The metadata of every commit on the current branch that carries the ``preempted`` mark."""
     return [c.metadata for c in commits(repo_path) if (c.metadata or {}).get("preempted")]
+
+
+@contextlib.contextmanager
+def frozen_s3_remote(local: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+    """A new repository at ``local`` whose remote ``origin`` lives on a moto S3 server that is then frozen
+    (SIGSTOP): every request to it hangs, as on a dead link. Yields the remote's URL."""
+    from coral import Repository
+    from coral.testing.s3 import create_bucket, free_port, s3_environment
+
+    port = free_port()
+    moto = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        endpoint = f"http://127.0.0.1:{port}"
+        for var, value in s3_environment(endpoint).items():
+            monkeypatch.setenv(var, value)
+        for _ in range(600):  # until the server answers
+            try:
+                bucket = create_bucket(endpoint)
+                break
+            except Exception:
+                assert moto.poll() is None, "moto server did not start"
+                time.sleep(0.1)
+        url = f"s3://{bucket}/repo"
+        Repository(url, init=True).close()
+        with Repository(local, init=True) as repo:
+            repo.add_remote("origin", url)
+        os.kill(moto.pid, signal.SIGSTOP)
+        yield url
+    finally:
+        os.kill(moto.pid, signal.SIGCONT)
+        moto.terminate()
+        moto.wait(30)

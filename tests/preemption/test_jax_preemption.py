@@ -40,3 +40,25 @@ def test_reached_preemption_then_save_is_synchronous_marked_and_exits_128_plus_s
     finally:
         mgr.close()
     assert signal.getsignal(signal.SIGUSR1) == before
+
+
+def test_a_push_that_hangs_past_the_deadline_does_not_hold_close(tmp_path: Path,
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    """The remote's S3 server is frozen, so the push never ends: the preemption save is local and complete,
+    and close() (then the exit) returns at the deadline instead of waiting for the push."""
+    from preempt_helpers import frozen_s3_remote
+
+    before = signal.getsignal(signal.SIGUSR1)
+    with frozen_s3_remote(tmp_path / "r", monkeypatch):
+        mgr = CoralCheckpointManager(tmp_path / "r", save_interval_steps=100, push_to="origin",
+                                     preemption_signals=("SIGUSR1",), preemption_deadline=1)
+        try:
+            params = {"w": jnp.ones((3,), jnp.float32)}
+            os.kill(os.getpid(), signal.SIGUSR1)
+            assert mgr.reached_preemption(2)
+            assert mgr.save(2, params, force=True)
+            assert mgr.should_stop
+        finally:
+            mgr.close()  # would block on the frozen server for minutes without the deadline
+        assert Repository(tmp_path / "r").get_commit(mgr.commit_hash(2)).metadata["preempted"]["step"] == 2
+    assert signal.getsignal(signal.SIGUSR1) == before

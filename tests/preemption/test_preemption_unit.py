@@ -7,10 +7,12 @@ import signal
 import threading
 from pathlib import Path
 
+import numpy as np
 import pytest
 from coral import Repository
-from coral.errors import ConfigError
+from coral.errors import ConfigError, ExitDeadlineError
 from coral.training import CheckpointConfig, CheckpointManager, PreemptionGuard, PreemptionHandler, TrainingState
+from coral.version_control.background import clear_exit_wait_limit, limit_exit_wait
 
 
 @pytest.fixture
@@ -103,3 +105,22 @@ def test_coral_log_marks_the_preempted_commit(tmp_path: Path) -> None:
     out = subprocess.run([str(coral), "log"], cwd=tmp_path / "r", capture_output=True, text=True, check=True).stdout
     lines = out.strip().splitlines()
     assert "[preempted]" in lines[0] and "[preempted]" not in lines[1]
+
+
+def test_past_a_preemption_deadline_a_push_copies_no_chunk_and_a_later_push_completes(tmp_path: Path) -> None:
+    """Queued chunk copies are dropped once the deadline passed (the exit must not wait on them); the remote
+    keeps its old branch, and the same push run again (no deadline) sends everything."""
+    Repository(tmp_path / "remote", init=True).close()
+    with Repository(tmp_path / "local", init=True) as local:
+        local.add_remote("origin", tmp_path / "remote")
+        local.stage_weights({"w": np.arange(50_000, dtype=np.float32)})
+        commit = local.commit("c")
+        limit_exit_wait(0)
+        with pytest.raises(ExitDeadlineError, match="preemption deadline passed"):
+            local.push()
+        clear_exit_wait_limit()
+        with Repository(tmp_path / "remote") as remote:
+            assert list(remote.log()) == []
+        local.push()
+    with Repository(tmp_path / "remote") as remote:
+        assert [c.hash for c in remote.log()] == [commit]

@@ -5,7 +5,16 @@ from __future__ import annotations
 import signal
 from pathlib import Path
 
-from preempt_helpers import commits, preempted_commits, run, signal_at_step, start, stopped_step
+import pytest
+from preempt_helpers import (
+    commits,
+    frozen_s3_remote,
+    preempted_commits,
+    run,
+    signal_at_step,
+    start,
+    stopped_step,
+)
 from safetensors.torch import load_file
 
 
@@ -52,3 +61,25 @@ def test_sigterm_with_push_to_s3_the_preemption_checkpoint_is_on_the_remote_when
         on_remote = [c for c in remote.log() if c.hash == marks[0].hash]
         assert on_remote and on_remote[0].metadata["preempted"] == {"signal": "SIGTERM", "step": stopped_step(lines)}
         assert remote.fsck()["ok"]
+
+
+
+def test_a_push_that_hangs_past_preemption_deadline_does_not_hold_the_exit(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The remote's S3 server is frozen: the push never ends, so the process must stop at the deadline with exit
+    code 143 and its local preemption commit, saying what did not make it, not wait in close() or at exit."""
+    repo = tmp_path / "repo"
+    with frozen_s3_remote(repo, monkeypatch):
+        proc = start("torch_run.py", str(repo), str(tmp_path / "out.safetensors"), "--push-to", "origin",
+                     "--deadline", "2")
+        try:
+            lines = signal_at_step(proc, 3, signal.SIGTERM)  # its hang guard fails the test if the exit waits on
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+        text = "\n".join(lines)
+        assert proc.returncode == 143, text[-3000:]
+        assert len(preempted_commits(repo)) == 1  # the local commit is complete
+        assert "did not finish within preemption_deadline=2s" in text and "lost" not in text

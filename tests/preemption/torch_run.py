@@ -1,6 +1,7 @@
 """A plain PyTorch loop with Checkpointer, for the preemption tests (run in a real subprocess).
 
-``python torch_run.py REPO OUT [--user-handler FILE] [--sleep S] [--push-to REMOTE]``: resumes what REPO holds, prints
+``python torch_run.py REPO OUT [--user-handler FILE] [--sleep S] [--push-to REMOTE]
+[--deadline S]``: resumes what REPO holds, prints
 ``step N`` after each step, stops when ``ckpt.should_stop`` (a preemption) and writes the final weights to OUT.
 """
 
@@ -14,6 +15,7 @@ import time
 import numpy as np
 import torch
 from coral.integrations.pytorch import Checkpointer, ResumableLoader
+from coral.training import CheckpointConfig
 from safetensors.torch import save_file
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
@@ -27,6 +29,7 @@ def main() -> None:
     ap.add_argument("--sleep", type=float, default=0.0)
     ap.add_argument("--user-handler", default=None, help="install a SIGTERM handler first; it writes this file")
     ap.add_argument("--push-to", default=None, help="a remote of REPO each checkpoint is pushed to (push_to)")
+    ap.add_argument("--deadline", type=float, default=90.0, help="preemption_deadline, seconds")
     args = ap.parse_args()
     if args.user_handler:
         def user_handler(signum: int, frame: object) -> None:
@@ -45,7 +48,8 @@ def main() -> None:
     model = nn.Sequential(nn.Linear(8, 16), nn.ReLU(), nn.Dropout(0.3), nn.Linear(16, 3))
     opt = torch.optim.AdamW(model.parameters(), lr=0.05)
     # no save rule fires within the run: the only checkpoint is the preemption one
-    with Checkpointer(model, args.repo, "pre", optimizer=opt, data=data, every_n_steps=10_000, resume=True,
+    config = CheckpointConfig(save_every_n_steps=10_000, preemption_deadline=args.deadline)
+    with Checkpointer(model, args.repo, "pre", optimizer=opt, data=data, config=config, resume=True,
                       push_to=args.push_to) as ckpt:
         step = ckpt.global_step
         for epoch in range(ckpt.epoch, args.epochs):

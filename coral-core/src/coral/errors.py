@@ -174,5 +174,9 @@ class ConditionalWritesUnsupportedError(RefConflictError):
     raced another writer was refused instead of risking a lost update."""
 
 
+class ExitDeadlineError(CoralError, TimeoutError):
+    """Background work (a push) abandoned because the process's preemption deadline passed: it is stopping."""
+
+
 class MissingExtraError(CoralError, ImportError):
     """An optional feature's dependencies are not installed; the message names the extra to install."""

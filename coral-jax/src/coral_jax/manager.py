@@ -33,6 +33,7 @@ from coral.training import (
 )
 from coral.training.config import check_push_to
 from coral.training.tensors_in_state import join_state, split_state
+from coral.version_control.background import exit_wait_limit
 from coral.version_control.jsonsafe import from_jsonable, to_jsonable
 from coral.version_control.names import validate_ref_name
 
@@ -361,11 +362,16 @@ class CoralCheckpointManager:
         if self._pusher is not None:
             self._pusher.raise_pending()
 
-    def wait_until_finished(self) -> None:
-        """Block until a background save is written and pushed (``push_to``); re-raise an error if one failed."""
+    def wait_until_finished(self) -> bool:
+        """Block until a background save is written and pushed (``push_to``); re-raise an error if one failed.
+        After a preemption the push is waited for only until its deadline (the process is stopping): False
+        when it did not finish by then."""
         self._saver.wait()
-        if self._pusher is not None:
-            self._pusher.wait()
+        if self._pusher is not None and not self._pusher.wait(exit_wait_limit()):
+            log.debug("the push to %r did not finish within preemption_deadline; the remote lacks the newest "
+                      "checkpoint (the local commit is complete)", self._pusher.remote)
+            return False
+        return True
 
     def close(self) -> None:
         """Finish pending writes and put the signal handlers back."""

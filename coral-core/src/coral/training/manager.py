@@ -20,6 +20,7 @@ import numpy as np
 
 from ..core.weight_tensor import WeightTensor
 from ..errors import InvalidArgumentError, RefNotFoundError
+from ..version_control.background import exit_wait_limit
 from ..version_control.repository import Repository
 from ..version_control.staging import normalize_weights
 from . import releases
@@ -206,13 +207,18 @@ class CheckpointManager:
         """True while an async save is still being copied or written."""
         return self._saver.busy
 
-    def wait(self) -> None:
+    def wait(self) -> bool:
         """Block until pending async saves are written, background pushes (``push_to``) done and the
-        repository's background packing finished; raise if a save or push failed."""
+        repository's background packing finished; raise if a save or push failed. After a preemption the
+        push and packing are waited for only until its deadline (the process is stopping): False
+        when they did not finish by then."""
         self._saver.wait()
-        if self._pusher is not None:
-            self._pusher.wait()
-        self.repository.wait()
+        limit = exit_wait_limit()  # None unless a preemption set it
+        if self._pusher is not None and not self._pusher.wait(limit):
+            log.debug("the push to %r did not finish within preemption_deadline; the remote lacks the newest "
+                      "checkpoint (the local commit is complete)", self._pusher.remote)
+            return False
+        return self.repository.wait(limit)
 
     def _write(
         self,

@@ -17,6 +17,7 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 from ..errors import ConfigError
+from ..version_control.background import limit_exit_wait
 
 log = logging.getLogger(__name__)
 
@@ -128,25 +129,28 @@ class PreemptionHandler:
         return exit_code(self._signum if self._signum is not None else signal.SIGTERM)
 
 
-def wait_within(wait: Callable[[], None], deadline: float, what: str = "pending saves and pushes") -> bool:
-    """Run ``wait()`` in a helper thread for at most ``deadline`` seconds; True if it finished in time.
+def wait_within(wait: Callable[[], bool | None], deadline: float, what: str = "pending saves and pushes") -> bool:
+    """Run ``wait()`` in a helper thread for at most ``deadline`` seconds; True if it finished in time (a
+    ``wait`` that returns False gave up at the deadline itself).
 
     What did not finish (or failed) is logged as an error naming it: the process is about to stop.
     """
     done = threading.Event()
     error: list[BaseException] = []
+    gave_up: list[bool] = []
 
     def run() -> None:
         try:
-            wait()
+            if wait() is False:
+                gave_up.append(True)
         except BaseException as exc:  # reported below, in the caller's thread
             error.append(exc)
         finally:
             done.set()
 
     threading.Thread(target=run, name="coral-preemption-wait", daemon=True).start()
-    if not done.wait(deadline):
-        log.error("preemption: %s did not finish within preemption_deadline=%gs; they are lost", what, deadline)
+    if not done.wait(deadline) or gave_up:
+        log.error("preemption: %s did not finish within preemption_deadline=%gs; stopping without it", what, deadline)
         return False
     if error:
         log.error("preemption: %s failed: %s", what, error[0])
@@ -231,10 +235,12 @@ class PreemptionGuard:
         assert self.handler is not None
         return self.handler.metadata(step)
 
-    def finish(self, wait: Callable[[], None], commit: str | None = None) -> bool:
+    def finish(self, wait: Callable[[], bool | None], commit: str | None = None) -> bool:
         """Wait (at most ``deadline`` s) for the save and its push, then mark the run as stopping."""
         self.saved_commit = commit
-        what = f"the write and push of preemption checkpoint {commit[:12]}" if commit else "pending saves and pushes"
+        what = (f"the push and background work after preemption checkpoint {commit[:12]} (committed locally)"
+                if commit else "pending saves and pushes")
+        limit_exit_wait(self.deadline)  # the exit that follows must not wait past the deadline either
         self.complete = wait_within(wait, self.deadline, what)
         self._stopping = True
         if self.complete:

@@ -3,7 +3,8 @@
 ``request()`` returns at once; one worker thread pushes the newest state of the branch (requests that pile
 up while a push runs collapse into one). A failed push is retried with a growing pause, then kept as an
 error that the next save or ``wait()`` raises, like a failed async save. Pushes still pending when the
-interpreter exits are finished first (like the BackgroundSaver's saves).
+interpreter exits are finished first (like the BackgroundSaver's saves), within a preemption's deadline
+when one set it (``limit_exit_wait``).
 """
 
 from __future__ import annotations
@@ -14,7 +15,8 @@ import threading
 import time
 import weakref
 
-from ..errors import CheckpointError, CoralError
+from ..errors import CheckpointError, CoralError, ExitDeadlineError
+from ..version_control.background import exit_wait_limit
 from ..version_control.remotes import push, remote_url
 from ..version_control.repository import Repository
 
@@ -27,9 +29,14 @@ _live_pushers: weakref.WeakSet[BackgroundPusher] = weakref.WeakSet()
 
 @atexit.register
 def _wait_all_at_exit() -> None:
+    limit = exit_wait_limit()  # None: wait for every push; a preemption bounds it by its deadline
+    deadline = None if limit is None else time.monotonic() + limit
     for pusher in list(_live_pushers):
         try:
-            pusher.wait()
+            left = None if deadline is None else max(0.0, deadline - time.monotonic())
+            if not pusher.wait(left):
+                log.error("a pending Coral push to %r did not finish before exit (preemption_deadline); "
+                          "the remote lacks the newest checkpoint, the local one is complete", pusher.remote)
         except Exception as exc:  # pragma: no cover - reported, the process is ending anyway
             log.error("a pending Coral push failed at exit: %s", exc)
 
@@ -90,6 +97,8 @@ class BackgroundPusher:
                 push(self.repository, self.remote, branch)
                 self.pushes += 1
                 return
+            except ExitDeadlineError:
+                raise  # the process is stopping: no retry
             except (CoralError, OSError) as exc:
                 if attempt == self.retries:
                     raise
@@ -103,9 +112,11 @@ class BackgroundPusher:
         if err is not None:
             raise CheckpointError(f"an earlier background push to {self.remote!r} failed: {err}") from err
 
-    def wait(self) -> None:
-        """Block until every requested push has finished; raise if one failed."""
+    def wait(self, timeout: float | None = None) -> bool:
+        """Block until every requested push has finished (False when ``timeout`` s ran out first); raise if one
+        failed."""
         with self._cond:
-            while self._busy or self._wanted is not None:
-                self._cond.wait()
-        self.raise_pending()
+            done = self._cond.wait_for(lambda: not self._busy and self._wanted is None, timeout)
+        if done:
+            self.raise_pending()
+        return done

@@ -77,12 +77,36 @@ class BackgroundWork:
 _live: weakref.WeakSet[BackgroundWork] = weakref.WeakSet()
 
 
+_exit_limit: list[float] = []  # monotonic times set by limit_exit_wait; the earliest one counts
+
+
+def limit_exit_wait(seconds: float) -> None:
+    """Let process exit wait at most ``seconds`` from now for background work and pushes (a preemption's
+    deadline: a process that must go must not hang past its grace window on a slow push)."""
+    _exit_limit.append(time.monotonic() + max(0.0, seconds))
+
+
+def clear_exit_wait_limit() -> None:
+    """Forget every ``limit_exit_wait`` (for a process that goes on after a preemption, e.g. a test run)."""
+    _exit_limit.clear()
+
+
+def exit_wait_limit() -> float | None:
+    """Seconds left before the limit set by ``limit_exit_wait``, or None when none was set."""
+    if not _exit_limit:
+        return None
+    return max(0.0, min(_exit_limit) - time.monotonic())
+
+
 def exit_wait_seconds() -> float:
-    """How long process exit waits for background work (``CORAL_EXIT_WAIT``, default 30 s)."""
+    """How long process exit waits for background work (``CORAL_EXIT_WAIT``, default 30 s; less after a
+    ``limit_exit_wait``)."""
     try:
-        return max(0.0, float(os.environ.get(EXIT_WAIT_ENV, DEFAULT_EXIT_WAIT_S)))
+        seconds = max(0.0, float(os.environ.get(EXIT_WAIT_ENV, DEFAULT_EXIT_WAIT_S)))
     except ValueError:
-        return DEFAULT_EXIT_WAIT_S
+        seconds = DEFAULT_EXIT_WAIT_S
+    limit = exit_wait_limit()
+    return seconds if limit is None else min(seconds, limit)
 
 
 @atexit.register
@@ -93,6 +117,7 @@ def _drain_at_exit() -> None:
         try:
             if not work.wait(max(0.0, deadline - time.monotonic())):
                 log.info("Coral background work left for the next write (still pending: %s)", work.pending())
-            work.stop(5.0)
+            limit = exit_wait_limit()  # after a preemption: the item in hand is left too (atomic, resumed later)
+            work.stop(5.0 if limit is None else min(5.0, limit))
         except Exception as exc:  # pragma: no cover - the process is ending anyway
             log.warning("Coral background work at exit: %s", exc)

@@ -16,9 +16,10 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..codecs import decode_chunk, parse_header
-from ..errors import CoralError, CorruptObjectError, ObjectNotFoundError
+from ..errors import CoralError, CorruptObjectError, ExitDeadlineError, ObjectNotFoundError
 from ..objects.tensors import ObjectStore, chunk_key, hash_bytes
 from ..store.base import Store
+from .background import exit_wait_limit
 
 log = logging.getLogger(__name__)
 
@@ -154,6 +155,14 @@ def first_good(*objects: ObjectStore) -> Callable[[str], np.ndarray]:
     return read
 
 
+def _unless_past_exit_deadline(copy: Callable[[str], object], cid: str) -> None:
+    """Copy one chunk, unless a preemption's deadline passed: the queued rest is then dropped, so the process
+    can exit (a pool's queued work would otherwise hold the interpreter's exit until all of it is sent)."""
+    if exit_wait_limit() == 0.0:
+        raise ExitDeadlineError(f"chunk {cid} not copied: the preemption deadline passed")
+    copy(cid)
+
+
 def copy_chunks(
     src: Store,
     dst: Store,
@@ -171,7 +180,7 @@ def copy_chunks(
     ids = list(dict.fromkeys(chunk_ids))
     if ids:
         with cf.ThreadPoolExecutor(max(1, min(threads, len(ids))), thread_name_prefix="coral-transfer") as pool:
-            futures = [pool.submit(copier.copy, cid) for cid in ids]
+            futures = [pool.submit(_unless_past_exit_deadline, copier.copy, cid) for cid in ids]
             cf.wait(futures)
             for fut in futures:
                 exc = fut.exception()
