@@ -61,3 +61,29 @@ def test_runs_on_s3_directly_and_pushing_to_s3_resume_bit_exact_in_new_processes
     )
     assert identical(tmp_path / "full.st", tmp_path / "direct-resumed.st")
     assert identical(tmp_path / "full.st", tmp_path / "clone-resumed.st")
+
+
+EXIT_WITHOUT_WAIT = """
+import sys, torch
+from coral.integrations.pytorch import Checkpointer
+model = torch.nn.Linear(8, 8)
+ckpt = Checkpointer(model, sys.argv[1], "exp", optimizer=torch.optim.SGD(model.parameters(), lr=0.1),
+                    push_to="origin", every_n_epochs=1)
+for epoch in range(2):
+    ckpt.log(epoch, epoch, loss=1.0)
+# no close() or wait(): the exit handler finishes the pending push
+"""
+
+
+def test_a_push_to_s3_still_pending_at_exit_is_finished_by_the_exit_handler(tmp_path, s3_bucket):
+    # it ran after concurrent.futures' exit hook, so the HTTP client refused the work and nothing arrived
+    remote = f"s3://{s3_bucket}/remotes/exit"
+    Repository(remote, init=True).close()
+    with Repository(tmp_path / "trainer", init=True) as repo:
+        repo.add_remote("origin", remote)
+    env = dict(os.environ, CORAL_PLUGINS="torch", OMP_NUM_THREADS="1")
+    done = subprocess.run([sys.executable, "-c", EXIT_WITHOUT_WAIT, str(tmp_path / "trainer")], env=env,
+                          capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0 and "failed" not in done.stderr, done.stderr
+    with Repository(remote) as pushed, Repository(tmp_path / "trainer") as trainer:
+        assert len(pushed.log()) == 2 and pushed.head_commit() == trainer.head_commit()

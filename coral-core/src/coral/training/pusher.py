@@ -9,6 +9,7 @@ interpreter exits are finished first (like the BackgroundSaver's saves).
 from __future__ import annotations
 
 import atexit
+import concurrent.futures.thread  # noqa: F401 - its exit hook must be registered before ours (see below)
 import logging
 import threading
 import time
@@ -25,13 +26,18 @@ RETRY_PAUSE_S = 0.5
 _live_pushers: weakref.WeakSet[BackgroundPusher] = weakref.WeakSet()
 
 
-@atexit.register
 def _wait_all_at_exit() -> None:
     for pusher in list(_live_pushers):
         try:
             pusher.wait()
         except Exception as exc:  # pragma: no cover - reported, the process is ending anyway
             log.error("a pending Coral push failed at exit: %s", exc)
+
+
+# A push needs thread pools (s3fs's asyncio resolver, boto's transfers, our copy threads), which refuse new
+# work once concurrent.futures' own exit hook has run; an atexit handler runs after it, so every pending S3
+# push failed there. threading's exit hooks run before it, in reverse order of registration.
+getattr(threading, "_register_atexit", atexit.register)(_wait_all_at_exit)
 
 
 class BackgroundPusher:
