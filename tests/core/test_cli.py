@@ -470,3 +470,23 @@ def test_console_script_exit_codes_and_json(history, tmp_path):
     assert_one_line_error(usage.returncode, usage.stderr, "--bogus")
     version = script("--version")
     assert version.returncode == 0 and coral.__version__ in version.stdout
+
+
+def test_progress_bar_keeps_the_rate_when_the_final_byte_count_differs_from_the_estimate() -> None:
+    # the updates a real push made: the estimate (decoded sizes) is a few header bytes under the final
+    # count; passing that new total to rich dropped its rate samples and the bar ended on "?" instead of a rate
+    import io
+
+    from coral.cli.output import Output
+    from rich.console import Console
+
+    out = Output()
+    out.err = Console(file=io.StringIO(), force_terminal=True, width=120)
+    with out.progress("Pushing to origin") as update:
+        for done in (4194336, 8388672, 12583008, 16777344, 20971680):
+            update(done, 25165824)
+        update(25166016, 25166016)
+        update(25166016, 25166016)
+    frames = out.err.file.getvalue().split("\r")
+    last = [f for f in frames if "25.2/25.2 MB" in f][-1]
+    assert re.search(r"[0-9.]+ [kMGTP]?B/s", last), last

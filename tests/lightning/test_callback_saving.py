@@ -184,8 +184,7 @@ def test_push_to_pushes_each_checkpoint_of_a_real_fit(app, tmp_path) -> None:
     repo = Repository(tmp_path / "r", init=True)
     repo.add_remote("origin", tmp_path / "remote")
     cb = CoralCallback(repo=repo, save_every_n_epochs=1, branch="run", push_to="origin")
-    _fit(app, tmp_path, [cb], max_epochs=2)
-    cb.manager.wait()  # waits for the background pushes
+    _fit(app, tmp_path, [cb], max_epochs=2)  # fit returns once the background pushes are done
     with Repository(tmp_path / "remote") as remote:
         assert remote.resolve("run") == repo.resolve("run") == repo.resolve("origin/run") == cb.last_commit_hash
         assert len(_commits(remote, "run")) == 2 and remote.fsck()["ok"]

@@ -277,6 +277,22 @@ def cli(capsys, *argv: str) -> tuple[int, str, str]:
     return code, captured.out, captured.err
 
 
+def test_cli_init_of_an_s3_url_creates_the_repository_in_the_bucket(tmp_path, s3_url, capsys):
+    # it used to create a local folder named "s3:" under the current folder and leave the bucket empty
+    code, out, _ = cli(capsys, "-C", str(tmp_path), "init", s3_url)
+    assert code == 0 and out.strip() == f"Initialized empty Coral repository in {s3_url}"
+    assert list(tmp_path.iterdir()) == []
+    with Repository(s3_url) as repo:
+        assert repo.current_branch == "main"
+    code, out, _ = cli(capsys, "-C", str(tmp_path), "init", s3_url)
+    assert code == 0 and out.startswith("Reinitialized existing")
+    local_dir = str(tmp_path / "local")
+    with Repository(local_dir, init=True) as local:
+        commit(local, 1)
+    assert cli(capsys, "-C", local_dir, "remote", "add", "origin", s3_url)[0] == 0
+    assert cli(capsys, "-C", local_dir, "push")[0] == 0
+
+
 def test_cli_remote_push_log_branch_clone_pull_fsck_against_s3(tmp_path, s3_url, s3_bucket, capsys):
     local_dir = str(tmp_path / "local")
     Repository(s3_url, init=True).close()

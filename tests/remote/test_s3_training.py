@@ -61,3 +61,42 @@ def test_runs_on_s3_directly_and_pushing_to_s3_resume_bit_exact_in_new_processes
     )
     assert identical(tmp_path / "full.st", tmp_path / "direct-resumed.st")
     assert identical(tmp_path / "full.st", tmp_path / "clone-resumed.st")
+
+
+EXIT_WITHOUT_WAIT = """
+import sys, torch
+from coral.integrations.pytorch import Checkpointer
+model = torch.nn.Linear(8, 8)
+options = {"push_to": "origin"} if sys.argv[2] == "push" else {"async_save": True}
+ckpt = Checkpointer(model, sys.argv[1], "exp", optimizer=torch.optim.SGD(model.parameters(), lr=0.1),
+                    every_n_epochs=1, **options)
+for epoch in range(2):
+    ckpt.log(epoch, epoch, loss=1.0)
+# no close() or wait(): the exit handlers finish the pending save or push
+"""
+
+
+def exit_without_wait(repo: str | Path, mode: str) -> None:
+    env = dict(os.environ, CORAL_PLUGINS="torch", OMP_NUM_THREADS="1")
+    done = subprocess.run([sys.executable, "-c", EXIT_WITHOUT_WAIT, str(repo), mode], env=env,
+                          capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0 and "failed" not in done.stderr, done.stderr
+
+
+def test_a_push_to_s3_still_pending_at_exit_is_finished_by_the_exit_handler(tmp_path, s3_bucket):
+    # it ran after concurrent.futures' exit hook, so the HTTP client refused the work and nothing arrived
+    remote = f"s3://{s3_bucket}/remotes/exit"
+    Repository(remote, init=True).close()
+    with Repository(tmp_path / "trainer", init=True) as repo:
+        repo.add_remote("origin", remote)
+    exit_without_wait(tmp_path / "trainer", "push")
+    with Repository(remote) as pushed, Repository(tmp_path / "trainer") as trainer:
+        assert len(pushed.log()) == 2 and pushed.head_commit() == trainer.head_commit()
+
+
+def test_an_async_save_into_s3_still_pending_at_exit_is_finished_by_the_exit_handler(s3_bucket):
+    # the same: the last async save failed with 'cannot schedule new futures after shutdown'
+    direct = f"s3://{s3_bucket}/runs/exit-async"
+    exit_without_wait(direct, "async")
+    with Repository(direct) as on_s3:
+        assert len(on_s3.log()) == 2 and on_s3.fsck()["ok"]

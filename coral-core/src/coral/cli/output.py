@@ -81,9 +81,16 @@ class Output:
         )
         with bar:
             task = bar.add_task(description, total=None)
+            totals: list[int] = []
 
             def update(done: int, total: int) -> None:
-                bar.update(task, completed=done, total=total)
+                # rich drops its rate samples whenever the total changes, and the transfer's estimate is a few
+                # header bytes off the final count: the first total is kept, or the rate would show "?"
+                if not totals:
+                    totals.append(total)
+                    bar.update(task, completed=done, total=total)
+                else:
+                    bar.update(task, completed=done)
 
             yield update
 

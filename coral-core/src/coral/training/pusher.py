@@ -10,6 +10,7 @@ when one set it (``limit_exit_wait``).
 from __future__ import annotations
 
 import atexit
+import concurrent.futures.thread  # noqa: F401 - its exit hook must be registered before ours (see below)
 import logging
 import threading
 import time
@@ -27,7 +28,6 @@ RETRY_PAUSE_S = 0.5
 _live_pushers: weakref.WeakSet[BackgroundPusher] = weakref.WeakSet()
 
 
-@atexit.register
 def _wait_all_at_exit() -> None:
     limit = exit_wait_limit()  # None: wait for every push; a preemption bounds it by its deadline
     deadline = None if limit is None else time.monotonic() + limit
@@ -39,6 +39,12 @@ def _wait_all_at_exit() -> None:
                           "the remote lacks the newest checkpoint, the local one is complete", pusher.remote)
         except Exception as exc:  # pragma: no cover - reported, the process is ending anyway
             log.error("a pending Coral push failed at exit: %s", exc)
+
+
+# A push needs thread pools (s3fs's asyncio resolver, boto's transfers, our copy threads), which refuse new
+# work once concurrent.futures' own exit hook has run; an atexit handler runs after it, so every pending S3
+# push failed there. threading's exit hooks run before it, in reverse order of registration.
+getattr(threading, "_register_atexit", atexit.register)(_wait_all_at_exit)
 
 
 class BackgroundPusher:

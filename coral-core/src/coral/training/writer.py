@@ -7,6 +7,7 @@ Shared by CheckpointManager and coral-jax's CoralCheckpointManager.
 from __future__ import annotations
 
 import atexit
+import concurrent.futures.thread  # noqa: F401 - its exit hook must be registered before ours (see below)
 import logging
 import shutil
 import threading
@@ -26,13 +27,17 @@ log = logging.getLogger(__name__)
 _live_savers: weakref.WeakSet[BackgroundSaver] = weakref.WeakSet()
 
 
-@atexit.register
 def _wait_all_at_exit() -> None:
     for saver in list(_live_savers):
         try:
             saver.wait()
         except Exception as exc:  # pragma: no cover - reported, the process is ending anyway
             log.error("a pending Coral checkpoint failed at exit: %s", exc)
+
+
+# A save into an S3 repository needs thread pools, which refuse new work once concurrent.futures' exit hook
+# has run; threading's exit hooks run before it (in reverse order of registration) and before atexit's.
+getattr(threading, "_register_atexit", atexit.register)(_wait_all_at_exit)
 
 
 class BackgroundSaver:
