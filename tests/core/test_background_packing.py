@@ -120,3 +120,69 @@ def test_checkpoint_manager_packs_in_the_background_and_wait_includes_it(tmp_pat
     loaded = mgr.load_checkpoint()
     assert loaded is not None and loaded["state"].global_step == 4
     repo.close()
+
+
+_EXITING_WRITER = """
+import sys, time
+import numpy as np
+from coral import Repository
+
+rng = np.random.default_rng(0)
+w = rng.standard_normal(1_000_000).astype(np.float32)
+repo = Repository(sys.argv[1], init=True)
+repo.background.stop()  # packing starts nothing in this process: the run "ends" with all of it queued
+for i in range(4):
+    w = (w + 1e-3 * rng.standard_normal(w.size).astype(np.float32)).astype(np.float32)
+    repo.commit_weights({"w": w}, f"step {i}")
+print(repo.pending_background()["packing"], flush=True)
+# no close(): like a training process that ends with its repository open
+"""
+
+
+def _run_writer(tmp_path, env_extra: dict[str, str]) -> int:
+    import os
+    import subprocess
+    import sys
+
+    env = dict(os.environ, **env_extra)
+    out = subprocess.run([sys.executable, "-c", _EXITING_WRITER, str(tmp_path)], env=env, capture_output=True,
+                         text=True, timeout=120, check=True)
+    return int(out.stdout.strip().splitlines()[-1])
+
+
+def _wait_for_queue(path, seconds: float) -> int:
+    import time
+
+    deadline = time.monotonic() + seconds
+    while True:
+        with Repository(path) as repo:
+            left = repo.pending_background()["packing"]
+        if left == 0 or time.monotonic() > deadline:
+            return left
+        time.sleep(0.2)
+
+
+def test_packing_left_at_exit_goes_on_in_a_detached_process(tmp_path):
+    queued = _run_writer(tmp_path, {})
+    assert queued > 0  # the writer exited with packing queued ...
+    assert _wait_for_queue(tmp_path, 120) == 0  # ... and a detached worker drained it after the exit
+    with Repository(tmp_path) as repo:
+        st = repo.stats()
+        assert st["stored_bytes"] < 0.9 * st["unique_bytes"], st
+        assert repo.fsck()["ok"]
+
+
+def test_exit_detach_off_leaves_the_queue_for_the_next_writer(tmp_path):
+    queued = _run_writer(tmp_path, {"CORAL_EXIT_DETACH": "0", "CORAL_EXIT_WAIT": "0"})
+    assert queued > 0
+    with Repository(tmp_path) as repo:
+        assert repo.pending_background()["packing"] == queued
+
+
+def test_a_reader_never_starts_a_packer(tmp_path):
+    _abandoned(tmp_path)
+    with Repository(tmp_path) as repo:
+        repo.log()
+        assert repo.packer.detach(1.0)  # nothing of this process to hand on: no worker starts
+    with Repository(tmp_path) as repo:
+        assert repo.pending_background()["packing"] == 2

@@ -198,7 +198,7 @@ class CoralTrainerCallback(TrainerCallback, CallbackSetup):
                     )
                 else:
                     self._save(args, state, control, kwargs, "train_end")
-            self.manager.wait()
+            self.manager.wait(packing=False)  # packing goes on in the background (at exit: a detached process)
         finally:
             self._training = False
             self.preemption.uninstall()

@@ -211,7 +211,9 @@ class CoralCallback(Callback, CallbackSetup):
     def on_fit_end(self, trainer: Any, pl_module: Any) -> None:
         self.preemption.uninstall()
         if self._manager is not None and trainer.is_global_zero:
-            self._manager.wait()  # fit returns with every save written and every push_to push done (or raised)
+            # fit returns with every save written and every push_to push done (or raised); packing goes on in
+            # the background (at exit: a detached process)
+            self._manager.wait(packing=False)
         self.preemption.exit_if_preempted()  # e.g. SIGUSR1: the loop stopped on should_stop
 
     def on_exception(self, trainer: Any, pl_module: Any, exception: BaseException) -> None:

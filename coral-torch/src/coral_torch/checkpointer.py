@@ -328,7 +328,7 @@ class Checkpointer:
         if self.preemption.should_stop and status == "completed":
             status = "killed"  # the tracker run ends KILLED, like a run stopped by a signal
         try:
-            self.manager.wait()
+            self.manager.wait(packing=False)  # packing goes on in the background (at exit: a detached process)
         except BaseException:
             status = "failed"
             raise

@@ -263,7 +263,7 @@ class CoralTrainer:
         put the signal handlers back and raise ``SystemExit(128 + signum)``."""
         preempted = self.preemption.should_stop
         try:
-            self.manager.wait()
+            self.manager.wait(packing=False)  # packing goes on in the background (at exit: a detached process)
         except BaseException:
             status = "failed"
             raise

@@ -207,18 +207,19 @@ class CheckpointManager:
         """True while an async save is still being copied or written."""
         return self._saver.busy
 
-    def wait(self) -> bool:
+    def wait(self, packing: bool = True) -> bool:
         """Block until pending async saves are written, background pushes (``push_to``) done and the
         repository's background packing finished; raise if a save or push failed. After a preemption the
         push and packing are waited for only until its deadline (the process is stopping): False
-        when they did not finish by then."""
+        when they did not finish by then. ``packing=False`` (what the end of a run uses) does not wait for
+        packing: it goes on in the background and, at exit, in a detached process."""
         self._saver.wait()
         limit = exit_wait_limit()  # None unless a preemption set it
         if self._pusher is not None and not self._pusher.wait(limit):
             log.debug("the push to %r did not finish within preemption_deadline; the remote lacks the newest "
                       "checkpoint (the local commit is complete)", self._pusher.remote)
             return False
-        return self.repository.wait(limit)
+        return self.repository.wait(limit) if packing else True
 
     def _write(
         self,

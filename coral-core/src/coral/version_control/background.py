@@ -18,6 +18,7 @@ log = logging.getLogger(__name__)
 
 EXIT_WAIT_ENV = "CORAL_EXIT_WAIT"
 DEFAULT_EXIT_WAIT_S = 30.0
+EXIT_DETACH_ENV = "CORAL_EXIT_DETACH"  # "0": exit waits for packing (up to CORAL_EXIT_WAIT) instead of detaching
 
 
 class BackgroundJob(Protocol):
@@ -73,6 +74,19 @@ class BackgroundWork:
         for job in self.jobs():
             job.stop(timeout)
 
+    def close(self, timeout: float | None = None) -> None:
+        """``stop`` and forget these jobs at exit: a closed repository's queue waits for its next writer."""
+        self.stop(timeout)
+        _live.discard(self)
+
+    def detach(self, timeout: float | None = None) -> bool:
+        """Hand every job's queue to a process that outlives this one (jobs with a ``detach`` method, e.g.
+        packing); False, with nothing handed over, when some job cannot be."""
+        jobs = self.jobs()
+        if not all(callable(getattr(job, "detach", None)) for job in jobs):
+            return False
+        return all([job.detach(timeout) for job in jobs])  # type: ignore[attr-defined]
+
 
 _live: weakref.WeakSet[BackgroundWork] = weakref.WeakSet()
 
@@ -111,10 +125,15 @@ def exit_wait_seconds() -> float:
 
 @atexit.register
 def _drain_at_exit() -> None:
-    """Give background work a bounded time to finish; then stop it safely (it resumes on the next write)."""
+    """Hand background work to a detached process where it can go on there (packing of a local repository);
+    else give it a bounded time to finish, then stop it safely (it resumes on the next write)."""
+    detach = os.environ.get(EXIT_DETACH_ENV, "1") != "0"
     deadline = time.monotonic() + exit_wait_seconds()
     for work in list(_live):
         try:
+            limit = exit_wait_limit()
+            if detach and work.detach(5.0 if limit is None else min(5.0, limit)):
+                continue
             if not work.wait(max(0.0, deadline - time.monotonic())):
                 log.info("Coral background work left for the next write (still pending: %s)", work.pending())
             limit = exit_wait_limit()  # after a preemption: the item in hand is left too (atomic, resumed later)

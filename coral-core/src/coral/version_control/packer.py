@@ -5,18 +5,23 @@ The queue is durable: each commit to pack is a ref ``pack/pending/<id>``, create
 the commit is made and deleted once its pair is packed. A process that exits or is killed leaves the refs;
 the next writer's packer (or ``coral repack``) drains them, as git's auto-gc picks up loose objects.
 Re-encoding rewrites an object atomically under the same id, so a kill at any instant loses nothing.
+At exit, what is still queued in a local store is handed to a detached lowest-priority process
+(``pack_worker``), as git's ``gc --auto`` detaches: the end of a run does not wait for space optimisation.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import subprocess
+import sys
 import threading
 from typing import Any
 
 from ..errors import CoralError, CorruptObjectError, ObjectNotFoundError
 from ..objects.tensors import ObjectStore
 from ..store.base import Store
+from ..store.local import LocalStore
 from . import packing
 from .history import History
 
@@ -92,6 +97,7 @@ class BackgroundPacker:
         self._stop = threading.Event()
         self.last_thread_id: int | None = None  # the thread that packed last (tests check it is not the caller's)
         self.totals: dict[str, Any] = {"chunks": 0, "bytes_saved": 0, "commits": 0}
+        self._started = False  # this process queued a commit: only a writer hands the queue on at exit
 
     def enqueue(self, commit_id: str) -> None:
         """Queue ``commit_id`` durably and make sure the packer runs. The commit has landed already: a queue
@@ -102,6 +108,7 @@ class BackgroundPacker:
         except (CoralError, OSError) as exc:
             log.warning("packing after commit %s not queued (run `coral repack` later): %s", commit_id[:12], exc)
             return
+        self._started = True
         self.kick()
 
     def kick(self) -> None:
@@ -145,3 +152,28 @@ class BackgroundPacker:
     def stop(self, timeout: float | None = None) -> None:
         self._stop.set()
         self.wait(timeout)
+
+    def detach(self, timeout: float | None = None) -> bool:
+        """Stop after the pair in hand (up to ``timeout`` s) and hand what is still queued to a detached
+        lowest-priority process that outlives this one (``pack_worker``). False where that cannot be done
+        (a store that is not a local folder, or the process did not start): the queue then waits for the
+        next writer or ``coral repack``, as before."""
+        if not isinstance(self.store, LocalStore):
+            return False
+        self.stop(timeout)
+        if not self._started:
+            return True  # a reader: another process's queue waits for its next writer
+        left = self.pending()
+        if left == 0:
+            return True
+        try:
+            proc = subprocess.Popen(
+                [sys.executable, "-m", "coral.version_control.pack_worker", str(self.store.root)],
+                stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                start_new_session=True, close_fds=True,
+            )
+        except OSError as exc:
+            log.info("packing of %d commit(s) left for the next write: %s", left, exc)
+            return False
+        log.info("packing of %d commit(s) goes on in a background process (pid %d)", left, proc.pid)
+        return True

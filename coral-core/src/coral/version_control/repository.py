@@ -106,7 +106,7 @@ class Repository:
     def close(self) -> None:
         """Release this handle: background work finishes the item in hand and stops (what is left stays
         queued in the store and resumes on the next write or ``coral repack``)."""
-        self.background.stop()
+        self.background.close()
         self.store.release_staged(self.staging.token)
         self.objects.close()
 
