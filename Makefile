@@ -40,7 +40,8 @@ test: $(STAMP)
 bench: $(STAMP)
 	$(PY) bench/storage.py
 
-# Coral against torch.save / safetensors / DCP / ModelCheckpoint / Trainer / Orbax in real loops (~25 min)
+# Coral against torch.save / safetensors / DCP / ModelCheckpoint / Trainer / Orbax in real loops
+# (fp32 + frozen90 ~42 min on 2 quiet cores; bf16 at batch 64 adds ~1.5 h on a CPU: see bench/compare.py)
 bench-compare: $(STAMP)
 	$(PY) bench/compare.py
 

@@ -7,9 +7,10 @@ Every cell (train, restore latest, restore an older checkpoint, retention, resum
 peak RSS is that process's own, and the page cache is dropped (`sync; echo 3 > /proc/sys/vm/drop_caches`,
 root only; else the table says "warm") before each restoring process starts.
 
-Bounded run time: the default run (`--repeats 2`, all four frameworks, 45 jobs of 100 steps) is estimated at
-25-35 minutes on a quiet 2-core machine (not yet measured quiet: the only full runs so far were on a machine
-with a load average near 20); `--quick` (tiny models, 1 repeat) is the smoke run the test suite uses.
+Run time on a quiet 2-core machine (2026-12-06): `--cases fp32,frozen90` (all four frameworks, 2 repeats)
+41.6 min; the bf16 case at the default batch 64 would add about 1.5 hours on a CPU without bf16 matrix
+units (a bf16 step is ~25x an fp32 step), `--cases bf16 --batch 8 --every 2` took 9 min. `--quick` (tiny
+models, 1 repeat) is the smoke run the test suite uses.
 Options: `--frameworks torch,lightning,hf,jax`, `--cases fp32,bf16,frozen90`, `--only ALT,...`,
 `--repeats N`, `--batch B` (64; smaller makes each step cheaper on a loaded machine),
 `--every N` (steps between checkpoints, 10), `--output FILE` (default BENCHMARKS.md; `-` prints only),
@@ -295,6 +296,7 @@ def section(results: dict[str, Any], info: dict[str, Any], args: argparse.Namesp
              f"Run of {when}: `python bench/compare.py --repeats {args.repeats} --frameworks {args.frameworks}"
              + (f" --batch {args.batch}" if args.batch != 64 else "") + (f" --every {args.every}" if args.every else "")
              + (f" --only {args.only}" if args.only else "")
+             + (f" --cases {args.cases}" if args.cases != "fp32,bf16,frozen90" else "")
              + (" --quick" if args.quick else "") + f"`, {elapsed / 60:.1f} min"
              + ("" if final else " so far (**unfinished**: the run was still going)") + f". Machine: {info['cpu']}, "
              f"{info['cores']} cores, load average {min(loads):.1f}-{max(loads):.1f} during the run "
