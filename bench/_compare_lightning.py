@@ -13,13 +13,14 @@ from _compare_common import CHECKPOINTS, OLDER, RESUME_FROM, SIZES, Clock, diges
 from _compare_common import tree_bytes as stored
 from coral_lightning._compat import pl
 
-ALTERNATIVES = ["none", "modelcheckpoint", "modelcheckpoint-async", "coral"]
+ALTERNATIVES = ["none", "modelcheckpoint", "modelcheckpoint-async", "coral", "coral-async"]
 CASE_ALTERNATIVES = {"fp32": ALTERNATIVES}
 LABELS = {
     "none": "no checkpoints",
     "modelcheckpoint": "`ModelCheckpoint(every_n_train_steps=K, save_top_k=-1)`",
     "modelcheckpoint-async": "`ModelCheckpoint` + `AsyncCheckpointIO`",
     "coral": "Coral `CoralCallback(save_every_n_steps=K)`",
+    "coral-async": "Coral `CoralCallback(save_every_n_steps=K, async_save=True)`",
 }
 
 
@@ -79,11 +80,11 @@ def trainer(alt: str, root: Path, steps: int, every: int, callbacks: list[Any], 
                                                 filename="{step}", save_on_train_epoch_end=False))
         if alt.endswith("async"):
             plugins = [*plugins, pl.plugins.io.AsyncCheckpointIO()]
-    elif alt == "coral":
+    elif alt.startswith("coral"):
         from coral.integrations.lightning import CoralCallback
 
         cbs.append(CoralCallback(repo_path=str(root / "coral"), init=True, save_every_n_steps=every, branch="bench",
-                                 save_on_preemption=False))
+                                 save_on_preemption=False, async_save=alt == "coral-async"))
     return pl.Trainer(max_steps=steps, max_epochs=CHECKPOINTS, accelerator="cpu", devices=1, logger=False,
                       enable_checkpointing=alt.startswith("modelcheckpoint"), enable_progress_bar=False,
                       enable_model_summary=False, callbacks=cbs, plugins=plugins or None, num_sanity_val_steps=0)
@@ -101,7 +102,7 @@ def coral_commit(root: Path, step: int) -> str:
 
 
 def ckpt_path(alt: str, root: Path, step: int) -> str:
-    if alt == "coral":
+    if alt.startswith("coral"):
         return "coral://" + coral_commit(root, step)
     return str(root / "ckpt" / f"step={step}.ckpt")
 
@@ -115,7 +116,7 @@ def run(spec: dict[str, Any]) -> None:
     steps = [every * i for i in range(1, CHECKPOINTS + 1)]
     root.mkdir(parents=True, exist_ok=True)
     module = Lit(steps[-1])
-    if alt == "coral":  # imported before any timing
+    if alt.startswith("coral"):  # imported before any timing
         import coral.integrations.lightning  # noqa: F401
         import coral_lightning.io  # noqa: F401
     phase, out = spec["phase"], {}
@@ -138,7 +139,7 @@ def run(spec: dict[str, Any]) -> None:
         conf = module.configure_optimizers()
         opt, sched = conf["optimizer"], conf["lr_scheduler"]["scheduler"]
         t = time.perf_counter()
-        if alt == "coral":
+        if alt.startswith("coral"):
             from coral_lightning.io import CoralCheckpointIO
 
             ck = CoralCheckpointIO(str(root / "coral")).load_checkpoint(ckpt_path(alt, root, step))
@@ -149,7 +150,7 @@ def run(spec: dict[str, Any]) -> None:
         sched.load_state_dict(ck["lr_schedulers"][0])
         out = {"restore_s": time.perf_counter() - t, "digest": digest(module, opt, sched), "step": step}
     elif phase == "retain":
-        if alt == "coral":
+        if alt.startswith("coral"):
             from coral import Repository
 
             repo = Repository(str(root / "coral"))
@@ -163,7 +164,7 @@ def run(spec: dict[str, Any]) -> None:
         out = {"bytes_3": stored(root)}
     elif phase == "resume":
         plugins = []
-        if alt == "coral":
+        if alt.startswith("coral"):
             from coral_lightning.io import CoralCheckpointIO
 
             plugins = [CoralCheckpointIO(str(root / "coral"))]

@@ -188,3 +188,30 @@ def test_push_to_pushes_each_checkpoint_of_a_real_fit(app, tmp_path) -> None:
     with Repository(tmp_path / "remote") as remote:
         assert remote.resolve("run") == repo.resolve("run") == repo.resolve("origin/run") == cb.last_commit_hash
         assert len(_commits(remote, "run")) == 2 and remote.fsck()["ok"]
+
+
+def test_async_save_commits_the_same_bytes_as_a_sync_save(app, tmp_path) -> None:
+    """async_save=True: the hook copies and returns, the write runs in the background; every commit holds the
+    state of the moment its hook ran, bit for bit (the same trees as a sync run), and fit ends written."""
+    runs = {}
+    for flavour in (False, True):
+        cb = CoralCallback(repo_path=tmp_path / f"r{flavour}", init=True, save_every_n_steps=4, branch="b",
+                           async_save=flavour)
+        rec = app.MetricsRecorder()
+        _fit(app, tmp_path / str(flavour), [cb, rec], max_epochs=2)
+        commits = _commits(cb.repo, "b")
+        assert cb.last_commit_hash == commits[-1].hash  # fit returned with the last save written
+        runs[flavour] = (cb.repo, commits, rec)
+    (sync_repo, sync_commits, _), (async_repo, async_commits, rec) = runs[False], runs[True]
+    assert [c.metadata["global_step"] for c in async_commits] == [4, 8, 12, 16]
+    for a, b in zip(sync_commits, async_commits, strict=True):
+        tree_a, tree_b = sync_repo.get_commit(a.hash).tree, async_repo.get_commit(b.hash).tree
+        assert {n: e.chunks for n, e in tree_a.items()} == {n: e.chunks for n, e in tree_b.items()}
+    for commit, weights in zip(async_commits[1::2], rec.weights, strict=True):  # steps 8 and 16: the epoch ends
+        stored = async_repo.load_arrays(commit.hash, names=list(weights))
+        assert all(stored[n].tobytes() == w.tobytes() for n, w in weights.items())
+
+
+def test_async_save_is_refused_unless_a_bool(tmp_path) -> None:
+    with pytest.raises(InvalidArgumentError, match="async_save"):
+        CoralCallback(repo_path=tmp_path / "r", init=True, async_save="yes")  # type: ignore[arg-type]

@@ -60,16 +60,23 @@ class CoralCallback(Callback, CallbackSetup):
         repo: Repository | None = None,
         repo_path: str | os.PathLike[str] | None = None,
         init: bool = False,
+        async_save: bool = False,
         **options: Unpack[CallbackOptions],
     ) -> None:
-        """``repo`` or ``repo_path``; the options are :class:`coral.training.callback_setup.CallbackOptions`."""
+        """``repo`` or ``repo_path``; the options are :class:`coral.training.callback_setup.CallbackOptions`.
+
+        ``async_save=True``: the hook copies the state into reused host buffers and returns; hashing, writing
+        and fsyncing run in a background thread (one save in flight; the fit's end waits for the last)."""
         super().__init__()
+        if not isinstance(async_save, bool):
+            raise InvalidArgumentError("async_save", async_save, "must be True or False")
         self._repo: Repository | None = self.setup_checkpointing(
             repo, repo_path, init, options, repo_may_be_path=False, reserved_metadata=RESERVED_METADATA,
             every_epoch_by_default=True, branch_required=True,
         )
         self._repo_path = str(self._repo.path) if self._repo.path is not None else None
-        self._config = self.checkpoint_config()
+        self.async_save = async_save
+        self._config = self.checkpoint_config(async_save=async_save)
         self.preemption = PreemptionGuard.from_config(self._config)
         self._manager: CheckpointManager | None = None
         self.last_commit_hash: str | None = None
@@ -214,6 +221,7 @@ class CoralCallback(Callback, CallbackSetup):
             # fit returns with every save written and every push_to push done (or raised); packing goes on in
             # the background (at exit: a detached process)
             self._manager.wait(packing=False)
+            self.last_commit_hash = self._manager.last_commit_hash or self.last_commit_hash  # async: now written
         self.preemption.exit_if_preempted()  # e.g. SIGUSR1: the loop stopped on should_stop
 
     def on_exception(self, trainer: Any, pl_module: Any, exception: BaseException) -> None:
@@ -390,7 +398,7 @@ class CoralCallback(Callback, CallbackSetup):
     def _commit(
         self, trainer: Any, pl_module: Any, state: TrainingState, checkpoint: dict[str, Any], rng: Any, trigger: str,
         loaders: Any = None, extra: Mapping[str, Any] | None = None,
-    ) -> str:
+    ) -> str | None:
         self._checkout_branch()
         parts = split_checkpoint(checkpoint, self.include_optimizer)
         state.optimizer_state = parts.optimizer_state
@@ -418,8 +426,14 @@ class CoralCallback(Callback, CallbackSetup):
         commit_hash = self.manager.save_checkpoint(
             parts.weights, state, force=True, metadata=metadata, synchronous=extra is not None
         )
-        if commit_hash is None:  # pragma: no cover - only with async_save, which this callback does not use
-            raise CheckpointError("the checkpoint manager did not return a commit hash")
+        if commit_hash is None:
+            if not self._config.async_save:  # pragma: no cover - a sync save always returns its hash
+                raise CheckpointError("the checkpoint manager did not return a commit hash")
+            # async: the save is being written in the background; the hash lands in the history once it is
+            # (last_commit_hash stays the last written one until then; on_fit_end waits for it)
+            log.info("Coral checkpoint on %s (%s, epoch %d, step %d): writing in the background", self.branch,
+                     trigger, state.epoch, state.global_step)
+            return self.manager.last_commit_hash
         log.info("Coral checkpoint %s on %s (%s, epoch %d, step %d)", commit_hash[:12], self.branch, trigger,
                  state.epoch, state.global_step)
         return commit_hash
