@@ -8,12 +8,13 @@ peak RSS is that process's own, and the page cache is dropped (`sync; echo 3 > /
 root only; else the table says "warm") before each restoring process starts.
 
 Run time on a quiet 2-core machine (2026-12-06): `--cases fp32,frozen90` (all four frameworks, 2 repeats)
-41.6 min; the bf16 case at the default batch 64 would add about 1.5 hours on a CPU without bf16 matrix
-units (a bf16 step is ~25x an fp32 step), `--cases bf16 --batch 8 --every 2` took 9 min. `--quick` (tiny
-models, 1 repeat) is the smoke run the test suite uses.
+41.6 min; the bf16 case adds 9 min: it runs at batch 8 with a checkpoint every 2 steps (``CASE_DEFAULTS``),
+because a bf16 step on a CPU without bf16 matrix units is ~25x an fp32 step (at batch 64 it would add about
+1.5 hours). So the whole default run is about 55 minutes. `--quick` (tiny models, 1 repeat) is the smoke
+run the test suite uses.
 Options: `--frameworks torch,lightning,hf,jax`, `--cases fp32,bf16,frozen90`, `--only ALT,...`,
-`--repeats N`, `--batch B` (64; smaller makes each step cheaper on a loaded machine),
-`--every N` (steps between checkpoints, 10), `--output FILE` (default BENCHMARKS.md; `-` prints only),
+`--repeats N`, `--batch B` (64, bf16 8; smaller makes each step cheaper on a loaded machine),
+`--every N` (steps between checkpoints, 10, bf16 2), `--output FILE` (default BENCHMARKS.md; `-` prints only),
 `--json FILE` (raw results).
 """
 
@@ -40,6 +41,10 @@ MODULES = {"torch": "_compare_torch", "lightning": "_compare_lightning", "hf": "
 CASES = {"torch": ["fp32", "bf16", "frozen90"], "lightning": ["fp32"], "hf": ["fp32"], "jax": ["fp32"]}
 CASE_TITLES = {"fp32": "fp32, weights + AdamW state", "bf16": "bf16 model and AdamW state",
                "frozen90": "fine-tune, 90% of the weights frozen"}
+# A bf16 step on a CPU without bf16 matrix units is ~25x an fp32 step: the bf16 case runs at batch 8 with a
+# checkpoint every 2 steps unless --batch / --every are given (9 min instead of ~1.5 h; the state saved, the
+# alternatives and the columns are the same)
+CASE_DEFAULTS = {"bf16": {"batch": 8, "every": 2}}
 
 
 # ---- the machine ---------------------------------------------------------------------------------------------
@@ -107,6 +112,13 @@ def alternatives(fw: str, case: str, only: list[str] | None) -> tuple[list[str],
     return alts, mod.LABELS
 
 
+def case_settings(case: str, args: argparse.Namespace) -> dict[str, Any]:
+    """The batch and checkpoint spacing of a case: what the command line gave, else the case's default."""
+    fallback = CASE_DEFAULTS.get(case, {}) if not args.quick else {}
+    return {"batch": args.batch if args.batch is not None else fallback.get("batch", 64),
+            "every": args.every if args.every is not None else fallback.get("every")}
+
+
 def run_all(args: argparse.Namespace, work: Path, log: list[float], done: Any = None) -> dict[str, Any]:
     size = "quick" if args.quick else "full"
     only = args.only.split(",") if args.only else None
@@ -118,14 +130,15 @@ def run_all(args: argparse.Namespace, work: Path, log: list[float], done: Any = 
     for fw, case in plan:
         alts, labels = alternatives(fw, case, only)
         key = f"{fw}/{case}"
-        results[key] = {"labels": labels, "alts": alts, "runs": {a: [] for a in alts}}
+        results[key] = {"labels": labels, "alts": alts, "runs": {a: [] for a in alts},
+                        "settings": case_settings(case, args)}
         for rep in range(args.repeats):
             order = alts[rep % len(alts):] + alts[: rep % len(alts)]
             for alt in order:
                 folder = work / f"{fw}-{case}-{alt}-{rep}"
                 shutil.rmtree(folder, ignore_errors=True)
-                spec = {"fw": fw, "case": case, "alt": alt, "size": size, "dir": str(folder), "batch": args.batch,
-                        "every": args.every}
+                spec = {"fw": fw, "case": case, "alt": alt, "size": size, "dir": str(folder),
+                        **case_settings(case, args)}
                 t = time.perf_counter()
                 run: dict[str, Any] = {"train": run_cell({**spec, "phase": "train"}, args.cell_timeout)}
                 if alt != "none" and "error" not in run["train"]:
@@ -255,6 +268,9 @@ def table(key: str, entry: dict[str, Any], cold: bool) -> str:
     stats = summarize(entry)
     first = next((r["train"] for rs in entry["runs"].values() for r in rs if "params" in r["train"]), {})
     head = f"### {fw}: {CASE_TITLES[case]}"
+    settings = entry.get("settings") or {}
+    if case in CASE_DEFAULTS and settings:
+        head += f", batch {settings['batch']}, a checkpoint every {settings['every'] or 10} steps"
     if first:
         head += f" ({first['params'] / 1e6:.1f}M parameters, {first['state_mib']:.0f} MiB of weights)"
     cache = "cold" if cold else "warm (not root: page cache not dropped)"
@@ -294,7 +310,8 @@ def section(results: dict[str, Any], info: dict[str, Any], args: argparse.Namesp
     when = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
     lines = [BEGIN, "",
              f"Run of {when}: `python bench/compare.py --repeats {args.repeats} --frameworks {args.frameworks}"
-             + (f" --batch {args.batch}" if args.batch != 64 else "") + (f" --every {args.every}" if args.every else "")
+             + (f" --batch {args.batch}" if args.batch is not None else "")
+             + (f" --every {args.every}" if args.every else "")
              + (f" --only {args.only}" if args.only else "")
              + (f" --cases {args.cases}" if args.cases != "fp32,bf16,frozen90" else "")
              + (" --quick" if args.quick else "") + f"`, {elapsed / 60:.1f} min"
@@ -337,7 +354,8 @@ def main() -> None:
     p.add_argument("--only", default=None, help="comma-separated alternatives (the no-checkpoint job always runs)")
     p.add_argument("--repeats", type=int, default=None)
     p.add_argument("--every", type=int, default=None, help="steps between checkpoints (default 10; --quick 2)")
-    p.add_argument("--batch", type=int, default=64, help="batch size of the PyTorch, Lightning and JAX jobs")
+    p.add_argument("--batch", type=int, default=None,
+                   help="batch size of the PyTorch, Lightning and JAX jobs (default 64; the bf16 case 8)")
     p.add_argument("--output", default=str(HERE.parent / "BENCHMARKS.md"))
     p.add_argument("--json", default=None)
     p.add_argument("--workdir", default=None)
