@@ -629,3 +629,14 @@ def test_garbage_pt_file_is_a_clear_error(repo, tmp_path):
     bad.write_bytes(b"PK\x03\x04 truncated zip")
     with pytest.raises(MalformedFileError, match="not a readable PyTorch file"):
         import_file(repo, bad)
+
+
+def test_save_file_without_fsync_writes_the_same_file(tmp_path: Path) -> None:
+    """``fsync=False`` (throwaway files such as a resume folder) changes durability only, never the bytes."""
+    arrays = {"w": np.arange(12, dtype=np.float32).reshape(3, 4), "b": np.ones(5, dtype=np.int64)}
+    save_file(arrays, tmp_path / "durable.safetensors", {"format": "pt"})
+    save_file(arrays, tmp_path / "quick.safetensors", {"format": "pt"}, fsync=False)
+    assert (tmp_path / "durable.safetensors").read_bytes() == (tmp_path / "quick.safetensors").read_bytes()
+    got = st_numpy.load_file(str(tmp_path / "quick.safetensors"))
+    assert all(np.array_equal(got[k], v) for k, v in arrays.items())
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temp file left behind

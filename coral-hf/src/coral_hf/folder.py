@@ -45,9 +45,11 @@ def _array(value: Any) -> np.ndarray:
     return value.data if hasattr(value, "metadata") and hasattr(value, "data") else np.asarray(value)
 
 
-def write_config(folder: str | os.PathLike[str], model_config: Mapping[str, Any]) -> None:
-    """Write ``folder/config.json`` atomically (whole or not at all, fsynced)."""
-    atomic_write(Path(folder) / CONFIG_NAME, json.dumps(dict(model_config), indent=2, sort_keys=True) + "\n")
+def write_config(folder: str | os.PathLike[str], model_config: Mapping[str, Any], *, fsync: bool = True) -> None:
+    """Write ``folder/config.json`` atomically (whole or not at all; fsynced unless ``fsync=False``)."""
+    atomic_write(
+        Path(folder) / CONFIG_NAME, json.dumps(dict(model_config), indent=2, sort_keys=True) + "\n", fsync=fsync
+    )
 
 
 def export_hf_folder(

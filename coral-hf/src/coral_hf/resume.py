@@ -87,7 +87,8 @@ def resume_from_coral(
     """Write the checkpoint ``commit_ref`` (default: HEAD) as a Trainer checkpoint folder; returns its path.
 
     Pass the result to ``trainer.train(resume_from_checkpoint=...)``. Without ``output_dir`` a temporary
-    folder is used and removed when the process exits.
+    folder is used, written without fsync (a throwaway copy of the commit) and removed when the process
+    exits; an ``output_dir`` is written durably.
     """
     repository = repo if isinstance(repo, Repository) else Repository(repo)
     ref = commit_ref if commit_ref is not None else "HEAD"
@@ -111,10 +112,15 @@ def resume_from_coral(
             raise InvalidArgumentError("output_dir", folder, "must be empty or absent")
         Path(folder).mkdir(parents=True, exist_ok=True)
     target = Path(folder)
-    save_file({n: w.data for n, w in ckpt["weights"].items()}, target / WEIGHTS_NAME, {"format": "pt"})
+    # a temp folder is a throwaway copy of a durable commit (removed at exit): no fsync. A folder the caller
+    # named may be kept, so it is written durably
+    durable = output_dir is not None
+    save_file({n: w.data for n, w in ckpt["weights"].items()}, target / WEIGHTS_NAME, {"format": "pt"},
+              fsync=durable)
     if isinstance(hf.get("model_config"), dict):
-        write_config(target, hf["model_config"])
-    atomic_write(target / TRAINER_STATE_NAME, json.dumps(trainer_state, indent=2, sort_keys=True) + "\n")
+        write_config(target, hf["model_config"], fsync=durable)
+    atomic_write(target / TRAINER_STATE_NAME, json.dumps(trainer_state, indent=2, sort_keys=True) + "\n",
+                 fsync=durable)
     if state.optimizer_state is not None:
         torch.save(_to_torch(state.optimizer_state), target / OPTIMIZER_NAME)
     if state.scheduler_state is not None:

@@ -338,16 +338,19 @@ def write_file(
     read: Callable[[str], np.ndarray],
     metadata: Mapping[str, str] | None = None,
     progress: Callable[[int], None] | None = None,
+    *,
+    fsync: bool = True,
 ) -> Path:
     """Write a safetensors file atomically, asking ``read(name)`` for one tensor at a time.
 
     The file appears complete or not at all (temp file, fsync, rename). ``progress(nbytes)`` is called after
-    each tensor. Returns the written path.
+    each tensor. ``fsync=False`` skips the flush (a throwaway file, e.g. a resume folder in a temp dir).
+    Returns the written path.
     """
     target = Path(path)
     header, order = build_header(specs, metadata)
     target.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_open(target) as fh:  # a normal file's mode under the umask, like any new file
+    with atomic_open(target, fsync=fsync) as fh:  # a normal file's mode under the umask, like any new file
         fh.write(header)
         for spec in order:
             array = read(spec.name)
@@ -375,8 +378,10 @@ def _write_array(fh: BinaryIO, spec: TensorSpec, array: np.ndarray) -> None:
 
 
 def save_file(
-    arrays: Mapping[str, np.ndarray], path: str | os.PathLike[str], metadata: Mapping[str, str] | None = None
+    arrays: Mapping[str, np.ndarray], path: str | os.PathLike[str], metadata: Mapping[str, str] | None = None,
+    *, fsync: bool = True,
 ) -> Path:
-    """Write ``{name: ndarray}`` to a safetensors file (same argument order as ``safetensors.numpy.save_file``)."""
+    """Write ``{name: ndarray}`` to a safetensors file (same argument order as ``safetensors.numpy.save_file``);
+    durable unless ``fsync=False``."""
     specs = [TensorSpec(n, dtype_name(a.dtype), tuple(a.shape)) for n, a in arrays.items()]
-    return write_file(path, specs, lambda n: arrays[n], metadata)
+    return write_file(path, specs, lambda n: arrays[n], metadata, fsync=fsync)
