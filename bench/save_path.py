@@ -208,10 +208,10 @@ def main(argv: list[str] | None = None) -> int:
         f"Checkpointer {med(c_s, '{:.3f}')} s, torch.save+fsync {med(t_s, '{:.3f}')} s", f"{args.trials} pairs",
     ))
     rows.append((
-        "disk floor / torch.save+fsync", "information", med([f / t for f, t in zip(f_s, t_s)]) + "x",
+        "disk floor / torch.save+fsync", "information", med([f / t for f, t in zip(f_s, t_s, strict=True)]) + "x",
         f"the state's bytes as 4 MiB files, each written and fsynced from {sync_threads(sync)} threads (no hashing, "
         f"no copy, no format): {med(f_s, '{:.3f}')} s; Checkpointer / floor "
-        f"{med([c / f for c, f in zip(c_s, f_s)])}x", f"{args.trials} runs",
+        f"{med([c / f for c, f in zip(c_s, f_s, strict=True)])}x", f"{args.trials} runs",
     ))
 
     # ---- 2. async blocked time per GB: lazy, copy, DCP async_save ------------------------------------------
