@@ -41,7 +41,7 @@ bench: $(STAMP)
 	$(PY) bench/storage.py
 
 # Coral against torch.save / safetensors / DCP / ModelCheckpoint / Trainer / Orbax in real loops
-# (~55 min on 2 quiet cores: fp32 + frozen90 ~42 min, bf16 at its own batch 8 ~9 min; see bench/compare.py)
+# (about an hour on 2 quiet cores: 57 min measured for every case; see bench/compare.py)
 bench-compare: $(STAMP)
 	$(PY) bench/compare.py
 

@@ -10,7 +10,8 @@ root only; else the table says "warm") before each restoring process starts.
 Run time on a quiet 2-core machine (2026-12-06): `--cases fp32,frozen90` (all four frameworks, 2 repeats)
 41.6 min; the bf16 case adds 9 min: it runs at batch 8 with a checkpoint every 2 steps (``CASE_DEFAULTS``),
 because a bf16 step on a CPU without bf16 matrix units is ~25x an fp32 step (at batch 64 it would add about
-1.5 hours). So the whole default run is about 55 minutes. `--quick` (tiny models, 1 repeat) is the smoke
+1.5 hours). The whole default run took 57 min (2026-12-07, a new-user check on a clean clone).
+`--quick` (tiny models, 1 repeat) is the smoke
 run the test suite uses.
 Options: `--frameworks torch,lightning,hf,jax`, `--cases fp32,bf16,frozen90`, `--only ALT,...`,
 `--repeats N`, `--batch B` (64, bf16 8; smaller makes each step cheaper on a loaded machine),
