@@ -76,11 +76,6 @@ class RssPeak:
         self._t.join()
 
 
-def sync_threads(ck: Any) -> int:
-    """The writer threads of the Checkpointer's repository (what its chunks are written and fsynced from)."""
-    return int(ck.manager.repository.objects.threads)
-
-
 def disk_floor(model: Any, opt: Any, folder: Path, repo: Any) -> float:
     """Seconds to write the model + optimizer state's bytes as 4 MiB files, each fsynced, then the folder,
     from as many threads as Coral's writer uses: what this disk takes for the bytes alone (no hashing, no
@@ -209,7 +204,8 @@ def main(argv: list[str] | None = None) -> int:
     ))
     rows.append((
         "disk floor / torch.save+fsync", "information", med([f / t for f, t in zip(f_s, t_s, strict=True)]) + "x",
-        f"the state's bytes as 4 MiB files, each written and fsynced from {sync_threads(sync)} threads (no hashing, "
+        f"the state's bytes as 4 MiB files, each written and fsynced from "
+        f"{sync.manager.repository.objects.threads} threads (no hashing, "
         f"no copy, no format): {med(f_s, '{:.3f}')} s; Checkpointer / floor "
         f"{med([c / f for c, f in zip(c_s, f_s, strict=True)])}x", f"{args.trials} runs",
     ))
