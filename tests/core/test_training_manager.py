@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import random
+import threading
 
 import numpy as np
 import pytest
@@ -260,6 +261,37 @@ def test_async_save_writes_in_background_and_wait_blocks(repo):
     assert len(m.checkpoint_history) == 2
     first = repo.get_weights(m.checkpoint_history[0]["commit_hash"])["layer.weight"].data
     assert first.tobytes() == weights(0)["layer.weight"].tobytes()
+
+
+def test_a_call_that_saves_nothing_does_not_wait_for_the_save_in_flight(repo):
+    """The loop calls the manager every step; only a due save waits for the one being written. A step that
+    is due only by the stale policy (the in-flight save not yet recorded) is decided again after the wait."""
+    cfg = CheckpointConfig(save_every_n_steps=20, save_on_best_metric="loss",
+                           early_stopping_patience=5, async_save=True)
+    m = CheckpointManager(repo, cfg, experiment_name="busy")
+    release = threading.Event()
+    m.register_checkpoint_callback(lambda state, commit: state.global_step != 40 or release.wait(30))  # writer thread
+    m.save_checkpoint(weights(0), TrainingState(epoch=0, global_step=20, metrics={"loss": 1.0}))
+    m.wait()
+    m.save_checkpoint(weights(1), TrainingState(epoch=0, global_step=40, metrics={"loss": 0.5}))
+    assert m.save_in_flight
+    answered = threading.Event()
+
+    def not_due() -> None:  # a worse loss at step 41: nothing to save, and nothing to wait for
+        assert m.save_checkpoint(weights(2), TrainingState(epoch=0, global_step=41, metrics={"loss": 2.0})) is None
+        answered.set()
+
+    t = threading.Thread(target=not_due)
+    t.start()
+    assert answered.wait(10), "a step that saves nothing waited for the save in flight"
+    t.join()
+    assert m.save_in_flight and m.no_improvement_count == 1  # the early-stopping count was kept at once
+    threading.Timer(0.2, release.set).start()
+    # the same (epoch, step) as the save in flight (a second call at that step): due by the stale policy, so
+    # it waits, then the recorded save makes it not fresh and no better: no second copy
+    assert m.save_checkpoint(weights(1), TrainingState(epoch=0, global_step=40, metrics={"loss": 0.5})) is None
+    m.wait()
+    assert [r["global_step"] for r in m.checkpoint_history] == [20, 40]
 
 
 def test_async_error_surfaces_at_wait_and_next_save(repo, monkeypatch):

@@ -150,6 +150,8 @@ class CheckpointManager:
         if not isinstance(state, TrainingState):
             raise InvalidArgumentError("state", type(state).__name__, "expected a TrainingState")
         background = self.config.async_save and not synchronous
+        if background and not force and self._saver.busy and not self._due_while_busy(state):
+            return None  # the loop's every-step call: no save, so no wait for the one in flight
         if background and self.config.skip_save_if_busy and self._saver.busy:
             log.warning(
                 "checkpoint at step %d skipped: the previous async save is still being written (skip_save_if_busy)",
@@ -187,6 +189,19 @@ class CheckpointManager:
                     self._saver.start(self._copy_and_write, lazy_guard, *job, on_done=self._snapshot.end)
                 return None  # the hash lands in checkpoint_history once written; see wait()
             return self._write(*job)
+
+    def _due_while_busy(self, state: TrainingState) -> bool:
+        """Whether ``state`` may be due while a save is still being written, so that it must wait for it.
+
+        The policy has not yet recorded the save in flight, which can only make it say "save" more often
+        (an older last save, an older best), never less; so "not due" here is final and the early-stopping
+        count is kept now, while "due" is decided again once the save in flight is recorded."""
+        with self._lock:
+            if self.policy.should_save(state):
+                return True
+            if self.policy.update_early_stopping(state):
+                self.history.persist(self.policy)
+            return False
 
     def _copy_and_write(
         self, guard: Guard, named: dict[str, WeightTensor], arrays: dict[str, np.ndarray], *job: Any
