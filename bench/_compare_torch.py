@@ -18,11 +18,7 @@ from _compare_common import CHECKPOINTS, OLDER, RESUME_FROM, SIZES, Clock, diges
 from _compare_common import tree_bytes as stored
 
 ALTERNATIVES = ["none", "torch.save", "safetensors", "dcp", "dcp-async", "coral", "coral-async"]
-CASE_ALTERNATIVES = {
-    "fp32": ALTERNATIVES,
-    "bf16": ["none", "torch.save", "safetensors", "dcp", "coral", "coral-async"],
-    "frozen90": ["none", "torch.save", "safetensors", "dcp", "coral", "coral-async"],
-}
+CASE_ALTERNATIVES = {"fp32": ALTERNATIVES, "bf16": ALTERNATIVES, "frozen90": ALTERNATIVES}  # every peer, every case
 LABELS = {
     "none": "no checkpoints",
     "torch.save": "`torch.save` full state + fsync",
