@@ -140,6 +140,9 @@ def test_delta_residuals_invert_exactly(itemsize, data):
     out = np.empty(len(a), dtype=np.uint8)
     delta_codec.sub_apply(delta_codec.sub_residual(a, b, itemsize), b, itemsize, out)
     assert out.tobytes() == a
+    in_place = np.frombuffer(b, dtype=np.uint8).copy()  # out is the base: the scratch-free path cannot run
+    delta_codec.sub_apply(delta_codec.sub_residual(a, b, itemsize), in_place, itemsize, in_place)
+    assert in_place.tobytes() == a
 
 
 @SETTINGS

@@ -42,10 +42,21 @@ def sub_residual(data: memoryview | bytes, base: memoryview | bytes, itemsize: i
 
 
 def sub_apply(residual: np.ndarray, base: memoryview | bytes | np.ndarray, itemsize: int, out: np.ndarray) -> None:
+    """out = base + unzigzag(residual). ``residual`` is scratch (overwritten); no temporary arrays: a restore
+    applies one per link of a delta chain, and fresh 4 MiB temporaries cost page faults (2.7x slower)."""
     t, _ = _lanes(itemsize)
     zz = residual.view(t)
-    sign = zz & 1
-    np.negative(sign, out=sign)  # unsigned: 1 -> all ones, 0 -> 0
-    d = zz >> 1
-    d ^= sign
-    np.add(np.frombuffer(base, dtype=t), d, out=out.view(t))
+    b = np.frombuffer(base, dtype=t)
+    o = out.view(t)
+    if np.shares_memory(o, b) or np.shares_memory(o, zz):  # cannot use out as scratch
+        sign = zz & 1
+        np.negative(sign, out=sign)  # unsigned: 1 -> all ones, 0 -> 0
+        d = zz >> 1
+        d ^= sign
+        np.add(b, d, out=o)
+        return
+    np.bitwise_and(zz, 1, out=o)
+    np.negative(o, out=o)  # unsigned: 1 -> all ones, 0 -> 0
+    np.right_shift(zz, 1, out=zz)
+    np.bitwise_xor(zz, o, out=zz)
+    np.add(b, zz, out=o)
