@@ -150,8 +150,13 @@ class CheckpointManager:
         if not isinstance(state, TrainingState):
             raise InvalidArgumentError("state", type(state).__name__, "expected a TrainingState")
         background = self.config.async_save and not synchronous
-        if background and not force and self._saver.busy and not self._due_while_busy(state):
-            return None  # the loop's every-step call: no save, so no wait for the one in flight
+        extra = dict(metadata or {})
+        check_extra_metadata(extra)
+        if not force and not self._may_be_due(state):  # the loop's every-step call: nothing to wait for
+            self._saver.raise_pending()
+            if self._pusher is not None:
+                self._pusher.raise_pending()
+            return None
         if background and self.config.skip_save_if_busy and self._saver.busy:
             log.warning(
                 "checkpoint at step %d skipped: the previous async save is still being written (skip_save_if_busy)",
@@ -163,8 +168,6 @@ class CheckpointManager:
         self._saver.wait()
         if self._pusher is not None:
             self._pusher.raise_pending()
-        extra = dict(metadata or {})
-        check_extra_metadata(extra)
         with self._lock:
             should = force or self.policy.should_save(state)
             if self.policy.update_early_stopping(state) and not should:
@@ -190,12 +193,11 @@ class CheckpointManager:
                 return None  # the hash lands in checkpoint_history once written; see wait()
             return self._write(*job)
 
-    def _due_while_busy(self, state: TrainingState) -> bool:
-        """Whether ``state`` may be due while a save is still being written, so that it must wait for it.
-
-        The policy has not yet recorded the save in flight, which can only make it say "save" more often
-        (an older last save, an older best), never less; so "not due" here is final and the early-stopping
-        count is kept now, while "due" is decided again once the save in flight is recorded."""
+    def _may_be_due(self, state: TrainingState) -> bool:
+        """Whether ``state`` may be due, decided before waiting for a save in flight; False keeps the
+        early-stopping count. An unrecorded save in flight can only make the policy say "save" more often
+        (an older last save, an older best), never less: "not due" is final, and "due" is decided again
+        once that save is recorded."""
         with self._lock:
             if self.policy.should_save(state):
                 return True
