@@ -21,8 +21,16 @@ SIZES = {
               "small_d": 64, "small_h": 128, "small_blocks": 1, "hf_layers": 1},
 }
 CHECKPOINTS = 10
-OLDER = 5  # the older checkpoint restored besides the latest (what "restore the best" reads when best is not newest)
+OLDER = 5  # the older checkpoint restored besides the latest and the best (what a restore reads when it is not newest)
 RESUME_FROM = 9  # the resumed run starts from checkpoint 9 and must end on checkpoint 10's bytes
+
+
+def restore_step(spec: dict[str, Any], steps: list[int]) -> int:
+    """The checkpoint a restore cell loads: the step the parent named (the best by held-out loss), else the
+    latest or checkpoint ``OLDER``."""
+    if spec.get("step") is not None:
+        return int(spec["step"])
+    return steps[-1] if spec["which"] == "latest" else steps[OLDER - 1]
 
 
 def digest_arrays(items: list[tuple[str, np.ndarray]]) -> str:

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from _compare_common import CHECKPOINTS, OLDER, RESUME_FROM, SIZES, Clock, digest_arrays, emit, torch_items
+from _compare_common import CHECKPOINTS, RESUME_FROM, SIZES, Clock, digest_arrays, emit, restore_step, torch_items
 from _compare_common import tree_bytes as stored
 from transformers import GPT2Config, GPT2LMHeadModel, Trainer, TrainerCallback, TrainingArguments
 
@@ -32,8 +32,8 @@ def model(size: dict[str, Any]) -> GPT2LMHeadModel:
 
 
 class Tokens(torch.utils.data.Dataset):
-    def __init__(self, n: int) -> None:
-        g = torch.Generator().manual_seed(3)
+    def __init__(self, n: int, seed: int = 3) -> None:
+        g = torch.Generator().manual_seed(seed)
         # a learnable stream: each sequence counts up from a random start, modulo the vocabulary
         start = torch.randint(0, VOCAB, (n, 1), generator=g)
         self.ids = (start + torch.arange(SEQ)) % VOCAB
@@ -50,9 +50,19 @@ def digest(m: Any, opt: Any, sched: Any) -> str:
                          + [("sched/last_epoch", torch.tensor(float(sched.last_epoch)).numpy())])
 
 
+def heldout_loss(m: Any) -> float:
+    """The loss on a fixed held-out batch (no grad; dropout is off): the metric that picks the best checkpoint."""
+    ids = Tokens(BATCH, seed=7).ids
+    with torch.no_grad():
+        return float(m(input_ids=ids, labels=ids).loss)
+
+
 class Probe(TrainerCallback):
+    """Marks each step's start; at checkpoint steps records the state's digest and the held-out loss (time left
+    out of the gaps)."""
+
     def __init__(self, every: int, clock: Clock) -> None:
-        self.every, self.clock, self.digests, self.skip = every, clock, {}, 0.0
+        self.every, self.clock, self.digests, self.val, self.skip = every, clock, {}, {}, 0.0
 
     def on_step_begin(self, args: Any, state: Any, control: Any, **kw: Any) -> None:
         self.clock.marks.append(time.perf_counter() - self.skip)
@@ -62,6 +72,7 @@ class Probe(TrainerCallback):
         if state.global_step % self.every == 0:
             t = time.perf_counter()
             self.digests[state.global_step] = digest(model, optimizer, lr_scheduler)
+            self.val[state.global_step] = heldout_loss(model)
             self.skip += time.perf_counter() - t
 
     def on_train_end(self, args: Any, state: Any, control: Any, **kw: Any) -> None:
@@ -126,12 +137,13 @@ def run(spec: dict[str, Any]) -> None:
                 cb.repo.wait()
         out = {"wall_s": wall, "blocked_s": clock.from_marks(every) if alt != "none" else [],
                "bytes_10": stored(root), "digests": {str(k): v for k, v in probe.digests.items()},
+               "val": {str(k): v for k, v in probe.val.items()},
                "params": sum(p.numel() for p in tr.model.parameters()),
                "state_mib": sum(p.numel() * p.element_size() for p in tr.model.parameters()) / 2**20}
     elif phase == "restore":
         from safetensors.torch import load_file
 
-        step = steps[-1] if spec["which"] == "latest" else steps[OLDER - 1]
+        step = restore_step(spec, steps)
         tr = make_trainer("none", root, size, [])
         tr.create_optimizer_and_scheduler(num_training_steps=steps[-1])
         t = time.perf_counter()

@@ -11,7 +11,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
-from _compare_common import CHECKPOINTS, OLDER, RESUME_FROM, SIZES, digest_arrays, emit
+from _compare_common import CHECKPOINTS, RESUME_FROM, SIZES, digest_arrays, emit, restore_step
 from _compare_common import tree_bytes as stored
 
 ALTERNATIVES = ["none", "orbax", "orbax-async", "coral", "coral-async"]
@@ -49,12 +49,13 @@ def forward(params: dict[str, Any], x: jax.Array) -> jax.Array:
     return z @ params["out"]["w"] + params["out"]["b"]
 
 
-def batch(step: int) -> tuple[np.ndarray, np.ndarray]:
-    """Batch ``step`` from its own seed (a resumed run needs no generator state)."""
+def batch(step: int, seed: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Batch ``step`` from its own seed (a resumed run needs no generator state); ``seed`` overrides it."""
     teacher = np.random.default_rng(1)
     w1 = teacher.normal(0, IN**-0.5, (IN, 256)).astype(np.float32)
     w2 = teacher.normal(0, 1 / 16, (256, OUT)).astype(np.float32)
-    x = np.random.default_rng(10_000 + step).normal(size=(SETTINGS["batch"], IN)).astype(np.float32)
+    rng = np.random.default_rng(10_000 + step if seed is None else seed)
+    x = rng.normal(size=(SETTINGS["batch"], IN)).astype(np.float32)
     return x, (np.tanh(x @ w1) @ w2).argmax(-1)
 
 
@@ -74,6 +75,12 @@ def setup(size: dict[str, Any]) -> tuple[Any, Any]:
 
     params = init(size)
     return {"params": params, "opt_state": tx.init(params)}, step_fn
+
+
+def heldout_loss(params: Any) -> float:
+    """The loss on a fixed held-out batch: the metric that picks the best checkpoint."""
+    x, y = batch(0, seed=7)
+    return float(optax.softmax_cross_entropy_with_integer_labels(forward(params, x), y).mean())
 
 
 def digest(state: Any) -> str:
@@ -130,7 +137,7 @@ def run(spec: dict[str, Any]) -> None:
     saver = Saver(alt, root) if alt != "none" else None
     t_open = time.perf_counter() - t_open
     if phase == "train":
-        blocked, digests = [], {}
+        blocked, digests, val = [], {}, {}
         t0 = time.perf_counter()
         for step in range(1, steps[-1] + 1):
             state, _loss = step_fn(state, *batch(step))
@@ -138,6 +145,7 @@ def run(spec: dict[str, Any]) -> None:
                 jax.block_until_ready(state)
                 d0 = time.perf_counter()
                 digests[step] = digest(state)
+                val[step] = heldout_loss(state["params"])
                 t0 += time.perf_counter() - d0  # the digest is ours, not the job's
                 if saver is not None:
                     t = time.perf_counter()
@@ -150,11 +158,11 @@ def run(spec: dict[str, Any]) -> None:
         if alt.startswith("coral"):  # background packing done (outside the wall time)
             saver.mgr.repository.wait()
         out = {"wall_s": wall, "blocked_s": blocked, "bytes_10": stored(root),
-               "digests": {str(k): v for k, v in digests.items()},
+               "digests": {str(k): v for k, v in digests.items()}, "val": {str(k): v for k, v in val.items()},
                "params": sum(x.size for x in jax.tree_util.tree_leaves(state["params"])),
                "state_mib": sum(x.nbytes for x in jax.tree_util.tree_leaves(state["params"])) / 2**20}
     elif phase == "restore":
-        step = steps[-1] if spec["which"] == "latest" else steps[OLDER - 1]
+        step = restore_step(spec, steps)
         t = time.perf_counter()
         got = jax.block_until_ready(saver.restore(step, state))
         out = {"restore_s": time.perf_counter() - t + t_open, "digest": digest(got), "step": step}

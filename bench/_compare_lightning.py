@@ -9,7 +9,7 @@ from typing import Any
 
 import _workload as wl
 import torch
-from _compare_common import CHECKPOINTS, OLDER, RESUME_FROM, SIZES, Clock, digest_arrays, emit, torch_items
+from _compare_common import CHECKPOINTS, RESUME_FROM, SIZES, Clock, digest_arrays, emit, restore_step, torch_items
 from _compare_common import tree_bytes as stored
 from coral_lightning._compat import pl
 
@@ -40,12 +40,23 @@ class Lit(pl.LightningModule):
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
 
 
-def loader(every: int) -> torch.utils.data.DataLoader:
+def examples(n: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
     teacher = wl.Teacher(1)
-    g = torch.Generator().manual_seed(5)
-    x = torch.randn(every * wl.BATCH, wl.IN, generator=g)
-    y = (torch.tanh(x @ teacher.w1) @ teacher.w2).argmax(-1)
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(n, wl.IN, generator=g)
+    return x, (torch.tanh(x @ teacher.w1) @ teacher.w2).argmax(-1)
+
+
+def loader(every: int) -> torch.utils.data.DataLoader:
+    x, y = examples(every * wl.BATCH, 5)
     return torch.utils.data.DataLoader(torch.utils.data.TensorDataset(x, y), batch_size=wl.BATCH, shuffle=False)
+
+
+def heldout_loss(module: pl.LightningModule) -> float:
+    """The loss on a fixed held-out batch (no grad, no RNG drawn): the metric that picks the best checkpoint."""
+    x, y = examples(wl.BATCH, 7)
+    with torch.no_grad():
+        return float(torch.nn.functional.cross_entropy(module.net(x), y))
 
 
 def digest(module: pl.LightningModule, opt: Any, sched: Any) -> str:
@@ -54,10 +65,11 @@ def digest(module: pl.LightningModule, opt: Any, sched: Any) -> str:
 
 
 class Probe(pl.Callback):
-    """Marks each step's start; at checkpoint steps records the state's digest (time left out of the gaps)."""
+    """Marks each step's start; at checkpoint steps records the state's digest and the held-out loss (time left
+    out of the gaps)."""
 
     def __init__(self, every: int, clock: Clock) -> None:
-        self.every, self.clock, self.digests, self.skip = every, clock, {}, 0.0
+        self.every, self.clock, self.digests, self.val, self.skip = every, clock, {}, {}, 0.0
 
     def on_train_batch_start(self, trainer: Any, *_a: Any) -> None:
         self.clock.marks.append(time.perf_counter() - self.skip)
@@ -67,6 +79,7 @@ class Probe(pl.Callback):
         if step % self.every == 0:
             t = time.perf_counter()
             self.digests[step] = digest(module, trainer.optimizers[0], trainer.lr_scheduler_configs[0].scheduler)
+            self.val[step] = heldout_loss(module)
             self.skip += time.perf_counter() - t
 
     def on_train_end(self, trainer: Any, module: Any) -> None:
@@ -132,10 +145,10 @@ def run(spec: dict[str, Any]) -> None:
                 cb.repo.wait()
         out = {"wall_s": wall, "blocked_s": clock.from_marks(every) if alt != "none" else [],
                "bytes_10": stored(root), "digests": {str(k): v for k, v in probe.digests.items()},
-               "params": sum(p.numel() for p in module.parameters()),
+               "val": {str(k): v for k, v in probe.val.items()}, "params": sum(p.numel() for p in module.parameters()),
                "state_mib": sum(v.numel() * v.element_size() for v in module.state_dict().values()) / 2**20}
     elif phase == "restore":
-        step = steps[-1] if spec["which"] == "latest" else steps[OLDER - 1]
+        step = restore_step(spec, steps)
         conf = module.configure_optimizers()
         opt, sched = conf["optimizer"], conf["lr_scheduler"]["scheduler"]
         t = time.perf_counter()

@@ -14,7 +14,17 @@ from typing import Any
 
 import _workload as wl
 import torch
-from _compare_common import CHECKPOINTS, OLDER, RESUME_FROM, SIZES, Clock, digest_arrays, emit, fsync_path, torch_items
+from _compare_common import (
+    CHECKPOINTS,
+    RESUME_FROM,
+    SIZES,
+    Clock,
+    digest_arrays,
+    emit,
+    fsync_path,
+    restore_step,
+    torch_items,
+)
 from _compare_common import tree_bytes as stored
 
 ALTERNATIVES = ["none", "torch.save", "safetensors", "dcp", "dcp-async", "coral", "coral-async"]
@@ -58,6 +68,15 @@ def batch(teacher: wl.Teacher, step: int, dtype: torch.dtype) -> tuple[torch.Ten
     return x.to(dtype), (torch.tanh(x @ teacher.w1) @ teacher.w2).argmax(-1)
 
 
+def heldout_loss(model, teacher: wl.Teacher) -> float:
+    """The loss on a fixed held-out batch (no grad, no RNG drawn): the metric that picks the best checkpoint."""
+    g = torch.Generator().manual_seed(7)
+    x = torch.randn(wl.BATCH, wl.IN, generator=g)
+    y = (torch.tanh(x @ teacher.w1) @ teacher.w2).argmax(-1)
+    with torch.no_grad():
+        return float(torch.nn.functional.cross_entropy(model(x.to(next(model.parameters()).dtype)).float(), y))
+
+
 def train_steps(model, opt, sched, teacher, first: int, last: int, after_step) -> None:
     dtype = next(model.parameters()).dtype
     model.train()
@@ -93,12 +112,13 @@ class Saver:
             from coral.integrations.pytorch import Checkpointer
             from coral.training import CheckpointConfig
 
+            # the best by held-out loss is tracked (and tagged) by Coral itself: the "best" restore asks for it
             config = CheckpointConfig(save_every_n_steps=10**9, async_save=alt == "coral-async",
-                                      save_on_preemption=False)
+                                      save_on_preemption=False, save_on_best_metric="val_loss")
             self.ckpt = Checkpointer(model, root / "coral", "bench", optimizer=opt, scheduler=sched, config=config)
 
     # ---- save -----------------------------------------------------------------------------------------
-    def save(self, step: int, loss: float) -> None:
+    def save(self, step: int, loss: float, val_loss: float) -> None:
         alt, root = self.alt, self.root
         if alt == "torch.save":
             path = root / f"step{step}.pt"
@@ -127,7 +147,7 @@ class Saver:
                     self.future.result()  # DCP allows one async save in flight: the loop waits for the last
                 self.future = dcp.async_save(state, checkpoint_id=str(folder))
         elif alt.startswith("coral"):
-            self.ckpt.save(0, step, loss=loss)
+            self.ckpt.save(0, step, loss=loss, val_loss=val_loss)
 
     def finish(self) -> None:
         if self.future is not None:
@@ -147,7 +167,8 @@ class Saver:
                 return str(entry["commit_hash"])
         raise KeyError(step)
 
-    def restore(self, step: int) -> None:
+    def restore(self, step: int, best: bool = False) -> int:
+        """Load checkpoint ``step`` (Coral with ``best``: its own best, through ``load_best``); returns the step."""
         alt, root = self.alt, self.root
         if alt == "torch.save":
             ck = torch.load(root / f"step{step}.pt", weights_only=True)
@@ -173,10 +194,15 @@ class Saver:
         elif alt.startswith("coral"):
             from coral.integrations.pytorch import PyTorchIntegration
 
-            ck = self.ckpt.manager.load_checkpoint(commit_hash=self._coral_commit(step))
+            if best:
+                ck = self.ckpt.manager.load_checkpoint(load_best=True)
+                step = ck["state"].global_step
+            else:
+                ck = self.ckpt.manager.load_checkpoint(commit_hash=self._coral_commit(step))
             PyTorchIntegration.weights_to_model(ck["weights"], self.model)
             PyTorchIntegration.load_optimizer_state(self.opt, ck["state"].optimizer_state)
             PyTorchIntegration.load_scheduler_state(self.sched, ck["state"].scheduler_state)
+        return step
 
     # ---- retention ------------------------------------------------------------------------------------
     def keep_last(self, steps: list[int], n: int) -> None:
@@ -219,15 +245,15 @@ def run(spec: dict[str, Any]) -> None:
     t_open = time.perf_counter() - t_open
     out: dict[str, Any] = {}
     if phase == "train":
-        clock, digests, losses = Clock(), {}, {}
+        clock, digests, val = Clock(), {}, {}
 
         def after(step: int, loss: float) -> None:
             if step % every == 0:
-                losses[step] = loss
                 digests[step] = state_digest(model, opt, sched)  # outside the timing
+                val[step] = heldout_loss(model, teacher)
                 if alt != "none":
                     t = time.perf_counter()
-                    saver.save(step, loss)
+                    saver.save(step, loss, val[step])
                     clock.saves.append(time.perf_counter() - t)
 
         t0 = time.perf_counter()
@@ -236,13 +262,13 @@ def run(spec: dict[str, Any]) -> None:
         wall = time.perf_counter() - t0
         saver.settle()
         out = {"wall_s": wall, "blocked_s": clock.saves, "bytes_10": stored(root),
-               "digests": {str(k): v for k, v in digests.items()},
+               "digests": {str(k): v for k, v in digests.items()}, "val": {str(k): v for k, v in val.items()},
                "params": sum(p.numel() for p in model.parameters()),
                "state_mib": sum(v.numel() * v.element_size() for v in model.state_dict().values()) / 2**20}
     elif phase == "restore":
-        step = steps[-1] if spec["which"] == "latest" else steps[OLDER - 1]
+        step = restore_step(spec, steps)
         t = time.perf_counter()
-        saver.restore(step)
+        step = saver.restore(step, best=spec["which"] == "best")
         out = {"restore_s": time.perf_counter() - t + t_open, "digest": state_digest(model, opt, sched), "step": step}
     elif phase == "retain":
         saver.keep_last(steps, 3)

@@ -3,7 +3,7 @@
 `make bench-compare` runs `python bench/compare.py` and rewrites the marked section of BENCHMARKS.md.
 Each job checkpoints every K steps (10 checkpoints) with one alternative; every alternative of a framework
 runs in the same invocation, interleaved (the order rotates per repeat) so machine noise hits all alike.
-Every cell (train, restore latest, restore an older checkpoint, retention, resume) is its own process:
+Every cell (train, restore latest, restore the best, restore checkpoint 5, retention, resume) is its own process:
 peak RSS is that process's own, and the page cache is dropped (`sync; echo 3 > /proc/sys/vm/drop_caches`,
 root only; else the table says "warm") before each restoring process starts.
 
@@ -131,7 +131,7 @@ def run_all(args: argparse.Namespace, work: Path, log: list[float], done: Any = 
     for fw, case in plan:
         alts, labels = alternatives(fw, case, only)
         key = f"{fw}/{case}"
-        results[key] = {"labels": labels, "alts": alts, "runs": {a: [] for a in alts},
+        results[key] = {"fw": fw, "labels": labels, "alts": alts, "runs": {a: [] for a in alts},
                         "settings": case_settings(case, args)}
         for rep in range(args.repeats):
             order = alts[rep % len(alts):] + alts[: rep % len(alts)]
@@ -146,6 +146,8 @@ def run_all(args: argparse.Namespace, work: Path, log: list[float], done: Any = 
                     for which in ("latest", "older"):
                         cold = drop_caches() and cold
                         run[which] = run_cell({**spec, "phase": "restore", "which": which}, args.cell_timeout)
+                    run["best"] = restore_best(spec, run, args.cell_timeout)
+                    cold = cold and run["best"].pop("_cold", True)
                     if rep == 0:  # bytes and exactness do not change with the repeat
                         run["retain"] = run_cell({**spec, "phase": "retain"}, args.cell_timeout)
                         run["resume"] = run_cell({**spec, "phase": "resume"}, args.cell_timeout)
@@ -160,6 +162,28 @@ def run_all(args: argparse.Namespace, work: Path, log: list[float], done: Any = 
                     done(results)
     results["_cold"] = cold
     return results
+
+
+def best_step(train: dict[str, Any]) -> int | None:
+    """The checkpoint with the lowest held-out loss in a train cell's result (the first of equals), or None."""
+    val = train.get("val") or {}
+    return int(min(val, key=lambda k: (val[k], int(k)))) if val else None
+
+
+def restore_best(spec: dict[str, Any], run: dict[str, Any], timeout: float) -> dict[str, Any]:
+    """Restore the best checkpoint (lowest held-out loss) in a new process. Where it is the latest or checkpoint
+    5, that restore is the same work already timed: its figure is reused (``same_as``), not re-measured.
+    Coral's PyTorch cells always run it: they ask Coral for its own best (``load_best=True``)."""
+    step = best_step(run["train"])
+    if step is None:
+        return {"error": "the train cell reported no held-out losses"}
+    coral_api = spec["fw"] == "torch" and spec["alt"].startswith("coral")
+    for which in ("latest", "older"):
+        got = run.get(which, {})
+        if not coral_api and got.get("step") == step and "restore_s" in got:
+            return {**got, "same_as": which}
+    cold = drop_caches()
+    return {**run_cell({**spec, "phase": "restore", "which": "best", "step": step}, timeout), "_cold": cold}
 
 
 # ---- the table -----------------------------------------------------------------------------------------------
@@ -182,7 +206,8 @@ def summarize(entry: dict[str, Any]) -> dict[str, dict[str, Any]]:
     base = [r["train"].get("wall_s") for r in runs.get("none", [])]
     out: dict[str, dict[str, Any]] = {}
     for alt, rs in runs.items():
-        s: dict[str, Any] = {"blocked": [], "wall": [], "overhead": [], "latest": [], "older": [], "rss": [],
+        s: dict[str, Any] = {"blocked": [], "wall": [], "overhead": [], "latest": [], "older": [], "best": [],
+                             "best_steps": [], "best_same": [], "rss": [],
                              "bytes_10": None, "bytes_3": None, "restore_exact": None, "resume_exact": None,
                              "errors": []}
         for i, r in enumerate(rs):
@@ -200,13 +225,19 @@ def summarize(entry: dict[str, Any]) -> dict[str, dict[str, Any]]:
                 continue
             s["bytes_10"] = tr["bytes_10"]
             exact = s["restore_exact"] if s["restore_exact"] is not None else True
-            for which in ("latest", "older"):
+            for which in ("latest", "older", "best"):
                 got = r.get(which, {})
                 if "restore_s" in got:
                     s[which].append(got["restore_s"])
                     exact = exact and got["digest"] == tr["digests"][str(got["step"])]
                 else:
                     exact = False
+            if "best" in r:
+                s["best_steps"].append(r["best"].get("step"))
+                s["best_same"].append(r["best"].get("same_as"))
+                if r["best"].get("step") != best_step(tr):  # the tool's best is not the lowest held-out loss
+                    s["errors"].append(f"best: restored step {r['best'].get('step')}, lowest held-out loss at "
+                                       f"step {best_step(tr)}")
             s["restore_exact"] = exact
             if "retain" in r and "bytes_3" in r["retain"]:
                 s["bytes_3"] = r["retain"]["bytes_3"]
@@ -224,7 +255,8 @@ def verdict(stats: dict[str, dict[str, Any]]) -> str:
     if not coral or not others:
         return ""
     cols = [("blocked per checkpoint", "blocked"), ("job overhead", "overhead"), ("stored, 10", "bytes_10"),
-            ("stored, last 3", "bytes_3"), ("restore latest", "latest"), ("restore older", "older"),
+            ("stored, last 3", "bytes_3"), ("restore latest", "latest"), ("restore best", "best"),
+            ("restore checkpoint 5", "older"),
             ("peak RSS", "rss")]
     parts = []
     for title, key in cols:
@@ -268,6 +300,30 @@ def fmt_value(key: str, v: float) -> str:
     return f"{v:.3f} s"
 
 
+def same_note(same: list[str | None]) -> str:
+    """' (= latest)' where every repeat's best was the checkpoint another column already timed."""
+    if same and all(x is not None for x in same) and len(set(same)) == 1:
+        return " (= latest)" if same[0] == "latest" else " (= checkpoint 5)"
+    return ""
+
+
+def best_line(stats: dict[str, dict[str, Any]], entry: dict[str, Any]) -> str:
+    """Which checkpoint was the best, by the held-out loss every job logs at its checkpoint steps."""
+    firsts = [r["train"] for rs in entry["runs"].values() for r in rs if r["train"].get("val")]
+    if not firsts:
+        return "Best: no held-out losses were recorded."
+    steps = sorted(int(k) for k in firsts[0]["val"])
+    picked = sorted({best_step(t) for t in firsts})
+    names = ", ".join(f"checkpoint {steps.index(p) + 1} of {len(steps)} (step {p})" for p in picked)
+    own = (" Coral's `Checkpointer` is asked for its own best (`save_on_best_metric=\"val_loss\"`, "
+           "`load_checkpoint(load_best=True)`), timed in its own process." if entry.get("fw") == "torch" else "")
+    where = ("the latest here: that restore is already timed, so its figure is reused." if picked == [steps[-1]]
+             else "restored in its own new process unless it is the latest or checkpoint 5 (figure reused).")
+    return ("Best = the checkpoint with the lowest loss on a fixed held-out batch, logged at each checkpoint step "
+            f"outside every timing: {names}, {where}{own} Checkpoint 5 stands for a best that is not the newest "
+            "(early stopping, a fine-tune that starts to overfit).")
+
+
 def yn(v: bool | None) -> str:
     return "-" if v is None else ("yes" if v else "**no**")
 
@@ -285,9 +341,9 @@ def table(key: str, entry: dict[str, Any], cold: bool) -> str:
     cache = "cold" if cold else "warm (not root: page cache not dropped)"
     lines = [head, "",
              f"| alternative | blocked per checkpoint | job wall time (overhead vs none) | stored, 10 checkpoints "
-             f"| stored, last 3 kept | restore latest ({cache}) | restore checkpoint 5 ({cache}) | peak RSS "
-             f"(train) | restore bit-exact | resumed run bit-exact |",
-             "|---|---|---|---|---|---|---|---|---|---|"]
+             f"| stored, last 3 kept | restore latest ({cache}) | restore best ({cache}) "
+             f"| restore checkpoint 5 ({cache}) | peak RSS (train) | restore bit-exact | resumed run bit-exact |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
     for alt in entry["alts"]:
         s = stats[alt]
         wall = spread(s["wall"], "{:.1f}") + " s"
@@ -299,11 +355,13 @@ def table(key: str, entry: dict[str, Any], cold: bool) -> str:
                mib(s["bytes_10"]) if s["bytes_10"] is not None else "-",
                mib(s["bytes_3"]) if s["bytes_3"] is not None else "-",
                spread(s["latest"], "{:.3f}") + (" s" if s["latest"] else ""),
+               spread(s["best"], "{:.3f}") + (" s" if s["best"] else "") + same_note(s["best_same"]),
                spread(s["older"], "{:.3f}") + (" s" if s["older"] else ""),
                spread(s["rss"], "{:.0f}") + " MiB" if s["rss"] else "-",
                yn(s["restore_exact"]), yn(s["resume_exact"])]
         lines.append("| " + " | ".join(row) + " |")
     lines.append("")
+    lines += [best_line(stats, entry), ""]
     v = verdict(stats)
     if v:
         lines += [v, ""]

@@ -25,6 +25,7 @@ def test_quick_run_writes_the_marked_section(tmp_path: Path) -> None:
     assert len(rows) == 1
     cells = [c.strip() for c in rows[0].strip("|").split("|")]
     assert cells[-2:] == ["yes", "yes"]  # restore and resumed run bit-exact
+    assert "| restore best (" in text and "Best = the checkpoint with the lowest loss" in text
 
 
 def test_section_is_replaced_not_appended(tmp_path: Path) -> None:
@@ -39,3 +40,17 @@ def test_section_is_replaced_not_appended(tmp_path: Path) -> None:
     text = doc.read_text()
     assert "first" not in text and "second" in text and text.count(compare.BEGIN) == 1
     assert text.startswith("# B\n\nbefore\n") and text.endswith("\nafter\n")
+
+
+def test_best_is_the_lowest_held_out_loss_and_a_restore_already_timed_is_reused() -> None:
+    sys.path.insert(0, str(ROOT / "bench"))
+    import compare
+
+    train = {"val": {"10": 0.9, "20": 0.5, "30": 0.5, "40": 0.7}}
+    assert compare.best_step(train) == 20  # the first of equals
+    assert compare.best_step({}) is None
+    run = {"train": train, "latest": {"step": 40, "restore_s": 1.0, "digest": "a"},
+           "older": {"step": 20, "restore_s": 2.0, "digest": "b"}}
+    spec = {"fw": "lightning", "alt": "modelcheckpoint"}
+    assert compare.restore_best(spec, run, 1.0) == {"step": 20, "restore_s": 2.0, "digest": "b", "same_as": "older"}
+    assert compare.same_note(["older", "older"]) == " (= checkpoint 5)" and compare.same_note([None]) == ""
