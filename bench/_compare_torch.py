@@ -140,6 +140,7 @@ class Saver:
             state = {"model": msd, "optim": osd}
             folder = root / f"step{step}"
             torch.save(self.sched.state_dict(), root / f"step{step}.sched.pt")
+            _durable(root / f"step{step}.sched.pt")  # as durable as DCP's own files (it fsyncs them)
             if alt == "dcp":
                 dcp.save(state, checkpoint_id=str(folder))
             else:

@@ -7,16 +7,20 @@ Every cell (train, restore latest, restore the best, restore checkpoint 5, reten
 peak RSS is that process's own, and the page cache is dropped (`sync; echo 3 > /proc/sys/vm/drop_caches`,
 root only; else the table says "warm") before each restoring process starts.
 
-Run time on a quiet 2-core machine (2026-12-06): `--cases fp32,frozen90` (all four frameworks, 2 repeats)
-41.6 min; the bf16 case adds 9 min: it runs at batch 8 with a checkpoint every 2 steps (``CASE_DEFAULTS``),
-because a bf16 step on a CPU without bf16 matrix units is ~25x an fp32 step (at batch 64 it would add about
-1.5 hours). The whole default run took 57 min (2026-12-07, a new-user check on a clean clone).
-`--quick` (tiny models, 1 repeat) is the smoke
-run the test suite uses.
-Options: `--frameworks torch,lightning,hf,jax`, `--cases fp32,bf16,frozen90`, `--only ALT,...`,
-`--repeats N`, `--batch B` (64, bf16 8; smaller makes each step cheaper on a loaded machine),
-`--every N` (steps between checkpoints, 10, bf16 2), `--output FILE` (default BENCHMARKS.md; `-` prints only),
-`--json FILE` (raw results).
+Run time on a quiet 2-core machine: the whole default run (every framework and case, 2 repeats) took 57 min
+on 2026-12-07 before the best restore was added (a Coral PyTorch cell now adds one restore process per
+repeat; the run of the table in BENCHMARKS.md states its own time). The bf16 case runs at batch 8 with a
+checkpoint every 2 steps (``CASE_DEFAULTS``), because a bf16 step on a CPU without bf16 matrix units is ~25x
+an fp32 step (at batch 64 it would add about 1.5 hours).
+`--quick` (tiny models, 1 repeat, printed instead of written unless `--output` is given) is a smoke run:
+its figures mean nothing, and it still starts ~6 processes per job (about 10 min for all four frameworks
+on a quiet machine, as long for torch fp32 alone at load 4-5; the test suite runs `--quick --frameworks
+torch --cases fp32 --only torch.save,coral`).
+Options (`--help` lists them): `--frameworks torch,lightning,hf,jax`, `--cases fp32,bf16,frozen90`,
+`--only ALT,...`, `--repeats N`, `--batch B` (64, bf16 8; the PyTorch, Lightning and JAX jobs), `--every N`
+(steps between checkpoints, 10, bf16 2), `--output FILE` (default BENCHMARKS.md, with `--quick` none; `-`
+prints only), `--json FILE` (raw results), `--workdir DIR`, `--cell-timeout S`. A bad value stops the run at
+once with one line naming it.
 """
 
 from __future__ import annotations
@@ -46,6 +50,8 @@ CASE_TITLES = {"fp32": "fp32, weights + AdamW state", "bf16": "bf16 model and Ad
 # checkpoint every 2 steps unless --batch / --every are given (9 min instead of ~1.5 h; the state saved, the
 # alternatives and the columns are the same)
 CASE_DEFAULTS = {"bf16": {"batch": 8, "every": 2}}
+ALL_ALTS = ["torch.save", "safetensors", "dcp", "dcp-async", "coral", "coral-async", "modelcheckpoint",
+            "modelcheckpoint-async", "trainer", "orbax", "orbax-async"]
 
 
 # ---- the machine ---------------------------------------------------------------------------------------------
@@ -273,7 +279,9 @@ def verdict(stats: dict[str, dict[str, Any]]) -> str:
         (c, ca), (o, oa) = min(cv), min(ov)
         verdict = "ahead" if c <= o else "**NOT ahead**"
         if fmt_value(key, c) == fmt_value(key, o) or overlap(stats[ca][key], stats[oa][key]):
-            verdict = "a tie (the min-max ranges overlap)"  # inside the noise of these repeats: neither side wins
+            # inside the noise of these repeats (or equal as printed): neither side wins
+            verdict = "a tie (equal as printed)" if fmt_value(key, c) == fmt_value(key, o) else \
+                "a tie (the min-max ranges overlap)"
         parts.append(f"{title}: {verdict} ({ca} {fmt_value(key, c)} vs {oa} {fmt_value(key, o)})")
     exact = [a for a in coral if stats[a]["restore_exact"] is False or stats[a]["resume_exact"] is False]
     if exact:
@@ -315,8 +323,9 @@ def best_line(stats: dict[str, dict[str, Any]], entry: dict[str, Any]) -> str:
     steps = sorted(int(k) for k in firsts[0]["val"])
     picked = sorted({best_step(t) for t in firsts})
     names = ", ".join(f"checkpoint {steps.index(p) + 1} of {len(steps)} (step {p})" for p in picked)
+    coral_torch = entry.get("fw") == "torch" and any(a.startswith("coral") for a in entry["alts"])
     own = (" Coral's `Checkpointer` is asked for its own best (`save_on_best_metric=\"val_loss\"`, "
-           "`load_checkpoint(load_best=True)`), timed in its own process." if entry.get("fw") == "torch" else "")
+           "`load_checkpoint(load_best=True)`), timed in its own process." if coral_torch else "")
     where = ("the latest here: that restore is already timed, so its figure is reused." if picked == [steps[-1]]
              else "restored in its own new process unless it is the latest or checkpoint 5 (figure reused).")
     return ("Best = the checkpoint with the lowest loss on a fixed held-out batch, logged at each checkpoint step "
@@ -337,7 +346,10 @@ def table(key: str, entry: dict[str, Any], cold: bool) -> str:
     if case in CASE_DEFAULTS and settings:
         head += f", batch {settings['batch']}, a checkpoint every {settings['every'] or 10} steps"
     if first:
-        head += f" ({first['params'] / 1e6:.1f}M parameters, {first['state_mib']:.0f} MiB of weights)"
+        n = first["params"]
+        count = f"{n / 1e6:.1f}M" if n >= 1e5 else f"{n:,}"
+        weights = f"{first['state_mib']:.0f} MiB" if first["state_mib"] >= 1 else f"{first['state_mib'] * 1024:.0f} KiB"
+        head += f" ({count} parameters, {weights} of weights)"
     cache = "cold" if cold else "warm (not root: page cache not dropped)"
     lines = [head, "",
              f"| alternative | blocked per checkpoint | job wall time (overhead vs none) | stored, 10 checkpoints "
@@ -378,7 +390,7 @@ def section(results: dict[str, Any], info: dict[str, Any], args: argparse.Namesp
     lines = [BEGIN, "",
              f"Run of {when}: `python bench/compare.py --repeats {args.repeats} --frameworks {args.frameworks}"
              + (f" --batch {args.batch}" if args.batch is not None else "")
-             + (f" --every {args.every}" if args.every else "")
+             + (f" --every {args.every}" if args.every is not None else "")
              + (f" --only {args.only}" if args.only else "")
              + (f" --cases {args.cases}" if args.cases != "fp32,bf16,frozen90" else "")
              + (" --quick" if args.quick else "") + f"`, {elapsed / 60:.1f} min"
@@ -393,8 +405,8 @@ def section(results: dict[str, Any], info: dict[str, Any], args: argparse.Namesp
              "last byte durable) against the same job without checkpoints in the same repeat. Stored = every "
              "file the alternative left. Restores run in a new process, after the page cache was dropped, and "
              "load weights + optimizer (+ scheduler) into the live objects. Bit-exact = every tensor of the "
-             "restored state equals the saved one; resumed = a new process loads checkpoint 9, trains to step "
-             "10K and must end on exactly checkpoint 10's state.", ""]
+             "restored state equals the saved one; resumed = a new process loads checkpoint 9, trains on to "
+             "checkpoint 10's step and must end on exactly checkpoint 10's state.", ""]
     for key, entry in results.items():
         if not key.startswith("_"):
             lines += [table(key, entry, results["_cold"]), ""]
@@ -415,18 +427,23 @@ def write_section(path: Path, text: str) -> None:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--cell", help=argparse.SUPPRESS)
-    p.add_argument("--quick", action="store_true")
-    p.add_argument("--frameworks", default="torch,lightning,hf,jax")
-    p.add_argument("--cases", default="fp32,bf16,frozen90")
-    p.add_argument("--only", default=None, help="comma-separated alternatives (the no-checkpoint job always runs)")
+    p.add_argument("--quick", action="store_true",
+                   help="smoke run: tiny models, 1 repeat, printed only unless --output is given")
+    p.add_argument("--frameworks", default="torch,lightning,hf,jax", help="comma-separated: " + ", ".join(MODULES))
+    p.add_argument("--cases", default="fp32,bf16,frozen90",
+                   help="comma-separated: fp32, bf16, frozen90 (bf16 and frozen90 are PyTorch only)")
+    p.add_argument("--only", default=None,
+                   help="comma-separated alternatives (the no-checkpoint job always runs): " + ", ".join(ALL_ALTS))
     p.add_argument("--repeats", type=int, default=None)
     p.add_argument("--every", type=int, default=None, help="steps between checkpoints (default 10; --quick 2)")
     p.add_argument("--batch", type=int, default=None,
                    help="batch size of the PyTorch, Lightning and JAX jobs (default 64; the bf16 case 8)")
-    p.add_argument("--output", default=str(HERE.parent / "BENCHMARKS.md"))
-    p.add_argument("--json", default=None)
-    p.add_argument("--workdir", default=None)
-    p.add_argument("--cell-timeout", type=float, default=900.0)
+    p.add_argument("--output", default=None,
+                   help="Markdown file whose marked section is rewritten (default BENCHMARKS.md; with --quick, "
+                        "none); - prints only")
+    p.add_argument("--json", default=None, help="write the raw results here")
+    p.add_argument("--workdir", default=None, help="folder for the jobs' files (default: a temporary one)")
+    p.add_argument("--cell-timeout", type=float, default=900.0, help="seconds before one cell is given up")
     args = p.parse_args()
     if args.cell:
         cell_main(args.cell)
@@ -438,6 +455,24 @@ def main() -> None:
         args.repeats = 1 if args.quick else 2
     if args.repeats < 1:
         p.error(f"--repeats: must be at least 1, got {args.repeats}")
+    for name in ("every", "batch"):
+        if getattr(args, name) is not None and getattr(args, name) < 1:
+            p.error(f"--{name}: must be at least 1, got {getattr(args, name)}")
+    known_cases = sorted({c for cs in CASES.values() for c in cs})
+    for case in args.cases.split(","):
+        if case not in known_cases:
+            p.error(f"--cases: unknown case {case!r} (known: {', '.join(known_cases)})")
+    if not any(c in CASES[fw] for fw in args.frameworks.split(",") for c in args.cases.split(",")):
+        p.error(f"--cases: {args.cases!r} has no job for --frameworks {args.frameworks!r} "
+                "(bf16 and frozen90 are PyTorch only)")
+    if args.only:
+        offered = {a for fw in args.frameworks.split(",") for a in alternatives(fw, "fp32", None)[0]}
+        for alt in args.only.split(","):
+            if alt not in offered:
+                p.error(f"--only: {alt!r} is not an alternative of --frameworks {args.frameworks} "
+                        f"(known: {', '.join(sorted(offered - {'none'}))})")
+    if args.output is None:
+        args.output = "-" if args.quick else str(HERE.parent / "BENCHMARKS.md")
     info = machine()
     print(f"machine: {info['cpu']}, {info['cores']} cores, load average {os.getloadavg()}", flush=True)
     print("versions: " + ", ".join(f"{k} {v}" for k, v in info["versions"].items()), flush=True)

@@ -7,6 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -54,3 +56,23 @@ def test_best_is_the_lowest_held_out_loss_and_a_restore_already_timed_is_reused(
     spec = {"fw": "lightning", "alt": "modelcheckpoint"}
     assert compare.restore_best(spec, run, 1.0) == {"step": 20, "restore_s": 2.0, "digest": "b", "same_as": "older"}
     assert compare.same_note(["older", "older"]) == " (= checkpoint 5)" and compare.same_note([None]) == ""
+
+
+@pytest.mark.parametrize(
+    ("args", "says"),
+    [
+        (["--cases", "nope"], "--cases: unknown case 'nope'"),
+        (["--frameworks", "jax", "--cases", "bf16"], "--cases: 'bf16' has no job for --frameworks 'jax'"),
+        (["--every", "0"], "--every: must be at least 1, got 0"),
+        (["--batch", "-3"], "--batch: must be at least 1, got -3"),
+        (["--frameworks", "torch", "--only", "nope"], "--only: 'nope' is not an alternative of --frameworks torch"),
+    ],
+)
+def test_bad_input_is_one_line_and_leaves_the_table_alone(tmp_path: Path, args: list[str], says: str) -> None:
+    doc = tmp_path / "BENCHMARKS.md"
+    doc.write_text("# Benchmarks\n")
+    proc = subprocess.run([sys.executable, str(ROOT / "bench" / "compare.py"), *args, "--output", str(doc)],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2 and says in proc.stderr, proc.stderr
+    assert proc.stderr.strip().splitlines()[-1].startswith("compare.py: error: ")
+    assert doc.read_text() == "# Benchmarks\n"
