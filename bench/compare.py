@@ -7,9 +7,9 @@ Every cell (train, restore latest, restore the best, restore checkpoint 5, reten
 peak RSS is that process's own, and the page cache is dropped (`sync; echo 3 > /proc/sys/vm/drop_caches`,
 root only; else the table says "warm") before each restoring process starts.
 
-Run time on a quiet 2-core machine: the whole default run (every framework and case, 2 repeats) took 57 min
-on 2026-12-07 before the best restore was added (a Coral PyTorch cell now adds one restore process per
-repeat; the run of the table in BENCHMARKS.md states its own time). The bf16 case runs at batch 8 with a
+Run time on 2 cores: the whole default run (every framework and case, 2 repeats) took 66 min on 2026-12-07
+with the best restore (one more restore process per job whose best is not the latest or checkpoint 5), on
+a machine running ~1.5x slower than the quiet one where it took 57 min without it. The bf16 case runs at batch 8 with a
 checkpoint every 2 steps (``CASE_DEFAULTS``), because a bf16 step on a CPU without bf16 matrix units is ~25x
 an fp32 step (at batch 64 it would add about 1.5 hours).
 `--quick` (tiny models, 1 repeat, printed instead of written unless `--output` is given) is a smoke run:
