@@ -3,9 +3,9 @@
 `make bench-compare` runs `python bench/compare.py` and rewrites the marked section of BENCHMARKS.md.
 Each job checkpoints every K steps (10 checkpoints) with one alternative; every alternative of a framework
 runs in the same invocation, interleaved (the order rotates per repeat) so machine noise hits all alike.
-Every cell (train, restore latest, restore the best, restore checkpoint 5, retention, resume) is its own process:
-peak RSS is that process's own, and the page cache is dropped (`sync; echo 3 > /proc/sys/vm/drop_caches`,
-root only; else the table says "warm") before each restoring process starts.
+Every cell (train, restore latest, restore checkpoint 5, restore the best where it is neither, retention,
+resume) is its own process: peak RSS is that process's own, and the page cache is dropped (`sync; echo 3 >
+/proc/sys/vm/drop_caches`, root only; else the table says "warm") before each restoring process starts.
 
 Run time on 2 cores: the whole default run (every framework and case, 2 repeats) took 66 min on 2026-12-07
 with the best restore (one more restore process per job whose best is not the latest or checkpoint 5), on
@@ -434,8 +434,8 @@ def main() -> None:
                    help="comma-separated: fp32, bf16, frozen90 (bf16 and frozen90 are PyTorch only)")
     p.add_argument("--only", default=None,
                    help="comma-separated alternatives (the no-checkpoint job always runs): " + ", ".join(ALL_ALTS))
-    p.add_argument("--repeats", type=int, default=None)
-    p.add_argument("--every", type=int, default=None, help="steps between checkpoints (default 10; --quick 2)")
+    p.add_argument("--repeats", type=int, default=None, help="repeats per alternative (default 2; --quick 1)")
+    p.add_argument("--every", type=int, default=None, help="steps between checkpoints (default 10; bf16 2; --quick 2)")
     p.add_argument("--batch", type=int, default=None,
                    help="batch size of the PyTorch, Lightning and JAX jobs (default 64; the bf16 case 8)")
     p.add_argument("--output", default=None,
@@ -443,7 +443,7 @@ def main() -> None:
                         "none); - prints only")
     p.add_argument("--json", default=None, help="write the raw results here")
     p.add_argument("--workdir", default=None, help="folder for the jobs' files (default: a temporary one)")
-    p.add_argument("--cell-timeout", type=float, default=900.0, help="seconds before one cell is given up")
+    p.add_argument("--cell-timeout", type=float, default=900.0, help="seconds per cell (default 900)")
     args = p.parse_args()
     if args.cell:
         cell_main(args.cell)
