@@ -61,20 +61,21 @@ def build(spec: dict[str, Any]) -> tuple[torch.nn.Module, torch.optim.Optimizer,
     return model, opt, sched, wl.Teacher(1)
 
 
-def batch(teacher: wl.Teacher, step: int, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
-    """Batch ``step`` from its own seed, so a resumed run sees the same data without a generator to restore."""
-    g = torch.Generator().manual_seed(10_000 + step)
+def batch(
+    teacher: wl.Teacher, step: int, dtype: torch.dtype, seed: int | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Batch ``step`` from its own seed, so a resumed run sees the same data without a generator to restore;
+    ``seed`` overrides it (the held-out batch)."""
+    g = torch.Generator().manual_seed(10_000 + step if seed is None else seed)
     x = torch.randn(wl.BATCH, wl.IN, generator=g)
     return x.to(dtype), (torch.tanh(x @ teacher.w1) @ teacher.w2).argmax(-1)
 
 
 def heldout_loss(model, teacher: wl.Teacher) -> float:
     """The loss on a fixed held-out batch (no grad, no RNG drawn): the metric that picks the best checkpoint."""
-    g = torch.Generator().manual_seed(7)
-    x = torch.randn(wl.BATCH, wl.IN, generator=g)
-    y = (torch.tanh(x @ teacher.w1) @ teacher.w2).argmax(-1)
+    x, y = batch(teacher, 0, next(model.parameters()).dtype, seed=7)
     with torch.no_grad():
-        return float(torch.nn.functional.cross_entropy(model(x.to(next(model.parameters()).dtype)).float(), y))
+        return float(torch.nn.functional.cross_entropy(model(x).float(), y))
 
 
 def train_steps(model, opt, sched, teacher, first: int, last: int, after_step) -> None:

@@ -213,7 +213,7 @@ def summarize(entry: dict[str, Any]) -> dict[str, dict[str, Any]]:
     out: dict[str, dict[str, Any]] = {}
     for alt, rs in runs.items():
         s: dict[str, Any] = {"blocked": [], "wall": [], "overhead": [], "latest": [], "older": [], "best": [],
-                             "best_steps": [], "best_same": [], "rss": [],
+                             "best_same": [], "rss": [],
                              "bytes_10": None, "bytes_3": None, "restore_exact": None, "resume_exact": None,
                              "errors": []}
         for i, r in enumerate(rs):
@@ -239,7 +239,6 @@ def summarize(entry: dict[str, Any]) -> dict[str, dict[str, Any]]:
                 else:
                     exact = False
             if "best" in r:
-                s["best_steps"].append(r["best"].get("step"))
                 s["best_same"].append(r["best"].get("same_as"))
                 if r["best"].get("step") != best_step(tr):  # the tool's best is not the lowest held-out loss
                     s["errors"].append(f"best: restored step {r['best'].get('step')}, lowest held-out loss at "
@@ -315,7 +314,7 @@ def same_note(same: list[str | None]) -> str:
     return ""
 
 
-def best_line(stats: dict[str, dict[str, Any]], entry: dict[str, Any]) -> str:
+def best_line(entry: dict[str, Any]) -> str:
     """Which checkpoint was the best, by the held-out loss every job logs at its checkpoint steps."""
     firsts = [r["train"] for rs in entry["runs"].values() for r in rs if r["train"].get("val")]
     if not firsts:
@@ -373,7 +372,7 @@ def table(key: str, entry: dict[str, Any], cold: bool) -> str:
                yn(s["restore_exact"]), yn(s["resume_exact"])]
         lines.append("| " + " | ".join(row) + " |")
     lines.append("")
-    lines += [best_line(stats, entry), ""]
+    lines += [best_line(entry), ""]
     v = verdict(stats)
     if v:
         lines += [v, ""]
