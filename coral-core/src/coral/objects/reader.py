@@ -8,12 +8,14 @@ object that has it). Packed small tensors are copied out of their pack chunk, re
 from __future__ import annotations
 
 import concurrent.futures as cf
+import os
+from collections import deque
 from collections.abc import Callable, Iterable
 
 import numpy as np
 
 from ..codecs import CODEC_RAW, decode_chunk, parse_header
-from ..codecs.chunk import HEADER_SIZE, ID_BYTES, ChunkHeader
+from ..codecs.chunk import HEADER_SIZE, ID_BYTES, PAGE_ALIGN, ChunkHeader
 from ..core.dtypes import dtype_from_name
 from ..errors import CoralError, CorruptObjectError, ObjectNotFoundError
 from ..store.base import Store
@@ -24,16 +26,20 @@ from .pool import IOPool, wait_all
 MAX_CHAIN_WALK = 4096  # a read refuses longer (corrupt or cyclic) delta chains
 SMALL_READ = 256 * 1024  # chunks up to this size are read whole in one request
 _HUGE_PAGE = 2 * 1024 * 1024
+_PREFIX_READ = PAGE_ALIGN  # a raw chunk's header and padding: its body starts at a page boundary at most
+_MAX_TRAILER = 4096  # a store's own record after an object's payload (the local store's seal: 20 bytes)
 EMPTY = np.empty(0, dtype=np.uint8)  # a placeholder that keeps a result dict in the tree's order
 
 
 class TensorReader:
     """Reads and verifies chunks of ``store`` (decoded bases and packs kept in ``cache``), in parallel on ``pool``."""
 
-    def __init__(self, store: Store, pool: IOPool, cache: ChunkCache) -> None:
+    def __init__(self, store: Store, pool: IOPool, cache: ChunkCache, readers: int | None = None) -> None:
         self.store = store
         self.pool = pool
         self.cache = cache
+        # pool threads that read one batch beside the caller's (default: all of them)
+        self.readers = max(1, min(pool.threads, readers or pool.threads))
 
     def read_raw(self, chunk_id: str) -> bytes:
         """A chunk object's stored bytes (encoded, not verified against its id)."""
@@ -104,6 +110,12 @@ class TensorReader:
         """Fill ``dest`` (uint8, the chunk's decoded length) with the verified chunk; raw chunks are read
         straight into it, with no intermediate copy."""
         if dest.nbytes > SMALL_READ and self.cache.get(chunk_id) is None:
+            raw = self._read_raw_file(chunk_id, dest, tensor)
+            if raw:
+                return
+        else:
+            raw = False  # small or cached: read whole below
+        if raw is None:  # a store without files: its header, then the body straight into ``dest``
             key = chunk_key(chunk_id)
             try:
                 head = parse_header(self.store.get_range(key, 0, HEADER_SIZE + ID_BYTES))
@@ -132,6 +144,85 @@ class TensorReader:
             self.read_chunk(chunk_id, tensor, out=dest)
         except ValueError as exc:  # the stored length differs from the manifest's
             raise CorruptObjectError(chunk_id, f"chunk size does not match the manifest: {exc}", tensor) from None
+
+    def _read_raw_file(self, chunk_id: str, dest: np.ndarray, tensor: str | None) -> bool | None:
+        """A raw chunk read into ``dest`` through ONE open file of a store that keeps files: True when read,
+        False when the chunk is not raw (``dest`` holds nothing yet), None when the store keeps no files.
+
+        The file is read whole in one vectored request (header, body straight into ``dest``, the store's
+        record after it), its layout guessed from its size: a cold disk then serves one sequential read per
+        chunk instead of three. The header read back confirms the guess; then the body is BLAKE3-checked and
+        the whole payload checked against the store's seal.
+        """
+        key = chunk_key(chunk_id)
+        try:
+            fd = self.store.open_file(key)
+        except ObjectNotFoundError:
+            raise missing_chunk(chunk_id, tensor) from None
+        if fd is None:
+            return None
+        try:
+            head, prefix, done = self._read_whole(fd, dest)
+            if head is None:  # not the guessed layout: header first, then the body
+                try:
+                    self.store.payload_check(key, fd)  # a damaged seal is reported before the header
+                except CorruptObjectError as exc:
+                    raise naming_tensor(exc, tensor) from None
+                prefix = os.pread(fd, _PREFIX_READ, 0)
+                try:
+                    head = parse_header(prefix)
+                except ValueError as exc:
+                    raise CorruptObjectError(chunk_id, f"cannot decode: {exc}", tensor) from None
+                if head.codec != CODEC_RAW:
+                    return False
+                if head.length != dest.nbytes:
+                    raise CorruptObjectError(
+                        chunk_id, f"chunk has {head.length} bytes, expected {dest.nbytes}", tensor
+                    )
+                if head.body > len(prefix):
+                    prefix = os.pread(fd, head.body, 0)
+                done = _pread_into(fd, dest, head.body)
+            try:
+                check = self.store.payload_check(key, fd)  # its record was read with the body: cached
+            except CorruptObjectError as exc:
+                raise naming_tensor(exc, tensor) from None
+        finally:
+            os.close(fd)
+        if done != head.length:
+            raise CorruptObjectError(chunk_id, "cannot decode: raw body has the wrong length", tensor)
+        view = dest.data.cast("B")
+        if hash_bytes(view) != chunk_id:
+            raise CorruptObjectError(chunk_id, "content does not match its hash", tensor)
+        if check is not None:
+            try:
+                check([prefix[: head.body], view])
+            except CorruptObjectError as exc:
+                raise naming_tensor(exc, tensor) from None
+        return True
+
+    @staticmethod
+    def _read_whole(fd: int, dest: np.ndarray) -> tuple[ChunkHeader | None, bytes, int]:
+        """Read a raw chunk's file in one request when its size fits a raw layout (body page-aligned, or
+        right after the header) with a short record after it: (header, prefix, body bytes read), or
+        (None, b"", 0) when the size or the header read back does not fit (then ``dest`` holds nothing)."""
+        size, n = os.fstat(fd).st_size, dest.nbytes
+        for body in (PAGE_ALIGN, HEADER_SIZE):
+            trailer = size - body - n
+            if 0 <= trailer <= _MAX_TRAILER:
+                break
+        else:
+            return None, b"", 0
+        prefix, tail = bytearray(body), bytearray(trailer)
+        got = os.preadv(fd, [prefix, dest.data.cast("B"), tail], 0)
+        if got != size:
+            return None, b"", 0
+        try:
+            head = parse_header(memoryview(prefix))
+        except ValueError:
+            return None, b"", 0
+        if head.codec != CODEC_RAW or head.body != body or head.length != n:
+            return None, b"", 0
+        return head, bytes(prefix), n
 
     def verify_chunk(self, chunk_id: str) -> None:
         """Raise CorruptObjectError/ObjectNotFoundError unless the chunk decodes to its hash."""
@@ -227,44 +318,63 @@ class TensorReader:
                     return ranged
             return self._unpack(name, entry)
         out, parts = self._alloc(name, entry)
-        if len(parts) == 1:
-            self.read_into(parts[0][0], parts[0][1], name)
-        else:
-            futures = [self.pool.submit(self.read_into, cid, dest, name) for cid, dest in parts]
-            wait_all(futures)
+        self._read_all(deque((cid, dest, name) for cid, dest in parts))
         return out
 
     def read_tensors(self, items: Iterable[tuple[str, TensorEntry]]) -> dict[str, np.ndarray]:
-        """Read many tensors at once: every chunk of every tensor goes through the pool together."""
+        """Read many tensors at once: every big chunk of every tensor goes on one queue that the pool's threads
+        (and this one) drain together."""
         outs: dict[str, np.ndarray] = {}
-        futures: list[cf.Future[None]] = []
+        jobs: deque[tuple[str, np.ndarray, str]] = deque()
         small: list[tuple[str, np.ndarray, str]] = []
         packed: list[tuple[str, TensorEntry]] = []
-        try:
-            for name, entry in items:
-                if entry.packed:
-                    packed.append((name, entry))
-                    outs[name] = EMPTY  # keeps the tree's order; filled below
-                    continue
-                out, parts = self._alloc(name, entry)
-                outs[name] = out
-                for cid, dest in parts:
-                    if dest.nbytes > SMALL_READ:
-                        futures.append(self.pool.submit(self.read_into, cid, dest, name))
-                    else:
-                        small.append((cid, dest, name))
-            # small chunks (biases, norms) are read here while the pool reads the big ones: handing each
-            # to a thread costs more in wake-ups and GIL hand-offs than reading it
+        for name, entry in items:
+            if entry.packed:
+                packed.append((name, entry))
+                outs[name] = EMPTY  # keeps the tree's order; filled below
+                continue
+            out, parts = self._alloc(name, entry)
+            outs[name] = out
+            for cid, dest in parts:
+                (jobs if dest.nbytes > SMALL_READ else small).append((cid, dest, name))
+
+        def read_small() -> None:  # biases, norms and packs: read here while the pool reads the big chunks
             for cid, dest, name in small:
                 self.read_into(cid, dest, name)
             packs: dict[str, np.ndarray] = {}  # each pack is read once, however many tensors it holds
             for name, entry in packed:
                 outs[name] = self._unpack(name, entry, packs)
+
+        self._read_all(jobs, read_small)
+        return outs
+
+    def _read_all(self, jobs: deque[tuple[str, np.ndarray, str]], first: Callable[[], None] | None = None) -> None:
+        """Read every chunk on ``jobs``: ``readers`` pool threads and this one drain the queue (after this one
+        has run ``first``). One task per thread, not one per chunk: a submit per chunk cost a wake-up and a
+        GIL hand-off each, and on a local disk more threads than cores only fought over the GIL."""
+        futures = [self.pool.submit(self._drain, jobs) for _ in range(min(self.readers, len(jobs) - 1))]
+        try:
+            if first is not None:
+                first()
+            self._drain(jobs)
         except BaseException:
+            jobs.clear()
             cf.wait(futures)  # no read is left running behind the caller
             raise
         wait_all(futures)
-        return outs
+
+    def _drain(self, jobs: deque[tuple[str, np.ndarray, str]]) -> None:
+        """Read chunks off ``jobs`` until it is empty; a failure empties it, so the other drainers stop too."""
+        while True:
+            try:
+                cid, dest, name = jobs.popleft()
+            except IndexError:
+                return
+            try:
+                self.read_into(cid, dest, name)
+            except BaseException:
+                jobs.clear()
+                raise
 
 
 def empty_array(shape: tuple[int, ...], dt: np.dtype) -> np.ndarray:
@@ -276,6 +386,17 @@ def empty_array(shape: tuple[int, ...], dt: np.dtype) -> np.ndarray:
     raw = np.empty(n + _HUGE_PAGE, dtype=np.uint8)
     off = (-raw.ctypes.data) % _HUGE_PAGE
     return raw[off : off + n].view(dt).reshape(shape)
+
+
+def _pread_into(fd: int, dest: np.ndarray, start: int) -> int:
+    """Read ``dest.nbytes`` bytes from ``start`` of ``fd`` into ``dest``; the count read (short at the end)."""
+    view, done = dest.data.cast("B"), 0
+    while done < len(view):
+        n = os.preadv(fd, [view[done:]], start + done)
+        if n <= 0:
+            break
+        done += n
+    return done
 
 
 def naming_tensor(exc: CorruptObjectError, tensor: str | None) -> CorruptObjectError:

@@ -67,7 +67,10 @@ class ObjectStore:
         self.writer = TensorWriter(
             store, self.pool, compress=compress, level=level, write_min_saving=write_min_saving
         )
-        self.reader = TensorReader(store, self.pool, self.cache)
+        # a local disk is read by one thread per core (more fight over the GIL); a remote store, whose requests
+        # wait on the network, by every pool thread
+        readers = self.threads if store.ranged_reads else self.workers
+        self.reader = TensorReader(store, self.pool, self.cache, readers=readers)
         self.mapped = MappedLoader(store, self.pool, self.reader)
         self.reencoder = Reencoder(store, self.reader, compress=compress, level=level)
 
