@@ -6,6 +6,7 @@ when it is at most ``PACK_MAX`` bytes, at an offset in a pack chunk it shares wi
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -21,6 +22,7 @@ MAX_ELEMENTS = 1 << 40  # refuse absurd manifests before allocating
 # per tensor would cost far more than its bytes. Small enough that a frozen tensor rewritten with a changed
 # neighbour costs little (and repack turns the older pack into a near-empty delta).
 PACK_MAX = 16 * 1024
+_ID = re.compile(r"[0-9a-f]{64}")  # a regex: checked for every chunk of every manifest a load parses
 
 
 def chunk_key(chunk_id: str) -> str:
@@ -35,7 +37,7 @@ def hash_bytes(data: memoryview | bytes) -> str:
 
 def is_id(value: Any) -> bool:
     """True for a 64-digit lowercase hex string (a chunk id or digest)."""
-    return isinstance(value, str) and len(value) == 64 and all(ch in "0123456789abcdef" for ch in value)
+    return isinstance(value, str) and _ID.fullmatch(value) is not None
 
 
 @dataclass
