@@ -30,7 +30,11 @@ def forked(tmp_path, base, ours, theirs):
 
 
 def snapshot(repo: Repository) -> dict[str, str]:
-    """Every file of the store with a hash of its bytes: equal snapshots mean nothing was written."""
+    """Every file of the store with a hash of its bytes: equal snapshots mean nothing was written.
+
+    Background packing of earlier commits is waited for first: it runs on its own schedule, and a pending
+    pack ref it clears between two snapshots is not something the merge under test wrote."""
+    repo.wait()
     root = repo.path / ".coral"
     return {
         str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
