@@ -147,7 +147,7 @@ class TensorReader:
 
     def _read_raw_file(self, chunk_id: str, dest: np.ndarray, tensor: str | None) -> bool | None:
         """A raw chunk read into ``dest`` through ONE open file of a store that keeps files: True when read,
-        False when the chunk is not raw (``dest`` holds nothing yet), None when the store keeps no files.
+        False when the chunk is not raw (the caller decodes it into ``dest``), None when the store keeps no files.
 
         The file is read whole in one vectored request (header, body straight into ``dest``, the store's
         record after it), its layout guessed from its size: a cold disk then serves one sequential read per
@@ -204,7 +204,8 @@ class TensorReader:
     def _read_whole(fd: int, dest: np.ndarray) -> tuple[ChunkHeader | None, bytes, int]:
         """Read a raw chunk's file in one request when its size fits a raw layout (body page-aligned, or
         right after the header) with a short record after it: (header, prefix, body bytes read), or
-        (None, b"", 0) when the size or the header read back does not fit (then ``dest`` holds nothing)."""
+        (None, b"", 0) when the size or the header read back does not fit (``dest`` may then hold stray bytes,
+        which the caller's slower path overwrites)."""
         size, n = os.fstat(fd).st_size, dest.nbytes
         for body in (PAGE_ALIGN, HEADER_SIZE):
             trailer = size - body - n
