@@ -19,12 +19,12 @@ import numpy as np
 from ..codecs import CODEC_RAW, parse_header
 from ..codecs.chunk import HEADER_SIZE, ID_BYTES, ChunkHeader
 from ..core.dtypes import dtype_from_name
-from ..errors import CoralError, CorruptObjectError, ObjectNotFoundError
+from ..errors import CoralError, CorruptObjectError
 from ..store.base import Store
 from . import mapping
 from .manifest import CHUNK_BYTES, TensorEntry, chunk_key, hash_bytes
 from .pool import IOPool, wait_all
-from .reader import EMPTY, TensorReader, missing_chunk, naming_tensor
+from .reader import EMPTY, TensorReader, naming_tensor, open_chunk_file
 
 log = logging.getLogger(__name__)
 
@@ -79,10 +79,7 @@ class MappedLoader:
         try:
             for cid in entry.chunks:
                 key = chunk_key(cid)
-                try:
-                    fd = self.store.open_file(key)
-                except ObjectNotFoundError:
-                    raise missing_chunk(cid, name) from None
+                fd = open_chunk_file(self.store, cid, name)
                 if fd is None:
                     return None
                 heads.append((cid, fd, _FALLBACK_HEAD, 0))

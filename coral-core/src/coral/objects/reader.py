@@ -155,10 +155,7 @@ class TensorReader:
         the whole payload checked against the store's seal.
         """
         key = chunk_key(chunk_id)
-        try:
-            fd = self.store.open_file(key)
-        except ObjectNotFoundError:
-            raise missing_chunk(chunk_id, tensor) from None
+        fd = open_chunk_file(self.store, chunk_id, tensor)
         if fd is None:
             return None
         try:
@@ -398,6 +395,15 @@ def _pread_into(fd: int, dest: np.ndarray, start: int) -> int:
             break
         done += n
     return done
+
+
+def open_chunk_file(store: Store, chunk_id: str, tensor: str | None) -> int | None:
+    """A read-only descriptor of the chunk's file (the caller closes it); None when ``store`` keeps no files.
+    A missing chunk raises ObjectNotFoundError naming ``tensor``."""
+    try:
+        return store.open_file(chunk_key(chunk_id))
+    except ObjectNotFoundError:
+        raise missing_chunk(chunk_id, tensor) from None
 
 
 def naming_tensor(exc: CorruptObjectError, tensor: str | None) -> CorruptObjectError:
