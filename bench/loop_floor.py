@@ -8,13 +8,16 @@ parts of what a durable async save must, with nothing else (no format, no commit
 - ``copy``: the host copy of every parameter and moment into reused buffers, in a background thread,
   gated before the next ``optimizer.step()`` like Coral's lazy snapshot;
 - ``copy+hash``: the same, then BLAKE3 of every 4 MiB piece (what content addressing needs);
-- ``write (O_DIRECT)``: the copy, then each 4 MiB piece written to its own file with ``O_DIRECT`` and
-  fsynced, from 4 threads (no page-cache copy), then the folder fsynced; no hashing;
-- ``write+hash (O_DIRECT)`` and ``write+hash (page cache)``: the same with BLAKE3, without and with the
+- ``write``: the copy, then each 4 MiB piece written to its own file with ``O_DIRECT`` and fsynced, from
+  4 threads (no page-cache copy), then the folder fsynced; no hashing. A piece whose size is not a multiple
+  of 4 KiB (a tensor's short tail) goes through the page cache, as does everything where ``O_DIRECT`` is
+  refused (the table then says so);
+- ``write+hash`` and ``write+hash, page cache``: the same with BLAKE3, with ``O_DIRECT`` and through the
   page cache.
 
-Each figure is the steps/s of a run over the steps/s of the no-save run of the same round; rounds
-alternate the order of the arms; medians with min-max. If a minimal saver cannot keep 95% of the steps/s,
+Each "kept" figure is the steps/s of a run over the steps/s of the no-save run of the same round, the median
+over rounds with min-max (so it need not equal the ratio of the steps/s medians); rounds alternate the order
+of the arms. If a minimal saver cannot keep 95% of the steps/s,
 no durable saver that hashes what it writes can on this machine. Prints a Markdown table.
 """
 

@@ -162,8 +162,9 @@ def ratio_row(
 
 
 def floors(work: Path, how: str, trials: int) -> list[str]:
-    """What this machine allows any loader that checks every byte: the CPU cost of the checks and of one copy
-    out of the page cache, and how fast the disk gives the same bytes as one file or as chunk files (cold)."""
+    """What this machine allows any loader that checks every byte: the CPU cost of the checks and of one memory
+    copy (on random bytes of the state's size: hashing and copying speed do not depend on the content), and how
+    fast the disk gives the same bytes cold as one file or as the newest checkpoint's chunk files."""
     import concurrent.futures as cf
 
     import blake3
@@ -233,8 +234,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--quick", action="store_true", help="smoke run: one checkpoint, 2 pairs")
     ap.add_argument(
         "--floors", action="store_true",
-        help="also measure this machine's floors: BLAKE3, xxh3 and one copy of the state, and cold reads of "
-        "one file against the chunk files",
+        help="also measure this machine's floors: BLAKE3, xxh3 and one memory copy of a buffer of the state's size "
+        "(random bytes: their speed does not depend on the content), and cold reads of state.pt against the newest "
+        "checkpoint's chunk files, emptied from the page cache as --cold says (--cold none: evicted)",
     )
     ap.add_argument(
         "--cold", choices=["drop", "evict", "none"], default="drop",
