@@ -26,7 +26,6 @@ from .pool import IOPool, wait_all
 MAX_CHAIN_WALK = 4096  # a read refuses longer (corrupt or cyclic) delta chains
 SMALL_READ = 256 * 1024  # chunks up to this size are read whole in one request
 _HUGE_PAGE = 2 * 1024 * 1024
-_PREFIX_READ = PAGE_ALIGN  # a raw chunk's header and padding: its body starts at a page boundary at most
 _MAX_TRAILER = 4096  # a store's own record after an object's payload (the local store's seal: 20 bytes)
 EMPTY = np.empty(0, dtype=np.uint8)  # a placeholder that keeps a result dict in the tree's order
 
@@ -147,7 +146,8 @@ class TensorReader:
 
     def _read_raw_file(self, chunk_id: str, dest: np.ndarray, tensor: str | None) -> bool | None:
         """A raw chunk read into ``dest`` through ONE open file of a store that keeps files: True when read,
-        False when the chunk is not raw (the caller decodes it into ``dest``), None when the store keeps no files.
+        False when the file is not a raw chunk's (the caller's general path decodes it into ``dest``, or names
+        the damage), None when the store keeps no files.
 
         The file is read whole in one vectored request (header, body straight into ``dest``, the store's
         record after it), its layout guessed from its size: a cold disk then serves one sequential read per
@@ -159,68 +159,49 @@ class TensorReader:
         if fd is None:
             return None
         try:
-            head, prefix, done = self._read_whole(fd, dest)
-            if head is None:  # not the guessed layout: header first, then the body
-                try:
-                    self.store.payload_check(key, fd)  # a damaged seal is reported before the header
-                except CorruptObjectError as exc:
-                    raise naming_tensor(exc, tensor) from None
-                prefix = os.pread(fd, _PREFIX_READ, 0)
-                try:
-                    head = parse_header(prefix)
-                except ValueError as exc:
-                    raise CorruptObjectError(chunk_id, f"cannot decode: {exc}", tensor) from None
-                if head.codec != CODEC_RAW:
-                    return False
-                if head.length != dest.nbytes:
-                    raise CorruptObjectError(
-                        chunk_id, f"chunk has {head.length} bytes, expected {dest.nbytes}", tensor
-                    )
-                if head.body > len(prefix):
-                    prefix = os.pread(fd, head.body, 0)
-                done = _pread_into(fd, dest, head.body)
+            head, prefix = self._read_whole(fd, dest)
+            if head is None:  # not a raw chunk, or a damaged file: the general path decodes or names it
+                return False
             try:
                 check = self.store.payload_check(key, fd)  # its record was read with the body: cached
             except CorruptObjectError as exc:
                 raise naming_tensor(exc, tensor) from None
         finally:
             os.close(fd)
-        if done != head.length:
-            raise CorruptObjectError(chunk_id, "cannot decode: raw body has the wrong length", tensor)
         view = dest.data.cast("B")
         if hash_bytes(view) != chunk_id:
             raise CorruptObjectError(chunk_id, "content does not match its hash", tensor)
         if check is not None:
             try:
-                check([prefix[: head.body], view])
+                check([prefix, view])
             except CorruptObjectError as exc:
                 raise naming_tensor(exc, tensor) from None
         return True
 
     @staticmethod
-    def _read_whole(fd: int, dest: np.ndarray) -> tuple[ChunkHeader | None, bytes, int]:
-        """Read a raw chunk's file in one request when its size fits a raw layout (body page-aligned, or
-        right after the header) with a short record after it: (header, prefix, body bytes read), or
-        (None, b"", 0) when the size or the header read back does not fit (``dest`` may then hold stray bytes,
-        which the caller's slower path overwrites)."""
+    def _read_whole(fd: int, dest: np.ndarray) -> tuple[ChunkHeader | None, bytes]:
+        """Read a raw chunk's file whole in one request when its size fits a raw layout (body page-aligned,
+        or right after the header) with a short record after it: (header, the bytes before the body), or
+        (None, b"") when the size or the header read back does not fit (``dest`` may then hold stray bytes,
+        which the general path overwrites)."""
         size, n = os.fstat(fd).st_size, dest.nbytes
         for body in (PAGE_ALIGN, HEADER_SIZE):
             trailer = size - body - n
             if 0 <= trailer <= _MAX_TRAILER:
                 break
         else:
-            return None, b"", 0
+            return None, b""
         prefix, tail = bytearray(body), bytearray(trailer)
         got = os.preadv(fd, [prefix, dest.data.cast("B"), tail], 0)
         if got != size:
-            return None, b"", 0
+            return None, b""
         try:
             head = parse_header(memoryview(prefix))
         except ValueError:
-            return None, b"", 0
+            return None, b""
         if head.codec != CODEC_RAW or head.body != body or head.length != n:
-            return None, b"", 0
-        return head, bytes(prefix), n
+            return None, b""
+        return head, bytes(prefix)
 
     def verify_chunk(self, chunk_id: str) -> None:
         """Raise CorruptObjectError/ObjectNotFoundError unless the chunk decodes to its hash."""
@@ -384,17 +365,6 @@ def empty_array(shape: tuple[int, ...], dt: np.dtype) -> np.ndarray:
     raw = np.empty(n + _HUGE_PAGE, dtype=np.uint8)
     off = (-raw.ctypes.data) % _HUGE_PAGE
     return raw[off : off + n].view(dt).reshape(shape)
-
-
-def _pread_into(fd: int, dest: np.ndarray, start: int) -> int:
-    """Read ``dest.nbytes`` bytes from ``start`` of ``fd`` into ``dest``; the count read (short at the end)."""
-    view, done = dest.data.cast("B"), 0
-    while done < len(view):
-        n = os.preadv(fd, [view[done:]], start + done)
-        if n <= 0:
-            break
-        done += n
-    return done
 
 
 def open_chunk_file(store: Store, chunk_id: str, tensor: str | None) -> int | None:
